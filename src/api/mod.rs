@@ -1,0 +1,282 @@
+//! The `GardenArtifact` custom resource: what a user asks of a registry.
+//!
+//! The OpenAPI schema generated from these types is the first line of validation (the API server
+//! rejects what it can express); [`validate`] is the second and complete one, shared by the
+//! controller and `apply`, so both front ends refuse the same objects with the same words.
+
+pub mod conditions;
+pub mod patterns;
+pub mod validate;
+
+use std::collections::BTreeMap;
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use conditions::{Condition, ConditionStatus};
+
+pub const GROUP: &str = "oci.gardenlinux.io";
+pub const VERSION: &str = "v1alpha1";
+pub const API_VERSION: &str = "oci.gardenlinux.io/v1alpha1";
+pub const KIND: &str = "GardenArtifact";
+
+/// An artefact that must exist in an OCI registry under the given tags.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "oci.gardenlinux.io",
+    version = "v1alpha1",
+    kind = "GardenArtifact",
+    namespaced,
+    status = "GardenArtifactStatus",
+    shortname = "ga",
+    category = "gardenlinux",
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Digest", type_ = "string", json_path = ".status.digest"),
+    printcolumn(name = "Tags", type_ = "string", json_path = ".spec.tags"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GardenArtifactSpec {
+    /// Target repository, registry host included: `registry.example.com/gardenlinux/gardenlinux`.
+    #[schemars(pattern(patterns::REPOSITORY), length(max = 255))]
+    pub repository: String,
+
+    /// Every tag must point at this artefact. May be empty only for an artefact found through
+    /// its subject.
+    #[serde(default)]
+    #[schemars(inner(pattern(patterns::TAG)), length(max = 64))]
+    pub tags: Vec<String>,
+
+    /// Manifest annotations. Not allowed with `source.image`, whose bytes are copied unchanged.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+
+    /// OCI 1.1 `artifactType` of the manifest. Defaults to `application/vnd.unknown.artifact.v1`
+    /// when the config is the empty descriptor (the image spec requires one then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(patterns::MEDIA_TYPE))]
+    pub artifact_type: Option<String>,
+
+    /// The config blob; the OCI empty descriptor (`{}`) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ConfigSpec>,
+
+    /// Where the content comes from: exactly one of `files`, `image`, `index`.
+    pub source: Source,
+
+    /// Makes this artefact a referrer of another one (OCI 1.1 `subject`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<ArtifactReference>,
+
+    /// Foreign URLs this artefact points at (release notes, a GitHub release, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<Link>,
+
+    /// Registry credentials (controller mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<Credentials>,
+
+    /// What happens to the registry when the object is deleted.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+
+    /// How often the controller re-checks the registry for drift, e.g. `10m`, `1h30m`, `45s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(patterns::DURATION))]
+    pub interval: Option<String>,
+
+    /// Stops reconciliation while true.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConfigSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(patterns::MEDIA_TYPE))]
+    pub media_type: Option<String>,
+    /// Annotations on the config descriptor.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// The config blob's content as text; `{}` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+}
+
+/// Exactly one of the fields is set (enforced by the schema's `oneOf` and by [`validate`]).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = patterns::exactly_one_of_files_image_index)]
+pub struct Source {
+    /// Build an artefact: one layer per file, in list order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub files: Option<Vec<FileSource>>,
+    /// Copy an existing artefact byte for byte (retag, promote, mirror).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageSource>,
+    /// An image index over other artefacts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<IndexSource>,
+}
+
+/// One layer. Exactly one of `content`, `path`, `url`, `configMapKeyRef`, `secretKeyRef`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = patterns::exactly_one_file_origin)]
+pub struct FileSource {
+    /// File name; becomes the layer's `org.opencontainers.image.title`.
+    #[schemars(pattern(patterns::FILE_NAME), length(max = 255))]
+    pub name: String,
+    /// Inline text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// A local file, relative to the manifest file (`apply` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// An http(s) URL; `digest` is then required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(patterns::HTTP_URL))]
+    pub url: Option<String>,
+    /// The expected digest of the content (`sha256:<64 hex>`); required with `url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(patterns::SHA256_DIGEST))]
+    pub digest: Option<String>,
+    /// A key of a ConfigMap in the object's namespace (controller only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_key_ref: Option<KeyRef>,
+    /// A key of a Secret in the object's namespace (controller only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<KeyRef>,
+    /// The layer's media type; derived from the Garden Linux suffix table when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(patterns::MEDIA_TYPE))]
+    pub media_type: Option<String>,
+    /// Layer annotations, besides the title.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeyRef {
+    #[schemars(pattern(patterns::OBJECT_NAME))]
+    pub name: String,
+    #[schemars(pattern(patterns::CONFIG_KEY))]
+    pub key: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ImageSource {
+    /// `registry/repository:tag` or `registry/repository@sha256:...`, any registry.
+    #[schemars(pattern(patterns::IMAGE_REFERENCE), length(max = 512))]
+    pub reference: String,
+    /// `os/arch[/variant]`: picks one manifest out of an index instead of copying the index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(patterns::PLATFORM))]
+    pub platform: Option<String>,
+    /// Also copy what hangs off the artefact (referrers, cosign tags).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub referrers: bool,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IndexSource {
+    pub manifests: Vec<IndexEntry>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IndexEntry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_ref: Option<LocalObjectRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<IndexPlatform>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IndexPlatform {
+    pub os: String,
+    pub architecture: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    pub os_version: Option<String>,
+}
+
+/// Another artefact: a GardenArtifact of the same namespace, or a reference in the registry.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ArtifactReference {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_ref: Option<LocalObjectRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalObjectRef {
+    #[schemars(pattern(patterns::OBJECT_NAME))]
+    pub name: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Link {
+    #[schemars(pattern(patterns::HTTP_URL))]
+    pub url: String,
+    pub rel: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Credentials {
+    /// A `kubernetes.io/dockerconfigjson` Secret in the object's own namespace.
+    pub secret_ref: LocalObjectRef,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum DeletionPolicy {
+    /// Leave the registry as it is.
+    #[default]
+    Retain,
+    /// Remove the tags this object owns.
+    Delete,
+}
+
+/// What the controller last observed and did.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GardenArtifactStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<TagStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TagStatus {
+    pub name: String,
+    pub digest: String,
+}

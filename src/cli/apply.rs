@@ -1,0 +1,228 @@
+//! `garden-artifacts apply -f PATH`: the engine over manifest files.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, ValueEnum};
+use futures::{StreamExt, stream};
+use serde::Serialize;
+
+use super::exit;
+use crate::api::validate::{Frontend, validate};
+use crate::engine::claims::{self, Claim};
+use crate::engine::desired::BlobOrigin;
+use crate::engine::{Engine, Inputs, Mode, Report};
+use crate::manifests::{self, LoadedObject};
+use crate::registry::{ClientOptions, DockerConfig, RegistryClient};
+use crate::sources::UrlFetcher;
+
+#[derive(Args)]
+pub struct ApplyArgs {
+    /// A manifest file (several YAML documents allowed) or a folder of them; repeatable.
+    #[arg(short = 'f', long = "filename", required = true)]
+    files: Vec<PathBuf>,
+    /// Print what would be written, write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+    output: Output,
+    /// A registry (host:port) to speak plain HTTP to; loopback registries always do.
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    insecure_registries: Vec<String>,
+    /// Objects reconciled at once.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Blob transfers at once within one object.
+    #[arg(long, default_value_t = 4)]
+    blob_concurrency: usize,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+/// One line of the result, as `-o json` prints it.
+#[derive(Serialize)]
+struct ObjectResult {
+    name: String,
+    namespace: String,
+    repository: String,
+    digest: Option<String>,
+    tags: Vec<String>,
+    result: String,
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plan: Option<Vec<String>>,
+}
+
+pub async fn run(args: ApplyArgs) -> u8 {
+    let loaded = manifests::load(&args.files);
+    for note in &loaded.notes {
+        eprintln!("note: {note}");
+    }
+    let mut errors = loaded.errors;
+    for object in &loaded.objects {
+        if let Err(invalid) = validate(&object.spec, Frontend::Apply) {
+            for field in invalid.0 {
+                errors.push(format!("{}: {}: {field}", object.origin, object.key()));
+            }
+        }
+        if object.spec.credentials.is_some() {
+            eprintln!(
+                "note: {}: spec.credentials is read by the controller; apply uses the docker config",
+                object.key()
+            );
+        }
+    }
+    if !errors.is_empty() {
+        for e in &errors {
+            eprintln!("error: {e}");
+        }
+        eprintln!("error: invalid input, nothing was written");
+        return exit::INVALID;
+    }
+
+    let credentials = match DockerConfig::load_default() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: registry credentials: {e}");
+            return exit::INVALID;
+        }
+    };
+    let options = ClientOptions {
+        insecure_registries: args.insecure_registries.clone(),
+        ..Default::default()
+    };
+    let engine = match (RegistryClient::new(options, Arc::new(credentials)), UrlFetcher::new()) {
+        (Ok(registry), Ok(urls)) => Engine::new(Arc::new(registry), urls, args.blob_concurrency),
+        (Err(e), _) => {
+            eprintln!("error: {e}");
+            return exit::INVALID;
+        }
+        (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return exit::INVALID;
+        }
+    };
+
+    let owners: Vec<String> = loaded.objects.iter().map(LoadedObject::key).collect();
+    let claims: Vec<Claim<'_>> = loaded
+        .objects
+        .iter()
+        .zip(&owners)
+        .map(|(o, owner)| Claim {
+            owner,
+            repository: &o.spec.repository,
+            tags: &o.spec.tags,
+        })
+        .collect();
+    let conflicts = claims::conflicts(&claims);
+
+    let mode = if args.dry_run { Mode::DryRun } else { Mode::Apply };
+    let engine = &engine;
+    let conflicts = &conflicts;
+    let results: Vec<ObjectResult> = stream::iter(loaded.objects.iter())
+        .map(|object| async move {
+            if let Some(lost) = conflicts.get(&object.key()) {
+                let reason = lost.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+                return failed(object, format!("{reason} (listed earlier)"));
+            }
+            let inputs = Inputs {
+                base_dir: Some(object.base_dir.clone()),
+                ..Default::default()
+            };
+            match engine.reconcile(&object.spec, &inputs, mode).await {
+                Ok(report) => succeeded(object, &report, mode),
+                Err(e) => failed(object, e.to_string()),
+            }
+        })
+        .buffered(args.concurrency.max(1))
+        .collect()
+        .await;
+
+    match args.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&results).expect("results serialize")
+        ),
+        Output::Text => print_text(&results),
+    }
+    if results.iter().any(|r| r.error.is_some()) {
+        exit::FAILED
+    } else {
+        exit::OK
+    }
+}
+
+fn succeeded(object: &LoadedObject, report: &Report, mode: Mode) -> ObjectResult {
+    ObjectResult {
+        name: object.name.clone(),
+        namespace: object.namespace.clone(),
+        repository: report.repository.to_string(),
+        digest: Some(report.digest.clone()),
+        tags: report.tags.clone(),
+        result: report.outcome.to_string(),
+        error: None,
+        plan: (mode == Mode::DryRun).then(|| describe_plan(report)),
+    }
+}
+
+fn failed(object: &LoadedObject, error: String) -> ObjectResult {
+    ObjectResult {
+        name: object.name.clone(),
+        namespace: object.namespace.clone(),
+        repository: object.spec.repository.clone(),
+        digest: None,
+        tags: object.spec.tags.clone(),
+        result: "failed".into(),
+        error: Some(error),
+        plan: None,
+    }
+}
+
+/// The writes of a plan, one line each, in the order they would happen.
+fn describe_plan(report: &Report) -> Vec<String> {
+    let plan = &report.plan;
+    let mut lines = Vec::new();
+    for blob in &plan.blobs {
+        let from = match &blob.origin {
+            BlobOrigin::Inline(_) => "inline content".to_string(),
+            BlobOrigin::File(path) => format!("file {}", path.display()),
+            BlobOrigin::Url(url) => format!("url {url}"),
+            BlobOrigin::Repository(repo) if repo.registry == report.repository.registry => {
+                format!("mount from {repo}")
+            }
+            BlobOrigin::Repository(repo) => format!("copy from {repo}"),
+        };
+        lines.push(format!("blob {} ({} bytes) from {from}", blob.digest, blob.size));
+    }
+    for manifest in &plan.manifests {
+        lines.push(format!("manifest {} ({}) by digest", manifest.digest, manifest.media_type));
+    }
+    for write in &plan.tags {
+        match &write.previous {
+            Some(previous) => lines.push(format!("tag {} -> {} (now {previous})", write.tag, report.digest)),
+            None => lines.push(format!("tag {} -> {} (new)", write.tag, report.digest)),
+        }
+    }
+    lines
+}
+
+fn print_text(results: &[ObjectResult]) {
+    for r in results {
+        let target = match &r.digest {
+            Some(digest) => format!("{}@{digest}", r.repository),
+            None => r.repository.clone(),
+        };
+        let result = match &r.error {
+            Some(e) => format!("failed: {e}"),
+            None => r.result.clone(),
+        };
+        println!("{}/{}  {target}  {}  {result}", r.namespace, r.name, r.tags.join(","));
+        for line in r.plan.iter().flatten() {
+            println!("  would write {line}");
+        }
+    }
+}

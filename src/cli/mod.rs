@@ -1,0 +1,63 @@
+//! The command line: one module per verb, each a thin shell over the library.
+
+mod apply;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use kube::CustomResourceExt;
+
+use crate::api::GardenArtifact;
+
+#[derive(Parser)]
+#[command(name = "garden-artifacts", version, about = "OCI registries made declarative")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make registries match GardenArtifact manifests, without a cluster.
+    Apply(apply::ApplyArgs),
+    /// Print the GardenArtifact CustomResourceDefinition as YAML.
+    Crd,
+}
+
+/// Exit codes of every verb.
+pub mod exit {
+    /// Everything converged.
+    pub const OK: u8 = 0;
+    /// Some object failed; the others were still reconciled.
+    pub const FAILED: u8 = 1;
+    /// Invalid input; nothing was written.
+    pub const INVALID: u8 = 2;
+}
+
+pub async fn run() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let code = match cli.command {
+        Command::Apply(args) => apply::run(args).await,
+        Command::Crd => {
+            print!("{}", crd_yaml());
+            exit::OK
+        }
+    };
+    ExitCode::from(code)
+}
+
+/// The CRD exactly as committed under `crds/`.
+pub fn crd_yaml() -> String {
+    serde_yaml::to_string(&GardenArtifact::crd()).expect("the CRD serializes")
+}
+
+/// Logs go to stderr so stdout stays machine-readable; `RUST_LOG` overrides the level.
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

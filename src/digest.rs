@@ -1,0 +1,138 @@
+//! Content digests, and a stream adaptor that verifies one while the bytes flow, so content is
+//! never held whole in memory and never committed when it does not match.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::Stream;
+use sha2::{Digest, Sha256};
+
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// Passes bytes through, hashing and counting them; at the end of the input it yields an error
+/// instead of the end when the digest (or the size, when known) differs from the expected one.
+/// An HTTP upload fed by it is aborted, so the registry never completes the blob.
+pub struct VerifyingStream<S> {
+    inner: S,
+    hasher: Sha256,
+    seen: u64,
+    expected_digest: String,
+    expected_size: Option<u64>,
+    done: bool,
+}
+
+impl<S> VerifyingStream<S> {
+    pub fn new(inner: S, expected_digest: &str, expected_size: Option<u64>) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            seen: 0,
+            expected_digest: expected_digest.to_string(),
+            expected_size,
+            done: false,
+        }
+    }
+}
+
+impl<S, E> Stream for VerifyingStream<S>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut self.inner).poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(chunk))) => {
+                self.seen += chunk.len() as u64;
+                if let Some(size) = self.expected_size
+                    && self.seen > size
+                {
+                    self.done = true;
+                    return Poll::Ready(Some(Err(std::io::Error::other(format!(
+                        "content is longer than the expected {size} bytes"
+                    )))));
+                }
+                self.hasher.update(&chunk);
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.done = true;
+                Poll::Ready(Some(Err(std::io::Error::other(e.to_string()))))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                let actual = format!("sha256:{}", hex::encode(self.hasher.clone().finalize()));
+                if actual != self.expected_digest {
+                    return Poll::Ready(Some(Err(std::io::Error::other(DigestMismatch {
+                        expected: self.expected_digest.clone(),
+                        actual,
+                    }))));
+                }
+                if let Some(size) = self.expected_size
+                    && self.seen != size
+                {
+                    return Poll::Ready(Some(Err(std::io::Error::other(format!(
+                        "content is {} bytes, expected {size}",
+                        self.seen
+                    )))));
+                }
+                Poll::Ready(None)
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("content digest is {actual}, expected {expected}")]
+pub struct DigestMismatch {
+    pub expected: String,
+    pub actual: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::{StreamExt, stream};
+
+    fn chunks(parts: &[&'static str]) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin {
+        stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p.as_bytes()))).collect::<Vec<_>>())
+    }
+
+    #[tokio::test]
+    async fn passes_matching_content_through() {
+        let digest = sha256_digest(b"hello world");
+        let out: Vec<_> = VerifyingStream::new(chunks(&["hello ", "world"]), &digest, Some(11))
+            .collect()
+            .await;
+        assert_eq!(out.len(), 2);
+        assert!(out.iter().all(Result::is_ok));
+    }
+
+    #[tokio::test]
+    async fn ends_in_an_error_when_the_digest_differs() {
+        let digest = sha256_digest(b"something else");
+        let out: Vec<_> = VerifyingStream::new(chunks(&["hello"]), &digest, None)
+            .collect()
+            .await;
+        let err = out.last().unwrap().as_ref().unwrap_err();
+        assert!(err.to_string().contains("expected sha256:"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn stops_as_soon_as_content_is_too_long() {
+        let digest = sha256_digest(b"ab");
+        let out: Vec<_> = VerifyingStream::new(chunks(&["ab", "c", "d"]), &digest, Some(2))
+            .collect()
+            .await;
+        assert_eq!(out.len(), 2);
+        assert!(out[1].is_err());
+    }
+}

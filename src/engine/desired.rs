@@ -1,0 +1,238 @@
+//! Pure: from a spec and the descriptors of its content to the exact manifest bytes we want.
+//! Same input, same bytes, same digest: that is what makes a converged resync cost one HEAD per
+//! tag and nothing else.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use oci_client::manifest::{OciDescriptor, OciImageManifest};
+
+use super::media_types::{OCI_EMPTY, OCI_MANIFEST, TITLE_ANNOTATION, UNKNOWN_ARTIFACT};
+use crate::api::GardenArtifactSpec;
+use crate::registry::Repository;
+use crate::digest::sha256_digest;
+
+/// Where a blob's bytes come from when the target repository lacks it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BlobOrigin {
+    Inline(Bytes),
+    File(PathBuf),
+    Url(String),
+    /// Another repository: mounted when it is on the same registry, streamed otherwise.
+    Repository(Repository),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blob {
+    pub digest: String,
+    pub size: u64,
+    pub media_type: String,
+    pub origin: BlobOrigin,
+}
+
+/// A manifest exactly as it will be stored, with what must exist before it may be stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    pub media_type: String,
+    pub digest: String,
+    pub bytes: Bytes,
+    /// Config and layers (for an image manifest).
+    pub blobs: Vec<Blob>,
+    /// Manifests an index points at; each must be stored before the index.
+    pub children: Vec<Manifest>,
+}
+
+impl Manifest {
+    pub fn new(media_type: String, bytes: Bytes, blobs: Vec<Blob>, children: Vec<Manifest>) -> Self {
+        Self {
+            digest: sha256_digest(&bytes),
+            media_type,
+            bytes,
+            blobs,
+            children,
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+}
+
+/// The whole wish for one object: this manifest, under these tags, in this repository.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Desired {
+    pub repository: Repository,
+    pub tags: Vec<String>,
+    pub manifest: Manifest,
+}
+
+/// A layer whose content is known by digest and size.
+#[derive(Clone, Debug)]
+pub struct Layer {
+    pub name: String,
+    pub media_type: String,
+    pub annotations: BTreeMap<String, String>,
+    pub blob: Blob,
+}
+
+fn descriptor(blob: &Blob, annotations: BTreeMap<String, String>) -> OciDescriptor {
+    OciDescriptor {
+        media_type: blob.media_type.clone(),
+        digest: blob.digest.clone(),
+        size: blob.size as i64,
+        urls: None,
+        annotations: (!annotations.is_empty()).then_some(annotations),
+        artifact_type: None,
+    }
+}
+
+/// The config blob: the spec's, or the OCI empty descriptor `{}`.
+pub fn config_blob(spec: &GardenArtifactSpec) -> Blob {
+    let config = spec.config.as_ref();
+    let content = Bytes::from(
+        config
+            .and_then(|c| c.content.clone())
+            .unwrap_or_else(|| "{}".to_string()),
+    );
+    Blob {
+        digest: sha256_digest(&content),
+        size: content.len() as u64,
+        media_type: config
+            .and_then(|c| c.media_type.clone())
+            .unwrap_or_else(|| OCI_EMPTY.to_string()),
+        origin: BlobOrigin::Inline(content),
+    }
+}
+
+/// An image manifest over `layers`, in their order.
+pub fn files_manifest(spec: &GardenArtifactSpec, layers: Vec<Layer>) -> Manifest {
+    let config = config_blob(spec);
+    let config_annotations = spec
+        .config
+        .as_ref()
+        .map(|c| c.annotations.clone())
+        .unwrap_or_default();
+    let artifact_type = spec.artifact_type.clone().or_else(|| {
+        // The image spec requires an artifactType when the config is the empty descriptor.
+        (config.media_type == OCI_EMPTY).then(|| UNKNOWN_ARTIFACT.to_string())
+    });
+    let manifest = OciImageManifest {
+        schema_version: 2,
+        media_type: Some(OCI_MANIFEST.to_string()),
+        config: descriptor(&config, config_annotations),
+        layers: layers
+            .iter()
+            .map(|layer| {
+                let mut annotations = layer.annotations.clone();
+                annotations.insert(TITLE_ANNOTATION.to_string(), layer.name.clone());
+                descriptor(&layer.blob, annotations)
+            })
+            .collect(),
+        subject: None,
+        artifact_type,
+        annotations: (!spec.annotations.is_empty()).then(|| spec.annotations.clone()),
+    };
+    let bytes = serde_json::to_vec(&manifest).expect("a manifest always serializes");
+    let mut blobs = vec![config];
+    for layer in layers {
+        if !blobs.iter().any(|b| b.digest == layer.blob.digest) {
+            blobs.push(layer.blob);
+        }
+    }
+    Manifest::new(OCI_MANIFEST.to_string(), Bytes::from(bytes), blobs, Vec::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ConfigSpec, FileSource, Source};
+
+    fn spec() -> GardenArtifactSpec {
+        serde_yaml::from_str(
+            r#"
+repository: 127.0.0.1:5000/gardenlinux/gardenlinux
+tags: ["1877.5-aws-gardener_prod-amd64"]
+annotations: {cname: aws-gardener_prod-amd64-1877.5-60d819dd, architecture: amd64}
+source:
+  files:
+    - name: aws-gardener_prod-amd64-1877.5.release
+      content: "ID=gardenlinux"
+"#,
+        )
+        .unwrap()
+    }
+
+    fn layer(name: &str, content: &'static str, media_type: &str) -> Layer {
+        let bytes = Bytes::from_static(content.as_bytes());
+        Layer {
+            name: name.into(),
+            media_type: media_type.into(),
+            annotations: BTreeMap::from([(
+                "io.gardenlinux.image.layer.architecture".to_string(),
+                "amd64".to_string(),
+            )]),
+            blob: Blob {
+                digest: sha256_digest(&bytes),
+                size: bytes.len() as u64,
+                media_type: media_type.into(),
+                origin: BlobOrigin::Inline(bytes),
+            },
+        }
+    }
+
+    #[test]
+    fn same_spec_same_bytes() {
+        let a = files_manifest(&spec(), vec![layer("a.release", "x", "application/io.gardenlinux.release")]);
+        let b = files_manifest(&spec(), vec![layer("a.release", "x", "application/io.gardenlinux.release")]);
+        assert_eq!(a.bytes, b.bytes);
+        assert_eq!(a.digest, sha256_digest(&a.bytes));
+    }
+
+    #[test]
+    fn empty_config_gets_the_oci_empty_descriptor_and_an_artifact_type() {
+        let m = files_manifest(&spec(), vec![layer("a.release", "x", "application/io.gardenlinux.release")]);
+        let parsed: serde_json::Value = serde_json::from_slice(&m.bytes).unwrap();
+        assert_eq!(parsed["config"]["mediaType"], OCI_EMPTY);
+        assert_eq!(
+            parsed["config"]["digest"],
+            "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+        );
+        assert_eq!(parsed["artifactType"], UNKNOWN_ARTIFACT);
+        assert_eq!(parsed["layers"][0]["annotations"][TITLE_ANNOTATION], "a.release");
+        assert_eq!(parsed["annotations"]["cname"], "aws-gardener_prod-amd64-1877.5-60d819dd");
+        assert_eq!(m.blobs.len(), 2);
+    }
+
+    #[test]
+    fn gardenlinux_config_as_published_today() {
+        let mut s = spec();
+        s.config = Some(ConfigSpec {
+            media_type: Some("application/vnd.unknown.config.v1+json".into()),
+            annotations: BTreeMap::from([("cname".to_string(), "x".to_string())]),
+            content: None,
+        });
+        s.source = Source {
+            files: Some(vec![FileSource::default()]),
+            ..Default::default()
+        };
+        let m = files_manifest(&s, vec![layer("a.raw", "x", "application/io.gardenlinux.image.archive.format.raw")]);
+        let parsed: serde_json::Value = serde_json::from_slice(&m.bytes).unwrap();
+        assert_eq!(parsed["config"]["mediaType"], "application/vnd.unknown.config.v1+json");
+        assert_eq!(parsed["config"]["annotations"]["cname"], "x");
+        assert!(parsed.get("artifactType").is_none(), "Garden Linux manifests carry no artifactType");
+    }
+
+    #[test]
+    fn a_blob_used_twice_is_uploaded_once() {
+        let m = files_manifest(
+            &spec(),
+            vec![
+                layer("a.release", "{}", "application/io.gardenlinux.release"),
+                layer("b.release", "{}", "application/io.gardenlinux.release"),
+            ],
+        );
+        // The layer content `{}` equals the empty config.
+        assert_eq!(m.blobs.len(), 1);
+    }
+}

@@ -1,0 +1,181 @@
+//! The imperative shell of the engine: looks at the registry, then carries a plan out in the
+//! order the plan gives (blobs, child manifests, tags).
+
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt, TryStreamExt, stream};
+
+use super::desired::{Blob, BlobOrigin, Desired};
+use super::plan::{self, Observed, Plan};
+use super::{Engine, EngineError};
+use crate::digest::VerifyingStream;
+use crate::registry::{Error as RegistryError, Repository, UploadStart};
+
+/// How often one blob transfer is tried before the object fails.
+const BLOB_ATTEMPTS: u32 = 3;
+/// HEAD requests in flight at once for one object.
+const HEAD_CONCURRENCY: usize = 8;
+
+impl Engine {
+    /// Reads the least that decides the plan: one HEAD per tag, and only when that shows drift,
+    /// HEADs of the manifests and blobs that may be missing.
+    pub(super) async fn observe(
+        &self,
+        desired: &Desired,
+        blobs_present: BTreeSet<String>,
+    ) -> Result<Observed, EngineError> {
+        let repo = &desired.repository;
+        let root = &desired.manifest;
+        let heads: Vec<_> = stream::iter(desired.tags.iter())
+            .map(|tag| async move {
+                let head = self.registry.head_manifest(repo, tag).await?;
+                Ok::<_, RegistryError>((tag.clone(), head.map(|h| h.digest)))
+            })
+            .buffered(HEAD_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut observed = Observed {
+            tags: heads.into_iter().collect(),
+            blobs: blobs_present,
+            ..Default::default()
+        };
+        if observed.tags.values().flatten().any(|d| d == &root.digest) {
+            observed.manifests.insert(root.digest.clone());
+        }
+        if plan::converged(desired, &observed) || observed.manifests.contains(&root.digest) {
+            return Ok(observed);
+        }
+
+        // Each manifest not known to be stored: is it there by digest?
+        let candidates: Vec<(String, String)> = plan::manifests_to_inspect(desired, &observed)
+            .into_iter()
+            .map(|m| (m.digest.clone(), m.digest.clone()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let stored: Vec<Option<String>> = stream::iter(candidates)
+            .map(|(digest, _)| async move {
+                let head = self.registry.head_manifest(repo, &digest).await?;
+                Ok::<_, RegistryError>(head.map(|_| digest))
+            })
+            .buffer_unordered(HEAD_CONCURRENCY)
+            .try_collect()
+            .await?;
+        observed.manifests.extend(stored.into_iter().flatten());
+
+        // The blobs of the manifests still missing.
+        let blobs: BTreeSet<String> = plan::manifests_to_inspect(desired, &observed)
+            .into_iter()
+            .flat_map(|m| m.blobs.iter().map(|b| b.digest.clone()))
+            .filter(|d| !observed.blobs.contains(d))
+            .collect();
+        let present: Vec<Option<String>> = stream::iter(blobs)
+            .map(|digest| async move {
+                let size = self.registry.head_blob(repo, &digest).await?;
+                Ok::<_, RegistryError>(size.map(|_| digest))
+            })
+            .buffer_unordered(HEAD_CONCURRENCY)
+            .try_collect()
+            .await?;
+        observed.blobs.extend(present.into_iter().flatten());
+        Ok(observed)
+    }
+
+    pub(super) async fn execute(&self, desired: &Desired, plan: &Plan) -> Result<(), EngineError> {
+        let repo = &desired.repository;
+        stream::iter(plan.blobs.iter())
+            .map(|blob| self.push_blob(repo, blob))
+            .buffer_unordered(self.blob_concurrency)
+            .try_collect::<Vec<()>>()
+            .await?;
+        for manifest in &plan.manifests {
+            self.registry
+                .put_manifest(repo, &manifest.digest, &manifest.media_type, manifest.bytes.clone())
+                .await?;
+        }
+        let root = &desired.manifest;
+        for write in &plan.tags {
+            self.registry
+                .put_manifest(repo, &write.tag, &root.media_type, root.bytes.clone())
+                .await?;
+            match &write.previous {
+                Some(previous) => tracing::info!(repository = %repo, tag = %write.tag, from = %previous, to = %root.digest, "moved tag"),
+                None => tracing::info!(repository = %repo, tag = %write.tag, digest = %root.digest, "created tag"),
+            }
+        }
+        Ok(())
+    }
+
+    async fn push_blob(&self, repo: &Repository, blob: &Blob) -> Result<(), EngineError> {
+        let mut attempt = 1;
+        loop {
+            match self.push_blob_once(repo, blob).await {
+                Err(EngineError::Registry(e)) if attempt < BLOB_ATTEMPTS && is_transient(&e) => {
+                    tracing::warn!(repository = %repo, digest = %blob.digest, error = %e, attempt, "blob transfer failed, trying again");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn push_blob_once(&self, repo: &Repository, blob: &Blob) -> Result<(), EngineError> {
+        match &blob.origin {
+            BlobOrigin::Inline(bytes) => {
+                let body = stream::once(std::future::ready(Ok::<Bytes, std::io::Error>(bytes.clone())));
+                self.upload(repo, &blob.digest, Some(blob.size), body).await?;
+            }
+            BlobOrigin::File(path) => {
+                let file = crate::sources::file_stream(path).await.map_err(|e| {
+                    EngineError::source("spec.source.files", format!("cannot read {}: {e}", path.display()))
+                })?;
+                let body = VerifyingStream::new(file, &blob.digest, Some(blob.size));
+                self.upload(repo, &blob.digest, Some(blob.size), body).await?;
+            }
+            BlobOrigin::Url(url) => {
+                let (_, body) = self.urls.open(url).await?;
+                let body = VerifyingStream::new(body, &blob.digest, Some(blob.size));
+                self.upload(repo, &blob.digest, Some(blob.size), body).await?;
+            }
+            BlobOrigin::Repository(source) => {
+                let mount_from = (source.registry == repo.registry).then_some(source);
+                let session = match self.registry.start_upload(repo, &blob.digest, mount_from).await? {
+                    UploadStart::Mounted => return Ok(()),
+                    UploadStart::Session(session) => session,
+                };
+                let body = Box::pin(self.registry.get_blob(source, &blob.digest).await?);
+                let body = VerifyingStream::new(body, &blob.digest, Some(blob.size));
+                self.registry
+                    .finish_upload(repo, session, &blob.digest, Some(blob.size), body)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A new upload session, finished with the whole content in one PUT.
+    pub(super) async fn upload<S>(
+        &self,
+        repo: &Repository,
+        digest: &str,
+        size: Option<u64>,
+        body: S,
+    ) -> Result<(), RegistryError>
+    where
+        S: Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    {
+        match self.registry.start_upload(repo, digest, None).await? {
+            UploadStart::Session(session) => self.registry.finish_upload(repo, session, digest, size, body).await,
+            UploadStart::Mounted => Ok(()),
+        }
+    }
+}
+
+fn is_transient(e: &RegistryError) -> bool {
+    match e {
+        RegistryError::Transport { .. } => true,
+        RegistryError::Status { status, .. } => *status >= 500 || *status == 429,
+        _ => false,
+    }
+}

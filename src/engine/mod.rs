@@ -1,0 +1,129 @@
+//! The core: desired state → plan → execution. No kube and no CLI in here; the front ends
+//! (`apply`, the controller) validate a spec, gather its inputs, and call [`Engine::reconcile`].
+
+pub mod claims;
+pub mod desired;
+mod execute;
+pub mod media_types;
+pub mod plan;
+mod resolve;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::api::validate::InvalidSpec;
+use crate::api::{GardenArtifactSpec, KeyRef};
+use crate::registry::{self, RegistryClient, Repository};
+use crate::sources::UrlFetcher;
+pub use plan::{Outcome, Plan};
+
+/// What a front end supplies besides the spec.
+#[derive(Clone, Debug, Default)]
+pub struct Inputs {
+    /// Folder that `path` sources are relative to (`apply`: the manifest file's folder).
+    pub base_dir: Option<PathBuf>,
+    /// Values of `configMapKeyRef` sources, read by the controller from the object's namespace.
+    pub config_map_keys: BTreeMap<KeyRef, Bytes>,
+    /// Values of `secretKeyRef` sources.
+    pub secret_keys: BTreeMap<KeyRef, Bytes>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Read the registry, write what is missing.
+    Apply,
+    /// Read the registry, write nothing.
+    DryRun,
+}
+
+/// What one reconciliation found and did (or, in a dry run, would do).
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub repository: Repository,
+    pub digest: String,
+    pub media_type: String,
+    pub size: u64,
+    pub tags: Vec<String>,
+    pub outcome: Outcome,
+    pub plan: Plan,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    Invalid(#[from] InvalidSpec),
+    /// The content a spec names cannot be had as specified: a missing file, a URL whose bytes
+    /// do not match their digest, a source image that does not exist.
+    #[error("{field}: {detail}")]
+    Source { field: String, detail: String },
+    #[error("{0}")]
+    Registry(#[from] registry::Error),
+}
+
+impl EngineError {
+    fn source(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        EngineError::Source {
+            field: field.into(),
+            detail: detail.into(),
+        }
+    }
+
+    /// True when trying again without a change of the spec or its inputs cannot help.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            EngineError::Invalid(_) | EngineError::Source { .. } => true,
+            EngineError::Registry(e) => matches!(e.status(), Some(400 | 403 | 404 | 405)),
+        }
+    }
+}
+
+pub struct Engine {
+    registry: Arc<RegistryClient>,
+    urls: UrlFetcher,
+    /// Blob transfers running at once for one object.
+    blob_concurrency: usize,
+}
+
+impl Engine {
+    pub fn new(registry: Arc<RegistryClient>, urls: UrlFetcher, blob_concurrency: usize) -> Self {
+        Self {
+            registry,
+            urls,
+            blob_concurrency: blob_concurrency.max(1),
+        }
+    }
+
+    pub fn registry(&self) -> &RegistryClient {
+        &self.registry
+    }
+
+    /// Makes the registry hold what `spec` describes. The spec must have been validated.
+    pub async fn reconcile(
+        &self,
+        spec: &GardenArtifactSpec,
+        inputs: &Inputs,
+        mode: Mode,
+    ) -> Result<Report, EngineError> {
+        let repository = Repository::parse(&spec.repository)
+            .map_err(|detail| EngineError::source("spec.repository", detail))?;
+        let resolved = self.resolve(spec, &repository, inputs, mode).await?;
+        let observed = self.observe(&resolved.desired, resolved.blobs_present).await?;
+        let plan = plan::plan(&resolved.desired, &observed);
+        if mode == Mode::Apply && !plan.is_empty() {
+            self.execute(&resolved.desired, &plan).await?;
+        }
+        let manifest = &resolved.desired.manifest;
+        Ok(Report {
+            repository,
+            digest: manifest.digest.clone(),
+            media_type: manifest.media_type.clone(),
+            size: manifest.size(),
+            tags: resolved.desired.tags.clone(),
+            outcome: plan.outcome,
+            plan,
+        })
+    }
+}

@@ -1,0 +1,353 @@
+//! From a spec to the exact [`Desired`] state: reads what the content needs (local files,
+//! source manifests, URL blobs the target lacks) and hands the bytes to the pure builders.
+
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
+use futures::future::try_join_all;
+use oci_client::manifest::{OciImageIndex, OciImageManifest};
+
+use super::desired::{self, Blob, BlobOrigin, Desired, Layer, Manifest};
+use super::media_types::{self, is_index};
+use super::{Engine, EngineError, Inputs, Mode};
+use crate::api::{FileSource, GardenArtifactSpec, ImageSource};
+use crate::digest::{VerifyingStream, sha256_digest};
+use crate::registry::{ImageReference, RawManifest, Repository};
+
+/// An index inside an index inside an index is as deep as real registries go.
+const MAX_INDEX_DEPTH: usize = 3;
+
+pub(super) struct Resolved {
+    pub desired: Desired,
+    /// Blobs that resolving already found (or put) in the target repository.
+    pub blobs_present: BTreeSet<String>,
+}
+
+impl Engine {
+    pub(super) async fn resolve(
+        &self,
+        spec: &GardenArtifactSpec,
+        repository: &Repository,
+        inputs: &Inputs,
+        mode: Mode,
+    ) -> Result<Resolved, EngineError> {
+        let mut blobs_present = BTreeSet::new();
+        let manifest = match (&spec.source.files, &spec.source.image) {
+            (Some(files), None) => {
+                let layers = try_join_all(
+                    files
+                        .iter()
+                        .enumerate()
+                        .map(|(i, file)| self.resolve_file(i, file, repository, inputs, mode)),
+                )
+                .await?;
+                let mut resolved_layers = Vec::with_capacity(layers.len());
+                for (layer, present) in layers {
+                    if present {
+                        blobs_present.insert(layer.blob.digest.clone());
+                    }
+                    resolved_layers.push(layer);
+                }
+                desired::files_manifest(spec, resolved_layers)
+            }
+            (None, Some(image)) => self.resolve_image(image).await?,
+            _ => {
+                return Err(EngineError::source(
+                    "spec.source",
+                    "this version supports files and image sources",
+                ));
+            }
+        };
+        Ok(Resolved {
+            desired: Desired {
+                repository: repository.clone(),
+                tags: spec.tags.clone(),
+                manifest,
+            },
+            blobs_present,
+        })
+    }
+
+    /// One layer, and whether its blob is already known to be in the target.
+    async fn resolve_file(
+        &self,
+        index: usize,
+        file: &FileSource,
+        repository: &Repository,
+        inputs: &Inputs,
+        mode: Mode,
+    ) -> Result<(Layer, bool), EngineError> {
+        let field = format!("spec.source.files[{index}]");
+        let media_type = file
+            .media_type
+            .clone()
+            .or_else(|| media_types::for_file_name(&file.name).map(str::to_string))
+            .ok_or_else(|| EngineError::source(format!("{field}.mediaType"), "required for this file name"))?;
+        let inline = |bytes: Bytes| Blob {
+            digest: sha256_digest(&bytes),
+            size: bytes.len() as u64,
+            media_type: media_type.clone(),
+            origin: BlobOrigin::Inline(bytes),
+        };
+        let (blob, present) = if let Some(content) = &file.content {
+            (inline(Bytes::from(content.clone())), false)
+        } else if let Some(key) = &file.config_map_key_ref {
+            let bytes = inputs.config_map_keys.get(key).ok_or_else(|| {
+                EngineError::source(
+                    format!("{field}.configMapKeyRef"),
+                    format!("ConfigMap {:?} has no key {:?}", key.name, key.key),
+                )
+            })?;
+            (inline(bytes.clone()), false)
+        } else if let Some(key) = &file.secret_key_ref {
+            let bytes = inputs.secret_keys.get(key).ok_or_else(|| {
+                EngineError::source(
+                    format!("{field}.secretKeyRef"),
+                    format!("Secret {:?} has no key {:?}", key.name, key.key),
+                )
+            })?;
+            (inline(bytes.clone()), false)
+        } else if let Some(path) = &file.path {
+            let full = match &inputs.base_dir {
+                Some(base) => base.join(path),
+                None => path.into(),
+            };
+            let (digest, size) = crate::sources::hash_file(&full).await.map_err(|e| {
+                EngineError::source(format!("{field}.path"), format!("cannot read {}: {e}", full.display()))
+            })?;
+            (
+                Blob {
+                    digest,
+                    size,
+                    media_type: media_type.clone(),
+                    origin: BlobOrigin::File(full),
+                },
+                false,
+            )
+        } else if let (Some(url), Some(digest)) = (&file.url, &file.digest) {
+            let size = self.url_blob_size(&field, repository, url, digest, mode).await?;
+            (
+                Blob {
+                    digest: digest.clone(),
+                    size: size.0,
+                    media_type: media_type.clone(),
+                    origin: BlobOrigin::Url(url.clone()),
+                },
+                size.1,
+            )
+        } else {
+            return Err(EngineError::source(field, "no content origin"));
+        };
+        Ok((
+            Layer {
+                name: file.name.clone(),
+                media_type,
+                annotations: file.annotations.clone(),
+                blob,
+            },
+            present,
+        ))
+    }
+
+    /// The size of a URL blob, which the manifest needs. The target may already hold it;
+    /// otherwise it is fetched, verified against its digest while streaming, and (unless this
+    /// is a dry run) stored in the target on the way: content-addressed, so this moves no tag.
+    /// Returns the size and whether the blob is now in the target.
+    async fn url_blob_size(
+        &self,
+        field: &str,
+        repository: &Repository,
+        url: &str,
+        digest: &str,
+        mode: Mode,
+    ) -> Result<(u64, bool), EngineError> {
+        if let Some(size) = self.registry.head_blob(repository, digest).await? {
+            return Ok((size, true));
+        }
+        let (length, stream) = self.urls.open(url).await.map_err(|e| {
+            EngineError::source(format!("{field}.url"), e.to_string())
+        })?;
+        let verified = VerifyingStream::new(stream, digest, None);
+        let mismatch = |e: &dyn std::fmt::Display| {
+            EngineError::source(
+                format!("{field}.url"),
+                format!("content of {url} was refused: {e}"),
+            )
+        };
+        match mode {
+            Mode::DryRun => {
+                use futures::TryStreamExt;
+                let size = verified
+                    .try_fold(0u64, |n, chunk| async move { Ok(n + chunk.len() as u64) })
+                    .await
+                    .map_err(|e| mismatch(&e))?;
+                Ok((size, false))
+            }
+            Mode::Apply => {
+                let counted = CountingStream::new(verified);
+                let counter = counted.counter();
+                self.upload(repository, digest, length, counted)
+                    .await
+                    .map_err(|e| match e {
+                        crate::registry::Error::Transport { detail, .. } => mismatch(&detail),
+                        other => EngineError::Registry(other),
+                    })?;
+                Ok((counter.load(std::sync::atomic::Ordering::Relaxed), true))
+            }
+        }
+    }
+
+    async fn resolve_image(&self, image: &ImageSource) -> Result<Manifest, EngineError> {
+        let field = "spec.source.image.reference";
+        let source = ImageReference::parse(&image.reference).map_err(|e| EngineError::source(field, e))?;
+        let raw = self
+            .registry
+            .get_manifest(&source.repository, source.reference())
+            .await?
+            .ok_or_else(|| EngineError::source(field, format!("{source} does not exist")))?;
+        let raw = match &image.platform {
+            Some(platform) if is_index(&raw.media_type) => {
+                let digest = pick_platform(&raw, platform).map_err(|e| EngineError::source("spec.source.image.platform", e))?;
+                self.registry
+                    .get_manifest(&source.repository, &digest)
+                    .await?
+                    .ok_or_else(|| {
+                        EngineError::source(field, format!("{source} lists {digest}, which does not exist"))
+                    })?
+            }
+            _ => raw,
+        };
+        Box::pin(self.copied_manifest(&source.repository, raw, 0)).await
+    }
+
+    /// A manifest copied byte for byte, with the blobs and children it needs in the target.
+    async fn copied_manifest(
+        &self,
+        source: &Repository,
+        raw: RawManifest,
+        depth: usize,
+    ) -> Result<Manifest, EngineError> {
+        let field = "spec.source.image.reference";
+        let invalid = |e: serde_json::Error| {
+            EngineError::source(field, format!("{source}@{} is not a valid {}: {e}", raw.digest, raw.media_type))
+        };
+        if is_index(&raw.media_type) {
+            if depth >= MAX_INDEX_DEPTH {
+                return Err(EngineError::source(field, format!("indexes nest deeper than {MAX_INDEX_DEPTH}")));
+            }
+            let index: OciImageIndex = serde_json::from_slice(&raw.bytes).map_err(invalid)?;
+            let parent = &raw.digest;
+            let children = try_join_all(index.manifests.iter().map(|entry| async move {
+                let child = self
+                    .registry
+                    .get_manifest(source, &entry.digest)
+                    .await?
+                    .ok_or_else(|| {
+                        EngineError::source(field, format!("{source}@{parent} lists {}, which does not exist", entry.digest))
+                    })?;
+                Box::pin(self.copied_manifest(source, child, depth + 1)).await
+            }))
+            .await?;
+            Ok(Manifest {
+                media_type: raw.media_type,
+                digest: raw.digest,
+                bytes: raw.bytes,
+                blobs: Vec::new(),
+                children,
+            })
+        } else {
+            let manifest: OciImageManifest = serde_json::from_slice(&raw.bytes).map_err(invalid)?;
+            let blobs = std::iter::once(&manifest.config)
+                .chain(manifest.layers.iter())
+                // Foreign layers live outside the registry by design.
+                .filter(|d| d.urls.is_none())
+                .map(|d| Blob {
+                    digest: d.digest.clone(),
+                    size: d.size.max(0) as u64,
+                    media_type: d.media_type.clone(),
+                    origin: BlobOrigin::Repository(source.clone()),
+                })
+                .fold(Vec::<Blob>::new(), |mut unique, blob| {
+                    if !unique.iter().any(|b| b.digest == blob.digest) {
+                        unique.push(blob);
+                    }
+                    unique
+                });
+            Ok(Manifest {
+                media_type: raw.media_type,
+                digest: raw.digest,
+                bytes: raw.bytes,
+                blobs,
+                children: Vec::new(),
+            })
+        }
+    }
+}
+
+/// The digest of the index entry for `os/arch[/variant]`.
+fn pick_platform(raw: &RawManifest, platform: &str) -> Result<String, String> {
+    let index: OciImageIndex =
+        serde_json::from_slice(&raw.bytes).map_err(|e| format!("the source index is not valid: {e}"))?;
+    let mut wanted = platform.split('/');
+    let (os, arch, variant) = (wanted.next(), wanted.next(), wanted.next());
+    index
+        .manifests
+        .iter()
+        .find(|entry| {
+            entry.platform.as_ref().is_some_and(|p| {
+                Some(p.os.to_string().as_str()) == os
+                    && Some(p.architecture.to_string().as_str()) == arch
+                    && (variant.is_none() || p.variant.as_deref() == variant)
+            })
+        })
+        .map(|entry| entry.digest.clone())
+        .ok_or_else(|| {
+            let available: Vec<String> = index
+                .manifests
+                .iter()
+                .filter_map(|e| e.platform.as_ref())
+                .map(|p| match &p.variant {
+                    Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+                    None => format!("{}/{}", p.os, p.architecture),
+                })
+                .collect();
+            format!("no manifest for {platform} in the source index (it has: {})", available.join(", "))
+        })
+}
+
+/// Counts the bytes that pass, for content whose size is only known once read.
+pub(super) struct CountingStream<S> {
+    inner: S,
+    count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<S> CountingStream<S> {
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            count: Default::default(),
+        }
+    }
+
+    pub fn counter(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+        self.count.clone()
+    }
+}
+
+impl<S> futures::Stream for CountingStream<S>
+where
+    S: futures::Stream<Item = Result<Bytes, std::io::Error>> + Unpin,
+{
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_next(cx);
+        if let std::task::Poll::Ready(Some(Ok(chunk))) = &polled {
+            self.count.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        polled
+    }
+}

@@ -1,0 +1,16 @@
+//! garden-artifacts: OCI registries made declarative.
+//!
+//! - [`api`]: the `GardenArtifact` resource and its validation.
+//! - [`engine`]: spec → desired manifests → plan → execution; no kube, no CLI.
+//! - [`registry`]: the distribution API client.
+//! - [`sources`]: where file content comes from.
+//! - [`manifests`]: reading GardenArtifact YAML files (for `apply`).
+//! - [`cli`]: the command line.
+
+pub mod api;
+pub mod cli;
+pub mod digest;
+pub mod engine;
+pub mod manifests;
+pub mod registry;
+pub mod sources;

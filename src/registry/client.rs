@@ -1,0 +1,897 @@
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::Stream;
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+
+use super::credentials::{Credential, CredentialSource};
+use super::error::{Error, describe_transport};
+use super::reference::Repository;
+use crate::digest::sha256_digest;
+use crate::engine::media_types::MANIFEST_ACCEPT;
+
+/// Manifests larger than this are refused; registries themselves stop at 4 MiB.
+const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    /// Attempts for one request, the first included.
+    pub attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 5,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ClientOptions {
+    /// Registries (`host:port`) spoken to over plain HTTP although they are not on loopback.
+    pub insecure_registries: Vec<String>,
+    pub retry: RetryPolicy,
+}
+
+/// What a `HEAD` of a manifest tells.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestHead {
+    pub digest: String,
+    pub media_type: String,
+    pub size: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct RawManifest {
+    pub media_type: String,
+    pub digest: String,
+    pub bytes: Bytes,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct PutManifestOutcome {
+    /// The `OCI-Subject` header: the registry processed the manifest's subject itself.
+    pub subject_processed: bool,
+}
+
+pub enum UploadStart {
+    /// Cross-repository mount succeeded: the blob is in place.
+    Mounted,
+    /// An upload session to finish with a `PUT`.
+    Session(reqwest::Url),
+}
+
+#[derive(Clone, Debug)]
+enum AuthScheme {
+    Basic,
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
+}
+
+struct CachedToken {
+    value: String,
+    expires: Instant,
+}
+
+/// The distribution API client shared by every object of a run: one connection pool, one
+/// token per registry and scope, one view of each registry's auth scheme.
+pub struct RegistryClient {
+    http: reqwest::Client,
+    insecure: BTreeSet<String>,
+    retry: RetryPolicy,
+    credentials: Arc<dyn CredentialSource>,
+    resolved_credentials: Mutex<HashMap<String, Option<Credential>>>,
+    schemes: Mutex<HashMap<String, AuthScheme>>,
+    tokens: Mutex<HashMap<(String, String), CachedToken>>,
+    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    bytes_uploaded: AtomicU64,
+}
+
+/// The access a request needs; it becomes the bearer token scope.
+#[derive(Clone, Debug)]
+enum Access<'a> {
+    Pull(&'a Repository),
+    Push(&'a Repository),
+    /// Push to the first, pull from the second (cross-repository mount).
+    PushMount(&'a Repository, &'a Repository),
+    Registry,
+}
+
+impl Access<'_> {
+    fn scope(&self) -> String {
+        match self {
+            Access::Pull(r) => format!("repository:{}:pull", r.name),
+            Access::Push(r) => format!("repository:{}:pull,push", r.name),
+            Access::PushMount(to, from) => {
+                format!("repository:{}:pull,push repository:{}:pull", to.name, from.name)
+            }
+            Access::Registry => String::new(),
+        }
+    }
+}
+
+fn install_crypto_provider() {
+    // Both kube and reqwest use rustls; whoever comes first installs ring, the rest is a no-op.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// `localhost`, `127.0.0.0/8` and `::1` speak plain HTTP; nothing else does unless named.
+pub fn is_loopback(registry: &str) -> bool {
+    let host = if let Some(rest) = registry.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        registry.split(':').next().unwrap_or(registry)
+    };
+    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+impl RegistryClient {
+    pub fn new(options: ClientOptions, credentials: Arc<dyn CredentialSource>) -> Result<Self, Error> {
+        install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("garden-artifacts/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(15))
+            .read_timeout(Duration::from_secs(120))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .map_err(|e| Error::Invalid {
+                what: "HTTP client".into(),
+                detail: describe_transport(&e),
+            })?;
+        Ok(Self {
+            http,
+            insecure: options.insecure_registries.into_iter().collect(),
+            retry: options.retry,
+            credentials,
+            resolved_credentials: Mutex::default(),
+            schemes: Mutex::default(),
+            tokens: Mutex::default(),
+            requests: Mutex::default(),
+            bytes_uploaded: AtomicU64::new(0),
+        })
+    }
+
+    /// Requests sent so far, by method and status (0 for no answer).
+    pub fn request_counts(&self) -> BTreeMap<(String, u16), u64> {
+        self.requests.lock().expect("not poisoned").clone()
+    }
+
+    pub fn bytes_uploaded(&self) -> u64 {
+        self.bytes_uploaded.load(Ordering::Relaxed)
+    }
+
+    fn base(&self, registry: &str) -> String {
+        let scheme = if is_loopback(registry) || self.insecure.contains(registry) {
+            "http"
+        } else {
+            "https"
+        };
+        format!("{scheme}://{registry}/v2/")
+    }
+
+    fn url(&self, repo: &Repository, tail: &str) -> String {
+        format!("{}{}/{}", self.base(&repo.registry), repo.name, tail)
+    }
+
+    fn count(&self, method: &Method, status: u16) {
+        *self
+            .requests
+            .lock()
+            .expect("not poisoned")
+            .entry((method.to_string(), status))
+            .or_default() += 1;
+    }
+
+    async fn credential(&self, registry: &str) -> Result<Option<Credential>, Error> {
+        if let Some(known) = self.resolved_credentials.lock().expect("not poisoned").get(registry) {
+            return Ok(known.clone());
+        }
+        let source = Arc::clone(&self.credentials);
+        let host = registry.to_string();
+        let found = tokio::task::spawn_blocking(move || source.lookup(&host))
+            .await
+            .map_err(|e| Error::Auth {
+                registry: registry.into(),
+                detail: e.to_string(),
+            })?
+            .map_err(|detail| Error::Auth {
+                registry: registry.into(),
+                detail,
+            })?;
+        self.resolved_credentials
+            .lock()
+            .expect("not poisoned")
+            .insert(registry.to_string(), found.clone());
+        Ok(found)
+    }
+
+    /// The `Authorization` value for a request, if the registry is known to want one.
+    async fn authorization(&self, registry: &str, access: &Access<'_>) -> Result<Option<HeaderValue>, Error> {
+        let scheme = self.schemes.lock().expect("not poisoned").get(registry).cloned();
+        match scheme {
+            None => Ok(None),
+            Some(AuthScheme::Basic) => match self.credential(registry).await? {
+                Some(Credential::Basic { username, password }) => Ok(Some(basic_header(&username, &password))),
+                Some(Credential::IdentityToken(_)) => Err(Error::Auth {
+                    registry: registry.into(),
+                    detail: "the registry asks for basic auth but only an identity token is configured".into(),
+                }),
+                None => Ok(None),
+            },
+            Some(AuthScheme::Bearer { realm, service }) => {
+                let scope = access.scope();
+                let key = (registry.to_string(), scope.clone());
+                if let Some(token) = self.tokens.lock().expect("not poisoned").get(&key)
+                    && token.expires > Instant::now()
+                {
+                    return Ok(Some(bearer_header(&token.value)));
+                }
+                let token = self.fetch_token(registry, &realm, service.as_deref(), &scope).await?;
+                let value = bearer_header(&token.value);
+                self.tokens.lock().expect("not poisoned").insert(key, token);
+                Ok(Some(value))
+            }
+        }
+    }
+
+    async fn fetch_token(
+        &self,
+        registry: &str,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+    ) -> Result<CachedToken, Error> {
+        #[derive(Deserialize)]
+        struct TokenAnswer {
+            token: Option<String>,
+            access_token: Option<String>,
+            expires_in: Option<u64>,
+        }
+        let auth_error = |detail: String| Error::Auth {
+            registry: registry.into(),
+            detail,
+        };
+        let mut query: Vec<(&str, &str)> = Vec::new();
+        if let Some(service) = service {
+            query.push(("service", service));
+        }
+        for s in scope.split(' ').filter(|s| !s.is_empty()) {
+            query.push(("scope", s));
+        }
+        let request = match self.credential(registry).await? {
+            Some(Credential::IdentityToken(refresh)) => {
+                let mut form = vec![
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", refresh.as_str()),
+                    ("client_id", "garden-artifacts"),
+                ];
+                form.extend(query.iter().copied());
+                let body = serde_urlencoded_form(&form);
+                self.http
+                    .post(realm)
+                    .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(body)
+            }
+            Some(Credential::Basic { username, password }) => self
+                .http
+                .get(realm)
+                .query(&query)
+                .header(header::AUTHORIZATION, basic_header(&username, &password)),
+            None => self.http.get(realm).query(&query),
+        };
+        let answer = request
+            .send()
+            .await
+            .map_err(|e| auth_error(format!("token request to {realm}: {}", describe_transport(&e))))?;
+        let status = answer.status();
+        self.count(&Method::GET, status.as_u16());
+        if !status.is_success() {
+            return Err(auth_error(format!("token endpoint {realm} answered {status}")));
+        }
+        let parsed: TokenAnswer = answer
+            .json()
+            .await
+            .map_err(|_| auth_error(format!("token endpoint {realm} answered something that is not a token")))?;
+        let value = parsed
+            .token
+            .or(parsed.access_token)
+            .ok_or_else(|| auth_error(format!("token endpoint {realm} answered without a token")))?;
+        let lifetime = parsed
+            .expires_in
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_TOKEN_LIFETIME);
+        Ok(CachedToken {
+            value,
+            // Renew a little early so a token never expires mid-request.
+            expires: Instant::now() + lifetime.saturating_sub(Duration::from_secs(10)),
+        })
+    }
+
+    /// Learns the auth scheme from a 401; false when the challenge is one we cannot answer.
+    async fn learn_challenge(&self, registry: &str, headers: &HeaderMap) -> Result<bool, Error> {
+        let Some(challenge) = headers
+            .get(header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return Ok(false);
+        };
+        let scheme = parse_challenge(challenge);
+        let Some(scheme) = scheme else { return Ok(false) };
+        if matches!(scheme, AuthScheme::Basic) && self.credential(registry).await?.is_none() {
+            return Ok(false);
+        }
+        let mut schemes = self.schemes.lock().expect("not poisoned");
+        let changed = !matches!(
+            (schemes.get(registry), &scheme),
+            (Some(AuthScheme::Basic), AuthScheme::Basic)
+        );
+        schemes.insert(registry.to_string(), scheme);
+        // A bearer scheme may have answered 401 because a cached token lapsed: try again once.
+        Ok(changed || matches!(schemes.get(registry), Some(AuthScheme::Bearer { .. })))
+    }
+
+    /// Sends a replayable request: answers 401 challenges once, retries transport errors and
+    /// 429/5xx with exponential backoff, honouring `Retry-After`.
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        registry: &str,
+        access: Access<'_>,
+        headers: HeaderMap,
+        body: Option<Bytes>,
+    ) -> Result<reqwest::Response, Error> {
+        let mut attempt = 0;
+        let mut challenged = false;
+        loop {
+            attempt += 1;
+            let mut request = self.http.request(method.clone(), url).headers(headers.clone());
+            if let Some(value) = self.authorization(registry, &access).await? {
+                request = request.header(header::AUTHORIZATION, value);
+            }
+            if let Some(body) = &body {
+                request = request.body(body.clone());
+            }
+            let answer = request.send().await;
+            let response = match answer {
+                Ok(response) => response,
+                Err(e) => {
+                    self.count(&method, 0);
+                    if attempt < self.retry.attempts {
+                        tokio::time::sleep(self.backoff(attempt, None)).await;
+                        continue;
+                    }
+                    return Err(Error::Transport {
+                        method: method.to_string(),
+                        url: strip_query(url),
+                        detail: describe_transport(&e),
+                    });
+                }
+            };
+            let status = response.status();
+            self.count(&method, status.as_u16());
+            if status == StatusCode::UNAUTHORIZED && !challenged {
+                challenged = true;
+                if self.learn_challenge(registry, response.headers()).await? {
+                    self.tokens
+                        .lock()
+                        .expect("not poisoned")
+                        .remove(&(registry.to_string(), access.scope()));
+                    continue;
+                }
+            }
+            let retryable = status == StatusCode::TOO_MANY_REQUESTS
+                || status == StatusCode::BAD_GATEWAY
+                || status == StatusCode::SERVICE_UNAVAILABLE
+                || status == StatusCode::GATEWAY_TIMEOUT
+                || (status == StatusCode::INTERNAL_SERVER_ERROR
+                    && (method == Method::GET || method == Method::HEAD));
+            if retryable && attempt < self.retry.attempts {
+                let retry_after = response
+                    .headers()
+                    .get(header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                tracing::debug!(%status, url = %strip_query(url), attempt, "registry asked us to retry");
+                tokio::time::sleep(self.backoff(attempt, retry_after)).await;
+                continue;
+            }
+            return Ok(response);
+        }
+    }
+
+    fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        let exponential = self.retry.base_delay * 2u32.saturating_pow(attempt.saturating_sub(1));
+        retry_after
+            .unwrap_or(exponential)
+            .min(self.retry.max_delay)
+    }
+
+    /// `HEAD /v2/<name>/manifests/<reference>`: `None` when absent.
+    pub async fn head_manifest(&self, repo: &Repository, reference: &str) -> Result<Option<ManifestHead>, Error> {
+        let url = self.url(repo, &format!("manifests/{reference}"));
+        let response = self
+            .send(Method::HEAD, &url, &repo.registry, Access::Pull(repo), accept_manifests(), None)
+            .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let response = check(Method::HEAD, &url, response).await?;
+        let headers = response.headers();
+        let digest = header_str(headers, "docker-content-digest");
+        let media_type = header_str(headers, header::CONTENT_TYPE.as_str());
+        let size = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        match (digest, media_type, size) {
+            (Some(digest), Some(media_type), Some(size)) => Ok(Some(ManifestHead {
+                digest,
+                media_type,
+                size,
+            })),
+            // A registry that leaves out a header costs us one GET, not a wrong answer.
+            _ => Ok(self.get_manifest(repo, reference).await?.map(|m| ManifestHead {
+                size: m.bytes.len() as u64,
+                digest: m.digest,
+                media_type: m.media_type,
+            })),
+        }
+    }
+
+    /// `GET` a manifest, verifying its digest: `None` when absent.
+    pub async fn get_manifest(&self, repo: &Repository, reference: &str) -> Result<Option<RawManifest>, Error> {
+        let url = self.url(repo, &format!("manifests/{reference}"));
+        let response = self
+            .send(Method::GET, &url, &repo.registry, Access::Pull(repo), accept_manifests(), None)
+            .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let response = check(Method::GET, &url, response).await?;
+        let media_type = header_str(response.headers(), header::CONTENT_TYPE.as_str());
+        let header_digest = header_str(response.headers(), "docker-content-digest");
+        if response.content_length().is_some_and(|n| n as usize > MAX_MANIFEST_BYTES) {
+            return Err(Error::Invalid {
+                what: format!("manifest {repo}:{reference}"),
+                detail: format!("larger than {MAX_MANIFEST_BYTES} bytes"),
+            });
+        }
+        let bytes = response.bytes().await.map_err(|e| Error::Transport {
+            method: "GET".into(),
+            url: url.clone(),
+            detail: describe_transport(&e),
+        })?;
+        let digest = sha256_digest(&bytes);
+        let expected = if reference.contains(':') {
+            Some(reference.to_string())
+        } else {
+            header_digest.filter(|d| d.starts_with("sha256:"))
+        };
+        if let Some(expected) = expected
+            && expected != digest
+        {
+            return Err(Error::DigestMismatch {
+                what: format!("manifest {repo}:{reference}"),
+                expected,
+                actual: digest,
+            });
+        }
+        let media_type = match media_type {
+            Some(m) if m != "application/json" && m != "text/plain" => m,
+            _ => media_type_from_body(&bytes).ok_or_else(|| Error::Invalid {
+                what: format!("manifest {repo}:{reference}"),
+                detail: "no media type in the response or the document".into(),
+            })?,
+        };
+        Ok(Some(RawManifest {
+            media_type,
+            digest,
+            bytes,
+        }))
+    }
+
+    /// `PUT` a manifest under a tag or its digest.
+    pub async fn put_manifest(
+        &self,
+        repo: &Repository,
+        reference: &str,
+        media_type: &str,
+        bytes: Bytes,
+    ) -> Result<PutManifestOutcome, Error> {
+        let url = self.url(repo, &format!("manifests/{reference}"));
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_str(media_type).map_err(|_| Error::Invalid {
+                what: format!("manifest for {repo}:{reference}"),
+                detail: format!("media type {media_type:?} is not a valid header value"),
+            })?,
+        );
+        let expected = sha256_digest(&bytes);
+        let response = self
+            .send(Method::PUT, &url, &repo.registry, Access::Push(repo), headers, Some(bytes))
+            .await?;
+        let response = check(Method::PUT, &url, response).await?;
+        if let Some(digest) = header_str(response.headers(), "docker-content-digest")
+            && digest.starts_with("sha256:")
+            && digest != expected
+        {
+            return Err(Error::DigestMismatch {
+                what: format!("manifest stored at {repo}:{reference}"),
+                expected,
+                actual: digest,
+            });
+        }
+        Ok(PutManifestOutcome {
+            subject_processed: response.headers().contains_key("oci-subject"),
+        })
+    }
+
+    /// `DELETE` a manifest by digest: true when it was there.
+    pub async fn delete_manifest(&self, repo: &Repository, digest: &str) -> Result<bool, Error> {
+        let url = self.url(repo, &format!("manifests/{digest}"));
+        let response = self
+            .send(Method::DELETE, &url, &repo.registry, Access::Push(repo), HeaderMap::new(), None)
+            .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(false);
+        }
+        check(Method::DELETE, &url, response).await?;
+        Ok(true)
+    }
+
+    /// `HEAD` a blob: its size, or `None` when absent.
+    pub async fn head_blob(&self, repo: &Repository, digest: &str) -> Result<Option<u64>, Error> {
+        let url = self.url(repo, &format!("blobs/{digest}"));
+        let response = self
+            .send(Method::HEAD, &url, &repo.registry, Access::Pull(repo), HeaderMap::new(), None)
+            .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let response = check(Method::HEAD, &url, response).await?;
+        Ok(response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok()))
+    }
+
+    /// `GET` a blob as a byte stream; the caller verifies what it reads.
+    pub async fn get_blob(
+        &self,
+        repo: &Repository,
+        digest: &str,
+    ) -> Result<impl Stream<Item = Result<Bytes, Error>> + Send + 'static + use<>, Error> {
+        use futures::TryStreamExt;
+        let url = self.url(repo, &format!("blobs/{digest}"));
+        let response = self
+            .send(Method::GET, &url, &repo.registry, Access::Pull(repo), HeaderMap::new(), None)
+            .await?;
+        let response = check(Method::GET, &url, response).await?;
+        Ok(response.bytes_stream().map_err(move |e| Error::Transport {
+            method: "GET".into(),
+            url: url.clone(),
+            detail: describe_transport(&e),
+        }))
+    }
+
+    /// Opens an upload, mounting from `mount_from` when given. A registry that cannot mount
+    /// answers 202 with a session, as if no mount had been asked.
+    pub async fn start_upload(
+        &self,
+        repo: &Repository,
+        digest: &str,
+        mount_from: Option<&Repository>,
+    ) -> Result<UploadStart, Error> {
+        let (url, access) = match mount_from {
+            Some(from) => (
+                self.url(repo, &format!("blobs/uploads/?mount={digest}&from={}", from.name)),
+                Access::PushMount(repo, from),
+            ),
+            None => (self.url(repo, "blobs/uploads/"), Access::Push(repo)),
+        };
+        let response = self
+            .send(Method::POST, &url, &repo.registry, access, HeaderMap::new(), Some(Bytes::new()))
+            .await?;
+        let response = check(Method::POST, &url, response).await?;
+        if response.status() == StatusCode::CREATED && mount_from.is_some() {
+            return Ok(UploadStart::Mounted);
+        }
+        let location = header_str(response.headers(), header::LOCATION.as_str()).ok_or_else(|| Error::Invalid {
+            what: format!("POST {}", strip_query(&url)),
+            detail: "the registry opened an upload without a Location".into(),
+        })?;
+        let base = reqwest::Url::parse(&url).expect("our URLs parse");
+        let session = base.join(&location).map_err(|_| Error::Invalid {
+            what: format!("POST {}", strip_query(&url)),
+            detail: "the upload Location is not a URL".into(),
+        })?;
+        Ok(UploadStart::Session(session))
+    }
+
+    /// Finishes an upload session with the whole blob in one `PUT` (monolithic upload): two
+    /// requests per blob, the fewest the distribution API allows for a new blob.
+    pub async fn finish_upload<S>(
+        &self,
+        repo: &Repository,
+        mut session: reqwest::Url,
+        digest: &str,
+        size: Option<u64>,
+        body: S,
+    ) -> Result<(), Error>
+    where
+        S: Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    {
+        session.query_pairs_mut().append_pair("digest", digest);
+        let shown = format!("{}{}", self.base(&repo.registry).trim_end_matches("/v2/"), session.path());
+        let mut request = self
+            .http
+            .put(session)
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .body(reqwest::Body::wrap_stream(body));
+        if let Some(size) = size {
+            request = request.header(header::CONTENT_LENGTH, size);
+        }
+        if let Some(value) = self.authorization(&repo.registry, &Access::Push(repo)).await? {
+            request = request.header(header::AUTHORIZATION, value);
+        }
+        let response = request.send().await.map_err(|e| {
+            self.count(&Method::PUT, 0);
+            Error::Transport {
+                method: "PUT".into(),
+                url: shown.clone(),
+                detail: describe_transport(&e),
+            }
+        })?;
+        self.count(&Method::PUT, response.status().as_u16());
+        check(Method::PUT, &shown, response).await?;
+        if let Some(size) = size {
+            self.bytes_uploaded.fetch_add(size, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// All tags of a repository, following `Link` pagination.
+    pub async fn list_tags(&self, repo: &Repository) -> Result<Vec<String>, Error> {
+        #[derive(Deserialize)]
+        struct TagList {
+            tags: Option<Vec<String>>,
+        }
+        let mut tags = Vec::new();
+        let mut url = self.url(repo, "tags/list?n=1000");
+        loop {
+            let response = self
+                .send(Method::GET, &url, &repo.registry, Access::Pull(repo), HeaderMap::new(), None)
+                .await?;
+            if response.status() == StatusCode::NOT_FOUND {
+                return Ok(tags);
+            }
+            let response = check(Method::GET, &url, response).await?;
+            let next = header_str(response.headers(), header::LINK.as_str()).and_then(|link| next_link(&link));
+            let page: TagList = response.json().await.map_err(|_| Error::Invalid {
+                what: format!("GET {url}"),
+                detail: "not a tag list".into(),
+            })?;
+            tags.extend(page.tags.unwrap_or_default());
+            match next {
+                Some(next) => {
+                    url = reqwest::Url::parse(&url)
+                        .and_then(|base| base.join(&next))
+                        .map(String::from)
+                        .map_err(|_| Error::Invalid {
+                            what: format!("GET {url}"),
+                            detail: "the Link header is not a URL".into(),
+                        })?
+                }
+                None => return Ok(tags),
+            }
+        }
+    }
+
+    /// `GET /v2/`: reachable and authorised.
+    pub async fn ping(&self, registry: &str) -> Result<(), Error> {
+        let url = self.base(registry);
+        let response = self
+            .send(Method::GET, &url, registry, Access::Registry, HeaderMap::new(), None)
+            .await?;
+        check(Method::GET, &url, response).await.map(|_| ())
+    }
+}
+
+fn accept_manifests() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::ACCEPT,
+        HeaderValue::from_str(&MANIFEST_ACCEPT.join(", ")).expect("media types are header-safe"),
+    );
+    headers
+}
+
+fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or(v).trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+fn strip_query(url: &str) -> String {
+    url.split('?').next().unwrap_or(url).to_string()
+}
+
+/// Turns an error status into [`Error::Status`] with the registry's error code and message.
+async fn check(method: Method, url: &str, response: reqwest::Response) -> Result<reqwest::Response, Error> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    #[derive(Deserialize)]
+    struct Errors {
+        errors: Vec<ErrorEntry>,
+    }
+    #[derive(Deserialize)]
+    struct ErrorEntry {
+        code: Option<String>,
+        message: Option<String>,
+    }
+    let body = response.bytes().await.unwrap_or_default();
+    let first = serde_json::from_slice::<Errors>(&body)
+        .ok()
+        .and_then(|e| e.errors.into_iter().next());
+    let (code, message) = match first {
+        Some(entry) => (entry.code, entry.message.map(|m| truncate(&m, 300))),
+        None => (None, None),
+    };
+    Err(Error::Status {
+        method: method.to_string(),
+        url: strip_query(url),
+        status: status.as_u16(),
+        code,
+        message,
+    })
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+fn media_type_from_body(bytes: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Probe {
+        media_type: Option<String>,
+        manifests: Option<serde_json::Value>,
+    }
+    let probe: Probe = serde_json::from_slice(bytes).ok()?;
+    probe.media_type.or_else(|| {
+        Some(if probe.manifests.is_some() {
+            crate::engine::media_types::OCI_INDEX.to_string()
+        } else {
+            crate::engine::media_types::OCI_MANIFEST.to_string()
+        })
+    })
+}
+
+fn basic_header(username: &str, password: &str) -> HeaderValue {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+    let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).expect("base64 is header-safe");
+    value.set_sensitive(true);
+    value
+}
+
+fn bearer_header(token: &str) -> HeaderValue {
+    let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid"));
+    value.set_sensitive(true);
+    value
+}
+
+fn serde_urlencoded_form(pairs: &[(&str, &str)]) -> String {
+    let mut serializer = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        serializer.append_pair(k, v);
+    }
+    serializer.finish()
+}
+
+/// `Bearer realm="...",service="..."` or `Basic realm="..."`.
+fn parse_challenge(value: &str) -> Option<AuthScheme> {
+    let (scheme, params) = value.trim().split_once(' ').unwrap_or((value.trim(), ""));
+    if scheme.eq_ignore_ascii_case("basic") {
+        return Some(AuthScheme::Basic);
+    }
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let mut realm = None;
+    let mut service = None;
+    let mut rest = params;
+    while let Some((key, after)) = rest.split_once('=') {
+        let key = key.trim().trim_start_matches(',').trim();
+        let (value, remaining) = if let Some(quoted) = after.strip_prefix('"') {
+            let end = quoted.find('"').unwrap_or(quoted.len());
+            (&quoted[..end], quoted.get(end + 1..).unwrap_or(""))
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (&after[..end], &after[end..])
+        };
+        match key {
+            "realm" => realm = Some(value.to_string()),
+            "service" => service = Some(value.to_string()),
+            _ => {}
+        }
+        rest = remaining;
+    }
+    Some(AuthScheme::Bearer { realm: realm?, service })
+}
+
+/// The `rel="next"` target of a `Link` header.
+fn next_link(link: &str) -> Option<String> {
+    link.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        params
+            .contains("rel=\"next\"")
+            .then(|| target.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_registries_speak_plain_http() {
+        assert!(is_loopback("127.0.0.1:5000"));
+        assert!(is_loopback("127.1.2.3"));
+        assert!(is_loopback("localhost:5000"));
+        assert!(is_loopback("[::1]:5000"));
+        assert!(!is_loopback("10.0.0.1:5000"));
+        assert!(!is_loopback("ghcr.io"));
+    }
+
+    #[test]
+    fn parses_bearer_challenges() {
+        let parsed = parse_challenge(
+            r#"Bearer realm="https://auth.example.com/token",service="registry.example.com",scope="repository:a:pull""#,
+        );
+        match parsed {
+            Some(AuthScheme::Bearer { realm, service }) => {
+                assert_eq!(realm, "https://auth.example.com/token");
+                assert_eq!(service.as_deref(), Some("registry.example.com"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(parse_challenge(r#"Basic realm="x""#), Some(AuthScheme::Basic)));
+        assert!(parse_challenge("Negotiate").is_none());
+    }
+
+    #[test]
+    fn follows_link_pagination() {
+        assert_eq!(
+            next_link(r#"</v2/a/tags/list?n=2&last=b>; rel="next""#).as_deref(),
+            Some("/v2/a/tags/list?n=2&last=b")
+        );
+        assert_eq!(next_link(r#"</x>; rel="prev""#), None);
+    }
+}

@@ -1,0 +1,20 @@
+//! Everything that speaks the distribution API. `oci-client` supplies the manifest types; the
+//! transport is ours because the engine needs what that crate's client does not give: HEAD with
+//! media type and size, delete, mount with the 202 fallback, retries honouring Retry-After, tag
+//! paging, and no extra `GET /v2/` probe before each request on registries without auth (which
+//! would double the requests of a converged resync).
+
+mod client;
+pub mod credentials;
+mod error;
+pub(crate) use error::describe_transport;
+pub mod reference;
+
+pub use client::{
+    is_loopback,
+    ClientOptions, ManifestHead, PutManifestOutcome, RawManifest, RegistryClient, RetryPolicy,
+    UploadStart,
+};
+pub use credentials::{Credential, CredentialSource, DockerConfig, NoCredentials};
+pub use error::Error;
+pub use reference::{ImageReference, Repository};
