@@ -9,7 +9,10 @@ use serde::Serialize;
 
 use super::exit;
 use crate::api::validate::{Frontend, validate};
-use crate::engine::claims::{self, Claim};
+use std::collections::BTreeMap;
+
+use crate::engine::claims::{self, Claim, Conflict};
+use crate::engine::order::{self, Node};
 use crate::engine::desired::BlobOrigin;
 use crate::engine::{Engine, Inputs, Mode, Report};
 use crate::manifests::{self, LoadedObject};
@@ -120,27 +123,46 @@ pub async fn run(args: ApplyArgs) -> u8 {
         .collect();
     let conflicts = claims::conflicts(&claims);
 
+    let nodes: Vec<Node<'_>> = loaded
+        .objects
+        .iter()
+        .map(|o| Node {
+            repository: &o.spec.repository,
+            tags: &o.spec.tags,
+            copies: o.spec.source.image.as_ref().map(|i| i.reference.as_str()),
+        })
+        .collect();
+    let waves = match order::waves(&nodes) {
+        Ok(waves) => waves,
+        Err(cycle) => {
+            let names: Vec<String> = cycle.iter().map(|i| loaded.objects[*i].key()).collect();
+            eprintln!(
+                "error: spec.source.image: these objects copy each other's tags in a cycle: {}",
+                names.join(" -> ")
+            );
+            eprintln!("error: invalid input, nothing was written");
+            return exit::INVALID;
+        }
+    };
+
     let mode = if args.dry_run { Mode::DryRun } else { Mode::Apply };
     let engine = &engine;
     let conflicts = &conflicts;
-    let results: Vec<ObjectResult> = stream::iter(loaded.objects.iter())
-        .map(|object| async move {
-            if let Some(lost) = conflicts.get(&object.key()) {
-                let reason = lost.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
-                return failed(object, format!("{reason} (listed earlier)"));
-            }
-            let inputs = Inputs {
-                base_dir: Some(object.base_dir.clone()),
-                ..Default::default()
-            };
-            match engine.reconcile(&object.spec, &inputs, mode).await {
-                Ok(report) => succeeded(object, &report, mode),
-                Err(e) => failed(object, e.to_string()),
-            }
-        })
-        .buffered(args.concurrency.max(1))
-        .collect()
-        .await;
+    let mut results: Vec<Option<ObjectResult>> = loaded.objects.iter().map(|_| None).collect();
+    for wave in waves {
+        let done: Vec<(usize, ObjectResult)> = stream::iter(wave)
+            .map(|i| {
+                let object = &loaded.objects[i];
+                async move { (i, reconcile_one(engine, conflicts, object, mode).await) }
+            })
+            .buffer_unordered(args.concurrency.max(1))
+            .collect()
+            .await;
+        for (i, result) in done {
+            results[i] = Some(result);
+        }
+    }
+    let results: Vec<ObjectResult> = results.into_iter().flatten().collect();
 
     match args.output {
         Output::Json => println!(
@@ -153,6 +175,26 @@ pub async fn run(args: ApplyArgs) -> u8 {
         exit::FAILED
     } else {
         exit::OK
+    }
+}
+
+async fn reconcile_one(
+    engine: &Engine,
+    conflicts: &BTreeMap<String, Vec<Conflict>>,
+    object: &LoadedObject,
+    mode: Mode,
+) -> ObjectResult {
+    if let Some(lost) = conflicts.get(&object.key()) {
+        let reason = lost.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+        return failed(object, format!("{reason} (listed earlier)"));
+    }
+    let inputs = Inputs {
+        base_dir: Some(object.base_dir.clone()),
+        ..Default::default()
+    };
+    match engine.reconcile(&object.spec, &inputs, mode).await {
+        Ok(report) => succeeded(object, &report, mode),
+        Err(e) => failed(object, e.to_string()),
     }
 }
 

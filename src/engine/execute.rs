@@ -48,14 +48,12 @@ impl Engine {
         }
 
         // Each manifest not known to be stored: is it there by digest?
-        let candidates: Vec<(String, String)> = plan::manifests_to_inspect(desired, &observed)
+        let candidates: BTreeSet<String> = plan::manifests_to_inspect(desired, &observed)
             .into_iter()
-            .map(|m| (m.digest.clone(), m.digest.clone()))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
+            .map(|m| m.digest.clone())
             .collect();
         let stored: Vec<Option<String>> = stream::iter(candidates)
-            .map(|(digest, _)| async move {
+            .map(|digest| async move {
                 let head = self.registry.head_manifest(repo, &digest).await?;
                 Ok::<_, RegistryError>(head.map(|_| digest))
             })

@@ -4,6 +4,7 @@
 pub mod claims;
 pub mod desired;
 mod execute;
+pub mod order;
 pub mod media_types;
 pub mod plan;
 mod resolve;
@@ -16,7 +17,7 @@ use bytes::Bytes;
 
 use crate::api::validate::InvalidSpec;
 use crate::api::{GardenArtifactSpec, KeyRef};
-use crate::registry::{self, RegistryClient, Repository};
+use crate::registry::{self, ImageReference, RegistryClient, Repository};
 use crate::sources::UrlFetcher;
 pub use plan::{Outcome, Plan};
 
@@ -109,6 +110,9 @@ impl Engine {
     ) -> Result<Report, EngineError> {
         let repository = Repository::parse(&spec.repository)
             .map_err(|detail| EngineError::source("spec.repository", detail))?;
+        if let Some(report) = self.unchanged_copy(spec, &repository).await? {
+            return Ok(report);
+        }
         let resolved = self.resolve(spec, &repository, inputs, mode).await?;
         let observed = self.observe(&resolved.desired, resolved.blobs_present).await?;
         let plan = plan::plan(&resolved.desired, &observed);
@@ -125,5 +129,48 @@ impl Engine {
             outcome: plan.outcome,
             plan,
         })
+    }
+
+    /// A converged copy costs a HEAD of the source (none when pinned by digest) and one HEAD
+    /// per tag; without this, deciding would need the source manifest and its children.
+    async fn unchanged_copy(
+        &self,
+        spec: &GardenArtifactSpec,
+        repository: &Repository,
+    ) -> Result<Option<Report>, EngineError> {
+        let Some(image) = spec.source.image.as_ref().filter(|i| i.platform.is_none()) else {
+            return Ok(None);
+        };
+        let Ok(source) = ImageReference::parse(&image.reference) else {
+            return Ok(None);
+        };
+        let wanted = match &source.digest {
+            Some(digest) => digest.clone(),
+            None => match self.registry.head_manifest(&source.repository, source.reference()).await? {
+                Some(head) => head.digest,
+                None => return Ok(None),
+            },
+        };
+        let mut current = None;
+        for tag in &spec.tags {
+            match self.registry.head_manifest(repository, tag).await? {
+                Some(head) if head.digest == wanted => current = Some(head),
+                _ => return Ok(None),
+            }
+        }
+        Ok(current.map(|head| Report {
+            repository: repository.clone(),
+            digest: head.digest,
+            media_type: head.media_type,
+            size: head.size,
+            tags: spec.tags.clone(),
+            outcome: Outcome::Unchanged,
+            plan: Plan {
+                blobs: Vec::new(),
+                manifests: Vec::new(),
+                tags: Vec::new(),
+                outcome: Outcome::Unchanged,
+            },
+        }))
     }
 }
