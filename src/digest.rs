@@ -37,6 +37,20 @@ impl<S> VerifyingStream<S> {
     }
 }
 
+impl<S> VerifyingStream<S> {
+    fn check_digest(&self) -> Result<(), DigestMismatch> {
+        let actual = format!("sha256:{}", hex::encode(self.hasher.clone().finalize()));
+        if actual == self.expected_digest {
+            Ok(())
+        } else {
+            Err(DigestMismatch {
+                expected: self.expected_digest.clone(),
+                actual,
+            })
+        }
+    }
+}
+
 impl<S, E> Stream for VerifyingStream<S>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -61,6 +75,14 @@ where
                     )))));
                 }
                 self.hasher.update(&chunk);
+                // With a known size, judge on the last chunk instead of after it: a body with a
+                // Content-Length is complete once that chunk is sent, and must not be.
+                if self.expected_size == Some(self.seen)
+                    && let Err(mismatch) = self.check_digest()
+                {
+                    self.done = true;
+                    return Poll::Ready(Some(Err(std::io::Error::other(mismatch))));
+                }
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -69,12 +91,8 @@ where
             }
             Poll::Ready(None) => {
                 self.done = true;
-                let actual = format!("sha256:{}", hex::encode(self.hasher.clone().finalize()));
-                if actual != self.expected_digest {
-                    return Poll::Ready(Some(Err(std::io::Error::other(DigestMismatch {
-                        expected: self.expected_digest.clone(),
-                        actual,
-                    }))));
+                if let Err(mismatch) = self.check_digest() {
+                    return Poll::Ready(Some(Err(std::io::Error::other(mismatch))));
                 }
                 if let Some(size) = self.expected_size
                     && self.seen != size
@@ -103,7 +121,12 @@ mod tests {
     use futures::{StreamExt, stream};
 
     fn chunks(parts: &[&'static str]) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin {
-        stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p.as_bytes()))).collect::<Vec<_>>())
+        stream::iter(
+            parts
+                .iter()
+                .map(|p| Ok(Bytes::from_static(p.as_bytes())))
+                .collect::<Vec<_>>(),
+        )
     }
 
     #[tokio::test]
@@ -114,6 +137,20 @@ mod tests {
             .await;
         assert_eq!(out.len(), 2);
         assert!(out.iter().all(Result::is_ok));
+    }
+
+    #[tokio::test]
+    async fn with_a_known_size_the_last_chunk_is_withheld_on_mismatch() {
+        let digest = sha256_digest(b"hellO");
+        let out: Vec<_> = VerifyingStream::new(chunks(&["hel", "lo"]), &digest, Some(5))
+            .collect()
+            .await;
+        assert_eq!(out.len(), 2);
+        assert!(out[0].is_ok());
+        assert!(
+            out[1].is_err(),
+            "the chunk that completes the body is replaced by the error"
+        );
     }
 
     #[tokio::test]

@@ -5,12 +5,17 @@
 //! - [`registry`]: the distribution API client.
 //! - [`sources`]: where file content comes from.
 //! - [`manifests`]: reading GardenArtifact YAML files (for `apply`).
+//! - [`controller`]: the Kubernetes front end (kube at the edge).
 //! - [`cli`]: the command line.
 
 pub mod api;
 pub mod cli;
+pub mod controller;
 pub mod digest;
 pub mod engine;
+pub mod http;
 pub mod manifests;
+pub mod metrics;
 pub mod registry;
 pub mod sources;
+pub mod telemetry;

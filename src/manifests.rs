@@ -157,7 +157,9 @@ fn load_file(file: &Path, loaded: &mut Loaded) {
                 let kind = header
                     .and_then(|h| h.kind)
                     .unwrap_or_else(|| "a document without kind".into());
-                loaded.notes.push(format!("{origin}: skipped {kind}, not a {KIND}"));
+                loaded
+                    .notes
+                    .push(format!("{origin}: skipped {kind}, not a {KIND}"));
             }
             Err(e) => loaded.errors.push(format!("{origin}: {e}")),
         }
@@ -165,29 +167,47 @@ fn load_file(file: &Path, loaded: &mut Loaded) {
 }
 
 /// `Ok(None)` for documents of other kinds.
-fn parse_object(value: &serde_yaml::Value, origin: &Origin, base_dir: &Path) -> Result<Option<LoadedObject>, String> {
+fn parse_object(
+    value: &serde_yaml::Value,
+    origin: &Origin,
+    base_dir: &Path,
+) -> Result<Option<LoadedObject>, String> {
     let header: Header = serde_yaml::from_value(value.clone())
         .map_err(|e| format!("apiVersion, kind and metadata are not readable: {e}"))?;
     let api_version = header.api_version.unwrap_or_default();
     let is_ours = api_version.split('/').next() == Some(GROUP);
     if header.kind.as_deref() != Some(KIND) || !is_ours {
         if is_ours {
-            return Err(format!("kind {:?} is not served by {API_VERSION}", header.kind.unwrap_or_default()));
+            return Err(format!(
+                "kind {:?} is not served by {API_VERSION}",
+                header.kind.unwrap_or_default()
+            ));
         }
         return Ok(None);
     }
     if api_version != API_VERSION {
-        return Err(format!("apiVersion {api_version:?}: this version reads {API_VERSION}"));
+        return Err(format!(
+            "apiVersion {api_version:?}: this version reads {API_VERSION}"
+        ));
     }
     let name = header.metadata.name.ok_or("metadata.name is required")?;
     if !OBJECT_NAME_RE.is_match(&name) || name.len() > 253 {
-        return Err(format!("metadata.name {name:?} is not a valid object name (lowercase DNS subdomain)"));
+        return Err(format!(
+            "metadata.name {name:?} is not a valid object name (lowercase DNS subdomain)"
+        ));
     }
-    let namespace = header.metadata.namespace.unwrap_or_else(|| "default".into());
+    let namespace = header
+        .metadata
+        .namespace
+        .unwrap_or_else(|| "default".into());
     if !OBJECT_NAME_RE.is_match(&namespace) || namespace.len() > 63 {
-        return Err(format!("metadata.namespace {namespace:?} is not a valid namespace name"));
+        return Err(format!(
+            "metadata.namespace {namespace:?} is not a valid namespace name"
+        ));
     }
-    let spec_value = value.get("spec").ok_or_else(|| format!("{namespace}/{name}: spec is required"))?;
+    let spec_value = value
+        .get("spec")
+        .ok_or_else(|| format!("{namespace}/{name}: spec is required"))?;
     let spec: GardenArtifactSpec = serde_path_to_error::deserialize(spec_value.clone())
         .map_err(|e| format!("{namespace}/{name}: spec.{}: {}", e.path(), e.inner()))?;
     Ok(Some(LoadedObject {
@@ -274,7 +294,12 @@ spec: {repository: 127.0.0.1:5000/a, tags: [v2], source: {files: [{name: a.relea
 "#,
         );
         assert_eq!(loaded.errors.len(), 2, "{:?}", loaded.errors);
-        assert!(loaded.errors.iter().any(|e| e.contains("metadata.name is required")));
+        assert!(
+            loaded
+                .errors
+                .iter()
+                .any(|e| e.contains("metadata.name is required"))
+        );
         assert!(loaded.errors.iter().any(|e| e.contains("defined twice")));
     }
 }

@@ -41,7 +41,9 @@ pub async fn file_stream(
     path: &Path,
 ) -> std::io::Result<impl Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin + 'static> {
     let file = tokio::fs::File::open(path).await?;
-    Ok(tokio_util::io::ReaderStream::with_capacity(file, READ_CHUNK))
+    Ok(tokio_util::io::ReaderStream::with_capacity(
+        file, READ_CHUNK,
+    ))
 }
 
 /// Fetches `url` sources. Separate from the registry client: no registry credential is ever

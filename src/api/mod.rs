@@ -4,6 +4,10 @@
 //! rejects what it can express); [`validate`] is the second and complete one, shared by the
 //! controller and `apply`, so both front ends refuse the same objects with the same words.
 
+// kube's `printcolumn(...)` repeats `type_ = "string"` by design; clippy reads that as a
+// duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod conditions;
 pub mod patterns;
 pub mod validate;
@@ -31,10 +35,18 @@ pub const KIND: &str = "GardenArtifact";
     status = "GardenArtifactStatus",
     shortname = "ga",
     category = "gardenlinux",
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
     printcolumn(name = "Digest", type_ = "string", json_path = ".status.digest"),
     printcolumn(name = "Tags", type_ = "string", json_path = ".spec.tags"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GardenArtifactSpec {
@@ -209,7 +221,11 @@ pub struct IndexPlatform {
     pub architecture: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
-    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_version: Option<String>,
 }
 

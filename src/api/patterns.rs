@@ -56,7 +56,8 @@ pub const PLATFORM: &str = r"^[a-z0-9_.-]+/[a-z0-9_.-]+(?:/[a-z0-9_.-]+)?$";
 /// A plain file name: no directory part, so `pull` can never write outside its output folder.
 pub const FILE_NAME: &str = r"^[A-Za-z0-9._+@=,~-]+$";
 /// A Kubernetes object name (DNS subdomain).
-pub const OBJECT_NAME: &str = r"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*$";
+pub const OBJECT_NAME: &str =
+    r"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*$";
 /// A ConfigMap or Secret key.
 pub const CONFIG_KEY: &str = r"^[-._a-zA-Z0-9]+$";
 pub const HTTP_URL: &str = r"^https?://[^\s/?#@]+(?:[/?#][^\s]*)?$";

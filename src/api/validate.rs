@@ -66,7 +66,11 @@ impl Checker {
         }
     }
 
-    fn annotations(&mut self, field: &str, annotations: &std::collections::BTreeMap<String, String>) {
+    fn annotations(
+        &mut self,
+        field: &str,
+        annotations: &std::collections::BTreeMap<String, String>,
+    ) {
         for (key, value) in annotations {
             if key.is_empty() || key.len() > MAX_ANNOTATION_KEY {
                 self.fail(
@@ -137,7 +141,11 @@ pub fn validate(spec: &GardenArtifactSpec, frontend: Frontend) -> Result<(), Inv
             );
         }
         c.annotations("spec.config.annotations", &config.annotations);
-        if config.content.as_ref().is_some_and(|s| s.len() > MAX_INLINE_CONTENT) {
+        if config
+            .content
+            .as_ref()
+            .is_some_and(|s| s.len() > MAX_INLINE_CONTENT)
+        {
             c.fail(
                 "spec.config.content",
                 format!("inline content is limited to {MAX_INLINE_CONTENT} bytes"),
@@ -252,9 +260,7 @@ fn check_files(c: &mut Checker, files: &[FileSource], frontend: Frontend) {
         {
             c.fail(
                 format!("{field}.content"),
-                format!(
-                    "inline content is limited to {MAX_INLINE_CONTENT} bytes; use path or url"
-                ),
+                format!("inline content is limited to {MAX_INLINE_CONTENT} bytes; use path or url"),
             );
         }
         if let Some(path) = &file.path {
@@ -450,10 +456,7 @@ mod tests {
             referrers: false,
         });
         let err = validate(&spec, Frontend::Apply).unwrap_err();
-        assert_eq!(
-            fields(err),
-            ["spec.tags[1]", "spec.tags[2]", "spec.source"]
-        );
+        assert_eq!(fields(err), ["spec.tags[1]", "spec.tags[2]", "spec.source"]);
     }
 
     #[test]

@@ -12,8 +12,8 @@ use crate::api::validate::{Frontend, validate};
 use std::collections::BTreeMap;
 
 use crate::engine::claims::{self, Claim, Conflict};
-use crate::engine::order::{self, Node};
 use crate::engine::desired::BlobOrigin;
+use crate::engine::order::{self, Node};
 use crate::engine::{Engine, Inputs, Mode, Report};
 use crate::manifests::{self, LoadedObject};
 use crate::registry::{ClientOptions, DockerConfig, RegistryClient};
@@ -98,7 +98,10 @@ pub async fn run(args: ApplyArgs) -> u8 {
         insecure_registries: args.insecure_registries.clone(),
         ..Default::default()
     };
-    let engine = match (RegistryClient::new(options, Arc::new(credentials)), UrlFetcher::new()) {
+    let engine = match (
+        RegistryClient::new(options, Arc::new(credentials)),
+        UrlFetcher::new(),
+    ) {
         (Ok(registry), Ok(urls)) => Engine::new(Arc::new(registry), urls, args.blob_concurrency),
         (Err(e), _) => {
             eprintln!("error: {e}");
@@ -145,7 +148,11 @@ pub async fn run(args: ApplyArgs) -> u8 {
         }
     };
 
-    let mode = if args.dry_run { Mode::DryRun } else { Mode::Apply };
+    let mode = if args.dry_run {
+        Mode::DryRun
+    } else {
+        Mode::Apply
+    };
     let engine = &engine;
     let conflicts = &conflicts;
     let mut results: Vec<Option<ObjectResult>> = loaded.objects.iter().map(|_| None).collect();
@@ -185,7 +192,11 @@ async fn reconcile_one(
     mode: Mode,
 ) -> ObjectResult {
     if let Some(lost) = conflicts.get(&object.key()) {
-        let reason = lost.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+        let reason = lost
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
         return failed(object, format!("{reason} (listed earlier)"));
     }
     let inputs = Inputs {
@@ -238,14 +249,23 @@ fn describe_plan(report: &Report) -> Vec<String> {
             }
             BlobOrigin::Repository(repo) => format!("copy from {repo}"),
         };
-        lines.push(format!("blob {} ({} bytes) from {from}", blob.digest, blob.size));
+        lines.push(format!(
+            "blob {} ({} bytes) from {from}",
+            blob.digest, blob.size
+        ));
     }
     for manifest in &plan.manifests {
-        lines.push(format!("manifest {} ({}) by digest", manifest.digest, manifest.media_type));
+        lines.push(format!(
+            "manifest {} ({}) by digest",
+            manifest.digest, manifest.media_type
+        ));
     }
     for write in &plan.tags {
         match &write.previous {
-            Some(previous) => lines.push(format!("tag {} -> {} (now {previous})", write.tag, report.digest)),
+            Some(previous) => lines.push(format!(
+                "tag {} -> {} (now {previous})",
+                write.tag, report.digest
+            )),
             None => lines.push(format!("tag {} -> {} (new)", write.tag, report.digest)),
         }
     }
@@ -262,7 +282,12 @@ fn print_text(results: &[ObjectResult]) {
             Some(e) => format!("failed: {e}"),
             None => r.result.clone(),
         };
-        println!("{}/{}  {target}  {}  {result}", r.namespace, r.name, r.tags.join(","));
+        println!(
+            "{}/{}  {target}  {}  {result}",
+            r.namespace,
+            r.name,
+            r.tags.join(",")
+        );
         for line in r.plan.iter().flatten() {
             println!("  would write {line}");
         }

@@ -8,9 +8,14 @@ use clap::{Parser, Subcommand};
 use kube::CustomResourceExt;
 
 use crate::api::GardenArtifact;
+use crate::telemetry::{self, LogFormat};
 
 #[derive(Parser)]
-#[command(name = "garden-artifacts", version, about = "OCI registries made declarative")]
+#[command(
+    name = "garden-artifacts",
+    version,
+    about = "OCI registries made declarative"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -20,6 +25,8 @@ struct Cli {
 enum Command {
     /// Make registries match GardenArtifact manifests, without a cluster.
     Apply(apply::ApplyArgs),
+    /// Run the Kubernetes controller.
+    Controller(crate::controller::ControllerArgs),
     /// Print the GardenArtifact CustomResourceDefinition as YAML.
     Crd,
 }
@@ -36,9 +43,21 @@ pub mod exit {
 
 pub async fn run() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
     let code = match cli.command {
-        Command::Apply(args) => apply::run(args).await,
+        Command::Apply(args) => {
+            telemetry::init(LogFormat::Text, "warn");
+            apply::run(args).await
+        }
+        Command::Controller(args) => {
+            telemetry::init(args.log_format, "info");
+            match crate::controller::run(args).await {
+                Ok(()) => exit::OK,
+                Err(e) => {
+                    tracing::error!(error = %e, "controller failed");
+                    exit::FAILED
+                }
+            }
+        }
         Command::Crd => {
             print!("{}", crd_yaml());
             exit::OK
@@ -50,14 +69,4 @@ pub async fn run() -> ExitCode {
 /// The CRD exactly as committed under `crds/`.
 pub fn crd_yaml() -> String {
     serde_yaml::to_string(&GardenArtifact::crd()).expect("the CRD serializes")
-}
-
-/// Logs go to stderr so stdout stays machine-readable; `RUST_LOG` overrides the level.
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }

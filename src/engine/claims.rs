@@ -31,12 +31,16 @@ pub fn conflicts(claims: &[Claim<'_>]) -> BTreeMap<String, Vec<Conflict>> {
     let mut lost: BTreeMap<String, Vec<Conflict>> = BTreeMap::new();
     for claim in claims {
         for tag in claim.tags {
-            let owner = *owners.entry((claim.repository, tag.as_str())).or_insert(claim.owner);
+            let owner = *owners
+                .entry((claim.repository, tag.as_str()))
+                .or_insert(claim.owner);
             if owner != claim.owner {
-                lost.entry(claim.owner.to_string()).or_default().push(Conflict {
-                    tag: tag.clone(),
-                    owner: owner.to_string(),
-                });
+                lost.entry(claim.owner.to_string())
+                    .or_default()
+                    .push(Conflict {
+                        tag: tag.clone(),
+                        owner: owner.to_string(),
+                    });
             }
         }
     }
@@ -53,15 +57,30 @@ mod tests {
         let tags_b = vec!["latest".to_string(), "2".to_string()];
         let tags_c = vec!["latest".to_string()];
         let claims = [
-            Claim { owner: "ns/a", repository: "r/x", tags: &tags_a },
-            Claim { owner: "ns/b", repository: "r/x", tags: &tags_b },
-            Claim { owner: "ns/c", repository: "r/y", tags: &tags_c },
+            Claim {
+                owner: "ns/a",
+                repository: "r/x",
+                tags: &tags_a,
+            },
+            Claim {
+                owner: "ns/b",
+                repository: "r/x",
+                tags: &tags_b,
+            },
+            Claim {
+                owner: "ns/c",
+                repository: "r/y",
+                tags: &tags_c,
+            },
         ];
         let lost = conflicts(&claims);
         assert_eq!(lost.len(), 1);
         assert_eq!(
             lost["ns/b"],
-            vec![Conflict { tag: "latest".into(), owner: "ns/a".into() }]
+            vec![Conflict {
+                tag: "latest".into(),
+                owner: "ns/a".into()
+            }]
         );
     }
 }

@@ -10,8 +10,8 @@ use oci_client::manifest::{OciDescriptor, OciImageManifest};
 
 use super::media_types::{OCI_EMPTY, OCI_MANIFEST, TITLE_ANNOTATION, UNKNOWN_ARTIFACT};
 use crate::api::GardenArtifactSpec;
-use crate::registry::Repository;
 use crate::digest::sha256_digest;
+use crate::registry::Repository;
 
 /// Where a blob's bytes come from when the target repository lacks it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,7 +44,12 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    pub fn new(media_type: String, bytes: Bytes, blobs: Vec<Blob>, children: Vec<Manifest>) -> Self {
+    pub fn new(
+        media_type: String,
+        bytes: Bytes,
+        blobs: Vec<Blob>,
+        children: Vec<Manifest>,
+    ) -> Self {
         Self {
             digest: sha256_digest(&bytes),
             media_type,
@@ -140,7 +145,12 @@ pub fn files_manifest(spec: &GardenArtifactSpec, layers: Vec<Layer>) -> Manifest
             blobs.push(layer.blob);
         }
     }
-    Manifest::new(OCI_MANIFEST.to_string(), Bytes::from(bytes), blobs, Vec::new())
+    Manifest::new(
+        OCI_MANIFEST.to_string(),
+        Bytes::from(bytes),
+        blobs,
+        Vec::new(),
+    )
 }
 
 #[cfg(test)]
@@ -183,15 +193,36 @@ source:
 
     #[test]
     fn same_spec_same_bytes() {
-        let a = files_manifest(&spec(), vec![layer("a.release", "x", "application/io.gardenlinux.release")]);
-        let b = files_manifest(&spec(), vec![layer("a.release", "x", "application/io.gardenlinux.release")]);
+        let a = files_manifest(
+            &spec(),
+            vec![layer(
+                "a.release",
+                "x",
+                "application/io.gardenlinux.release",
+            )],
+        );
+        let b = files_manifest(
+            &spec(),
+            vec![layer(
+                "a.release",
+                "x",
+                "application/io.gardenlinux.release",
+            )],
+        );
         assert_eq!(a.bytes, b.bytes);
         assert_eq!(a.digest, sha256_digest(&a.bytes));
     }
 
     #[test]
     fn empty_config_gets_the_oci_empty_descriptor_and_an_artifact_type() {
-        let m = files_manifest(&spec(), vec![layer("a.release", "x", "application/io.gardenlinux.release")]);
+        let m = files_manifest(
+            &spec(),
+            vec![layer(
+                "a.release",
+                "x",
+                "application/io.gardenlinux.release",
+            )],
+        );
         let parsed: serde_json::Value = serde_json::from_slice(&m.bytes).unwrap();
         assert_eq!(parsed["config"]["mediaType"], OCI_EMPTY);
         assert_eq!(
@@ -199,8 +230,14 @@ source:
             "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
         );
         assert_eq!(parsed["artifactType"], UNKNOWN_ARTIFACT);
-        assert_eq!(parsed["layers"][0]["annotations"][TITLE_ANNOTATION], "a.release");
-        assert_eq!(parsed["annotations"]["cname"], "aws-gardener_prod-amd64-1877.5-60d819dd");
+        assert_eq!(
+            parsed["layers"][0]["annotations"][TITLE_ANNOTATION],
+            "a.release"
+        );
+        assert_eq!(
+            parsed["annotations"]["cname"],
+            "aws-gardener_prod-amd64-1877.5-60d819dd"
+        );
         assert_eq!(m.blobs.len(), 2);
     }
 
@@ -216,11 +253,24 @@ source:
             files: Some(vec![FileSource::default()]),
             ..Default::default()
         };
-        let m = files_manifest(&s, vec![layer("a.raw", "x", "application/io.gardenlinux.image.archive.format.raw")]);
+        let m = files_manifest(
+            &s,
+            vec![layer(
+                "a.raw",
+                "x",
+                "application/io.gardenlinux.image.archive.format.raw",
+            )],
+        );
         let parsed: serde_json::Value = serde_json::from_slice(&m.bytes).unwrap();
-        assert_eq!(parsed["config"]["mediaType"], "application/vnd.unknown.config.v1+json");
+        assert_eq!(
+            parsed["config"]["mediaType"],
+            "application/vnd.unknown.config.v1+json"
+        );
         assert_eq!(parsed["config"]["annotations"]["cname"], "x");
-        assert!(parsed.get("artifactType").is_none(), "Garden Linux manifests carry no artifactType");
+        assert!(
+            parsed.get("artifactType").is_none(),
+            "Garden Linux manifests carry no artifactType"
+        );
     }
 
     #[test]
@@ -235,4 +285,30 @@ source:
         // The layer content `{}` equals the empty config.
         assert_eq!(m.blobs.len(), 1);
     }
+}
+
+/// A manifest that only this repository:tag uses: the tag is moved onto it, then it is deleted
+/// by digest, which removes the tag and nothing else.
+pub fn tombstone_manifest(repository: &Repository, tag: &str) -> Manifest {
+    let empty = Bytes::from_static(b"{}");
+    let config = Blob {
+        digest: sha256_digest(&empty),
+        size: 2,
+        media_type: OCI_EMPTY.to_string(),
+        origin: BlobOrigin::Inline(empty),
+    };
+    let manifest = OciImageManifest {
+        schema_version: 2,
+        media_type: Some(OCI_MANIFEST.to_string()),
+        config: descriptor(&config, BTreeMap::new()),
+        layers: Vec::new(),
+        subject: None,
+        artifact_type: Some("application/vnd.gardenlinux.tombstone.v1".to_string()),
+        annotations: Some(BTreeMap::from([(
+            "io.gardenlinux.oci.tombstone".to_string(),
+            format!("{repository}:{tag}"),
+        )])),
+    };
+    let bytes = serde_json::to_vec(&manifest).expect("a manifest always serializes");
+    Manifest::new(OCI_MANIFEST.to_string(), Bytes::from(bytes), vec![config], Vec::new())
 }

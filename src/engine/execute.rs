@@ -27,11 +27,17 @@ impl Engine {
     ) -> Result<Observed, EngineError> {
         let repo = &desired.repository;
         let root = &desired.manifest;
-        let heads: Vec<_> = stream::iter(desired.tags.iter())
+        // Futures are built eagerly (not in a stream combinator's closure) so the whole
+        // reconciliation stays `Send` for the controller's spawned tasks.
+        let heads: Vec<_> = desired
+            .tags
+            .iter()
             .map(|tag| async move {
                 let head = self.registry.head_manifest(repo, tag).await?;
                 Ok::<_, RegistryError>((tag.clone(), head.map(|h| h.digest)))
             })
+            .collect();
+        let heads: Vec<_> = stream::iter(heads)
             .buffered(HEAD_CONCURRENCY)
             .try_collect()
             .await?;
@@ -52,11 +58,14 @@ impl Engine {
             .into_iter()
             .map(|m| m.digest.clone())
             .collect();
-        let stored: Vec<Option<String>> = stream::iter(candidates)
+        let heads: Vec<_> = candidates
+            .into_iter()
             .map(|digest| async move {
                 let head = self.registry.head_manifest(repo, &digest).await?;
                 Ok::<_, RegistryError>(head.map(|_| digest))
             })
+            .collect();
+        let stored: Vec<Option<String>> = stream::iter(heads)
             .buffer_unordered(HEAD_CONCURRENCY)
             .try_collect()
             .await?;
@@ -68,11 +77,14 @@ impl Engine {
             .flat_map(|m| m.blobs.iter().map(|b| b.digest.clone()))
             .filter(|d| !observed.blobs.contains(d))
             .collect();
-        let present: Vec<Option<String>> = stream::iter(blobs)
+        let heads: Vec<_> = blobs
+            .into_iter()
             .map(|digest| async move {
                 let size = self.registry.head_blob(repo, &digest).await?;
                 Ok::<_, RegistryError>(size.map(|_| digest))
             })
+            .collect();
+        let present: Vec<Option<String>> = stream::iter(heads)
             .buffer_unordered(HEAD_CONCURRENCY)
             .try_collect()
             .await?;
@@ -82,14 +94,19 @@ impl Engine {
 
     pub(super) async fn execute(&self, desired: &Desired, plan: &Plan) -> Result<(), EngineError> {
         let repo = &desired.repository;
-        stream::iter(plan.blobs.iter())
-            .map(|blob| self.push_blob(repo, blob))
+        let pushes: Vec<_> = plan.blobs.iter().map(|blob| self.push_blob(repo, blob)).collect();
+        stream::iter(pushes)
             .buffer_unordered(self.blob_concurrency)
             .try_collect::<Vec<()>>()
             .await?;
         for manifest in &plan.manifests {
             self.registry
-                .put_manifest(repo, &manifest.digest, &manifest.media_type, manifest.bytes.clone())
+                .put_manifest(
+                    repo,
+                    &manifest.digest,
+                    &manifest.media_type,
+                    manifest.bytes.clone(),
+                )
                 .await?;
         }
         let root = &desired.manifest;
@@ -98,8 +115,12 @@ impl Engine {
                 .put_manifest(repo, &write.tag, &root.media_type, root.bytes.clone())
                 .await?;
             match &write.previous {
-                Some(previous) => tracing::info!(repository = %repo, tag = %write.tag, from = %previous, to = %root.digest, "moved tag"),
-                None => tracing::info!(repository = %repo, tag = %write.tag, digest = %root.digest, "created tag"),
+                Some(previous) => {
+                    tracing::info!(repository = %repo, tag = %write.tag, from = %previous, to = %root.digest, "moved tag")
+                }
+                None => {
+                    tracing::info!(repository = %repo, tag = %write.tag, digest = %root.digest, "created tag")
+                }
             }
         }
         Ok(())
@@ -121,24 +142,36 @@ impl Engine {
     async fn push_blob_once(&self, repo: &Repository, blob: &Blob) -> Result<(), EngineError> {
         match &blob.origin {
             BlobOrigin::Inline(bytes) => {
-                let body = stream::once(std::future::ready(Ok::<Bytes, std::io::Error>(bytes.clone())));
-                self.upload(repo, &blob.digest, Some(blob.size), body).await?;
+                let body = stream::once(std::future::ready(Ok::<Bytes, std::io::Error>(
+                    bytes.clone(),
+                )));
+                self.upload(repo, &blob.digest, Some(blob.size), body)
+                    .await?;
             }
             BlobOrigin::File(path) => {
                 let file = crate::sources::file_stream(path).await.map_err(|e| {
-                    EngineError::source("spec.source.files", format!("cannot read {}: {e}", path.display()))
+                    EngineError::source(
+                        "spec.source.files",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
                 })?;
                 let body = VerifyingStream::new(file, &blob.digest, Some(blob.size));
-                self.upload(repo, &blob.digest, Some(blob.size), body).await?;
+                self.upload(repo, &blob.digest, Some(blob.size), body)
+                    .await?;
             }
             BlobOrigin::Url(url) => {
                 let (_, body) = self.urls.open(url).await?;
                 let body = VerifyingStream::new(body, &blob.digest, Some(blob.size));
-                self.upload(repo, &blob.digest, Some(blob.size), body).await?;
+                self.upload(repo, &blob.digest, Some(blob.size), body)
+                    .await?;
             }
             BlobOrigin::Repository(source) => {
                 let mount_from = (source.registry == repo.registry).then_some(source);
-                let session = match self.registry.start_upload(repo, &blob.digest, mount_from).await? {
+                let session = match self
+                    .registry
+                    .start_upload(repo, &blob.digest, mount_from)
+                    .await?
+                {
                     UploadStart::Mounted => return Ok(()),
                     UploadStart::Session(session) => session,
                 };
@@ -164,7 +197,11 @@ impl Engine {
         S: Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
     {
         match self.registry.start_upload(repo, digest, None).await? {
-            UploadStart::Session(session) => self.registry.finish_upload(repo, session, digest, size, body).await,
+            UploadStart::Session(session) => {
+                self.registry
+                    .finish_upload(repo, session, digest, size, body)
+                    .await
+            }
             UploadStart::Mounted => Ok(()),
         }
     }

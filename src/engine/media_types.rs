@@ -26,11 +26,26 @@ pub fn is_index(media_type: &str) -> bool {
 
 /// (suffix, media type); the lookup sorts by suffix length, so the order here is for reading.
 const GARDENLINUX_SUFFIXES: &[(&str, &str)] = &[
-    (".raw", "application/io.gardenlinux.image.archive.format.raw"),
-    (".tar", "application/io.gardenlinux.image.archive.format.tar"),
-    (".tar.gz", "application/io.gardenlinux.image.archive.format.tar.gz"),
-    (".pxe.tar.gz", "application/io.gardenlinux.image.archive.format.pxe.tar.gz"),
-    (".gcpimage.tar.gz", "application/io.gardenlinux.image.format.gcpimage.tar.gz"),
+    (
+        ".raw",
+        "application/io.gardenlinux.image.archive.format.raw",
+    ),
+    (
+        ".tar",
+        "application/io.gardenlinux.image.archive.format.tar",
+    ),
+    (
+        ".tar.gz",
+        "application/io.gardenlinux.image.archive.format.tar.gz",
+    ),
+    (
+        ".pxe.tar.gz",
+        "application/io.gardenlinux.image.archive.format.pxe.tar.gz",
+    ),
+    (
+        ".gcpimage.tar.gz",
+        "application/io.gardenlinux.image.format.gcpimage.tar.gz",
+    ),
     (".qcow2", "application/io.gardenlinux.image.format.qcow2"),
     (".vhd", "application/io.gardenlinux.image.format.vhd"),
     (".vmdk", "application/io.gardenlinux.image.format.vmdk"),
@@ -78,7 +93,10 @@ mod tests {
             for_file_name("x.raw"),
             Some("application/io.gardenlinux.image.archive.format.raw")
         );
-        assert_eq!(for_file_name("x.sbom"), Some("application/vnd.cyclonedx+json"));
+        assert_eq!(
+            for_file_name("x.sbom"),
+            Some("application/vnd.cyclonedx+json")
+        );
     }
 
     #[test]

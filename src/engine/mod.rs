@@ -4,9 +4,10 @@
 pub mod claims;
 pub mod desired;
 mod execute;
-pub mod order;
 pub mod media_types;
+pub mod order;
 pub mod plan;
+mod remove;
 mod resolve;
 
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ use crate::api::{GardenArtifactSpec, KeyRef};
 use crate::registry::{self, ImageReference, RegistryClient, Repository};
 use crate::sources::UrlFetcher;
 pub use plan::{Outcome, Plan};
+pub use remove::TagRemoval;
 
 /// What a front end supplies besides the spec.
 #[derive(Clone, Debug, Default)]
@@ -101,6 +103,15 @@ impl Engine {
         &self.registry
     }
 
+    /// The same engine speaking through another registry client (other credentials).
+    pub fn with_registry(&self, registry: Arc<RegistryClient>) -> Self {
+        Self {
+            registry,
+            urls: self.urls.clone(),
+            blob_concurrency: self.blob_concurrency,
+        }
+    }
+
     /// Makes the registry hold what `spec` describes. The spec must have been validated.
     pub async fn reconcile(
         &self,
@@ -114,7 +125,9 @@ impl Engine {
             return Ok(report);
         }
         let resolved = self.resolve(spec, &repository, inputs, mode).await?;
-        let observed = self.observe(&resolved.desired, resolved.blobs_present).await?;
+        let observed = self
+            .observe(&resolved.desired, resolved.blobs_present)
+            .await?;
         let plan = plan::plan(&resolved.desired, &observed);
         if mode == Mode::Apply && !plan.is_empty() {
             self.execute(&resolved.desired, &plan).await?;
@@ -146,7 +159,11 @@ impl Engine {
         };
         let wanted = match &source.digest {
             Some(digest) => digest.clone(),
-            None => match self.registry.head_manifest(&source.repository, source.reference()).await? {
+            None => match self
+                .registry
+                .head_manifest(&source.repository, source.reference())
+                .await?
+            {
                 Some(head) => head.digest,
                 None => return Ok(None),
             },

@@ -20,7 +20,9 @@ pub fn waves(nodes: &[Node<'_>]) -> Result<Vec<Vec<usize>>, Vec<usize>> {
     let mut producers: BTreeMap<(&str, &str), usize> = BTreeMap::new();
     for (i, node) in nodes.iter().enumerate() {
         for tag in node.tags {
-            producers.entry((node.repository, tag.as_str())).or_insert(i);
+            producers
+                .entry((node.repository, tag.as_str()))
+                .or_insert(i);
         }
     }
     let depends_on: Vec<Option<usize>> = nodes
@@ -84,9 +86,21 @@ mod tests {
         let latest = vec!["latest".to_string()];
         let mirror = vec!["1877.5".to_string()];
         let nodes = [
-            Node { repository: "127.0.0.1:5000/mirror", tags: &mirror, copies: Some("127.0.0.1:5000/gl:latest") },
-            Node { repository: "127.0.0.1:5000/gl", tags: &latest, copies: Some("127.0.0.1:5000/gl:1877.5") },
-            Node { repository: "127.0.0.1:5000/gl", tags: &release, copies: None },
+            Node {
+                repository: "127.0.0.1:5000/mirror",
+                tags: &mirror,
+                copies: Some("127.0.0.1:5000/gl:latest"),
+            },
+            Node {
+                repository: "127.0.0.1:5000/gl",
+                tags: &latest,
+                copies: Some("127.0.0.1:5000/gl:1877.5"),
+            },
+            Node {
+                repository: "127.0.0.1:5000/gl",
+                tags: &release,
+                copies: None,
+            },
         ];
         assert_eq!(waves(&nodes).unwrap(), vec![vec![2], vec![1], vec![0]]);
     }
@@ -96,8 +110,16 @@ mod tests {
         let a = vec!["a".to_string()];
         let b = vec!["b".to_string()];
         let nodes = [
-            Node { repository: "h:1/r", tags: &a, copies: Some("h:1/r:b") },
-            Node { repository: "h:1/r", tags: &b, copies: Some("h:1/r:a") },
+            Node {
+                repository: "h:1/r",
+                tags: &a,
+                copies: Some("h:1/r:b"),
+            },
+            Node {
+                repository: "h:1/r",
+                tags: &b,
+                copies: Some("h:1/r:a"),
+            },
         ];
         let cycle = waves(&nodes).unwrap_err();
         assert_eq!(cycle.len(), 2);

@@ -66,10 +66,9 @@ impl Plan {
 /// True when every tag already resolves to the desired manifest.
 pub fn converged(desired: &Desired, observed: &Observed) -> bool {
     !desired.tags.is_empty()
-        && desired
-            .tags
-            .iter()
-            .all(|tag| observed.tags.get(tag).and_then(Option::as_ref) == Some(&desired.manifest.digest))
+        && desired.tags.iter().all(|tag| {
+            observed.tags.get(tag).and_then(Option::as_ref) == Some(&desired.manifest.digest)
+        })
 }
 
 /// The manifests whose content must be checked: those not known to be stored, walking down
@@ -175,7 +174,12 @@ mod tests {
     }
 
     fn manifest(body: &'static str, blobs: Vec<Blob>, children: Vec<Manifest>) -> Manifest {
-        Manifest::new("application/vnd.oci.image.manifest.v1+json".into(), Bytes::from_static(body.as_bytes()), blobs, children)
+        Manifest::new(
+            "application/vnd.oci.image.manifest.v1+json".into(),
+            Bytes::from_static(body.as_bytes()),
+            blobs,
+            children,
+        )
     }
 
     fn desired(tags: &[&str], m: Manifest) -> Desired {
@@ -256,7 +260,11 @@ mod tests {
         assert_eq!(p.manifests, vec![child_b]);
         assert_eq!(p.tags.len(), 1);
         let inspect = manifests_to_inspect(&d, &o);
-        assert_eq!(inspect.len(), 2, "the index and the child not known to be stored");
+        assert_eq!(
+            inspect.len(),
+            2,
+            "the index and the child not known to be stored"
+        );
     }
 
     #[test]

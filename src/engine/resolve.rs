@@ -82,7 +82,9 @@ impl Engine {
             .media_type
             .clone()
             .or_else(|| media_types::for_file_name(&file.name).map(str::to_string))
-            .ok_or_else(|| EngineError::source(format!("{field}.mediaType"), "required for this file name"))?;
+            .ok_or_else(|| {
+                EngineError::source(format!("{field}.mediaType"), "required for this file name")
+            })?;
         let inline = |bytes: Bytes| Blob {
             digest: sha256_digest(&bytes),
             size: bytes.len() as u64,
@@ -113,7 +115,10 @@ impl Engine {
                 None => path.into(),
             };
             let (digest, size) = crate::sources::hash_file(&full).await.map_err(|e| {
-                EngineError::source(format!("{field}.path"), format!("cannot read {}: {e}", full.display()))
+                EngineError::source(
+                    format!("{field}.path"),
+                    format!("cannot read {}: {e}", full.display()),
+                )
             })?;
             (
                 Blob {
@@ -125,7 +130,9 @@ impl Engine {
                 false,
             )
         } else if let (Some(url), Some(digest)) = (&file.url, &file.digest) {
-            let size = self.url_blob_size(&field, repository, url, digest, mode).await?;
+            let size = self
+                .url_blob_size(&field, repository, url, digest, mode)
+                .await?;
             (
                 Blob {
                     digest: digest.clone(),
@@ -164,10 +171,12 @@ impl Engine {
         if let Some(size) = self.registry.head_blob(repository, digest).await? {
             return Ok((size, true));
         }
-        let (length, stream) = self.urls.open(url).await.map_err(|e| {
-            EngineError::source(format!("{field}.url"), e.to_string())
-        })?;
-        let verified = VerifyingStream::new(stream, digest, None);
+        let (length, stream) = self
+            .urls
+            .open(url)
+            .await
+            .map_err(|e| EngineError::source(format!("{field}.url"), e.to_string()))?;
+        let verified = VerifyingStream::new(stream, digest, length);
         let mismatch = |e: &dyn std::fmt::Display| {
             EngineError::source(
                 format!("{field}.url"),
@@ -190,6 +199,9 @@ impl Engine {
                     .await
                     .map_err(|e| match e {
                         crate::registry::Error::Transport { detail, .. } => mismatch(&detail),
+                        e @ crate::registry::Error::Status { .. } if e.is_digest_invalid() => {
+                            mismatch(&e)
+                        }
                         other => EngineError::Registry(other),
                     })?;
                 Ok((counter.load(std::sync::atomic::Ordering::Relaxed), true))
@@ -199,7 +211,8 @@ impl Engine {
 
     async fn resolve_image(&self, image: &ImageSource) -> Result<Manifest, EngineError> {
         let field = "spec.source.image.reference";
-        let source = ImageReference::parse(&image.reference).map_err(|e| EngineError::source(field, e))?;
+        let source =
+            ImageReference::parse(&image.reference).map_err(|e| EngineError::source(field, e))?;
         let raw = self
             .registry
             .get_manifest(&source.repository, source.reference())
@@ -207,12 +220,16 @@ impl Engine {
             .ok_or_else(|| EngineError::source(field, format!("{source} does not exist")))?;
         let raw = match &image.platform {
             Some(platform) if is_index(&raw.media_type) => {
-                let digest = pick_platform(&raw, platform).map_err(|e| EngineError::source("spec.source.image.platform", e))?;
+                let digest = pick_platform(&raw, platform)
+                    .map_err(|e| EngineError::source("spec.source.image.platform", e))?;
                 self.registry
                     .get_manifest(&source.repository, &digest)
                     .await?
                     .ok_or_else(|| {
-                        EngineError::source(field, format!("{source} lists {digest}, which does not exist"))
+                        EngineError::source(
+                            field,
+                            format!("{source} lists {digest}, which does not exist"),
+                        )
                     })?
             }
             _ => raw,
@@ -229,11 +246,20 @@ impl Engine {
     ) -> Result<Manifest, EngineError> {
         let field = "spec.source.image.reference";
         let invalid = |e: serde_json::Error| {
-            EngineError::source(field, format!("{source}@{} is not a valid {}: {e}", raw.digest, raw.media_type))
+            EngineError::source(
+                field,
+                format!(
+                    "{source}@{} is not a valid {}: {e}",
+                    raw.digest, raw.media_type
+                ),
+            )
         };
         if is_index(&raw.media_type) {
             if depth >= MAX_INDEX_DEPTH {
-                return Err(EngineError::source(field, format!("indexes nest deeper than {MAX_INDEX_DEPTH}")));
+                return Err(EngineError::source(
+                    field,
+                    format!("indexes nest deeper than {MAX_INDEX_DEPTH}"),
+                ));
             }
             let index: OciImageIndex = serde_json::from_slice(&raw.bytes).map_err(invalid)?;
             let parent = &raw.digest;
@@ -243,7 +269,13 @@ impl Engine {
                     .get_manifest(source, &entry.digest)
                     .await?
                     .ok_or_else(|| {
-                        EngineError::source(field, format!("{source}@{parent} lists {}, which does not exist", entry.digest))
+                        EngineError::source(
+                            field,
+                            format!(
+                                "{source}@{parent} lists {}, which does not exist",
+                                entry.digest
+                            ),
+                        )
                     })?;
                 Box::pin(self.copied_manifest(source, child, depth + 1)).await
             }))
@@ -286,8 +318,8 @@ impl Engine {
 
 /// The digest of the index entry for `os/arch[/variant]`.
 fn pick_platform(raw: &RawManifest, platform: &str) -> Result<String, String> {
-    let index: OciImageIndex =
-        serde_json::from_slice(&raw.bytes).map_err(|e| format!("the source index is not valid: {e}"))?;
+    let index: OciImageIndex = serde_json::from_slice(&raw.bytes)
+        .map_err(|e| format!("the source index is not valid: {e}"))?;
     let mut wanted = platform.split('/');
     let (os, arch, variant) = (wanted.next(), wanted.next(), wanted.next());
     index
@@ -311,7 +343,10 @@ fn pick_platform(raw: &RawManifest, platform: &str) -> Result<String, String> {
                     None => format!("{}/{}", p.os, p.architecture),
                 })
                 .collect();
-            format!("no manifest for {platform} in the source index (it has: {})", available.join(", "))
+            format!(
+                "no manifest for {platform} in the source index (it has: {})",
+                available.join(", ")
+            )
         })
 }
 
@@ -346,7 +381,8 @@ where
     ) -> std::task::Poll<Option<Self::Item>> {
         let polled = std::pin::Pin::new(&mut self.inner).poll_next(cx);
         if let std::task::Poll::Ready(Some(Ok(chunk))) = &polled {
-            self.count.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            self.count
+                .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
         }
         polled
     }

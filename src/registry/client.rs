@@ -97,8 +97,25 @@ pub struct RegistryClient {
     resolved_credentials: Mutex<HashMap<String, Option<Credential>>>,
     schemes: Mutex<HashMap<String, AuthScheme>>,
     tokens: Mutex<HashMap<(String, String), CachedToken>>,
+    stats: Arc<RequestStats>,
+}
+
+/// Counters shared by every client cloned from one root, for metrics and benchmarks.
+#[derive(Default)]
+pub struct RequestStats {
     requests: Mutex<BTreeMap<(String, u16), u64>>,
     bytes_uploaded: AtomicU64,
+}
+
+impl RequestStats {
+    /// Requests sent so far, by method and status (0 for no answer).
+    pub fn request_counts(&self) -> BTreeMap<(String, u16), u64> {
+        self.requests.lock().expect("not poisoned").clone()
+    }
+
+    pub fn bytes_uploaded(&self) -> u64 {
+        self.bytes_uploaded.load(Ordering::Relaxed)
+    }
 }
 
 /// The access a request needs; it becomes the bearer token scope.
@@ -117,7 +134,10 @@ impl Access<'_> {
             Access::Pull(r) => format!("repository:{}:pull", r.name),
             Access::Push(r) => format!("repository:{}:pull,push", r.name),
             Access::PushMount(to, from) => {
-                format!("repository:{}:pull,push repository:{}:pull", to.name, from.name)
+                format!(
+                    "repository:{}:pull,push repository:{}:pull",
+                    to.name, from.name
+                )
             }
             Access::Registry => String::new(),
         }
@@ -140,7 +160,10 @@ pub fn is_loopback(registry: &str) -> bool {
 }
 
 impl RegistryClient {
-    pub fn new(options: ClientOptions, credentials: Arc<dyn CredentialSource>) -> Result<Self, Error> {
+    pub fn new(
+        options: ClientOptions,
+        credentials: Arc<dyn CredentialSource>,
+    ) -> Result<Self, Error> {
         install_crypto_provider();
         let http = reqwest::Client::builder()
             .user_agent(concat!("garden-artifacts/", env!("CARGO_PKG_VERSION")))
@@ -160,18 +183,27 @@ impl RegistryClient {
             resolved_credentials: Mutex::default(),
             schemes: Mutex::default(),
             tokens: Mutex::default(),
-            requests: Mutex::default(),
-            bytes_uploaded: AtomicU64::new(0),
+            stats: Arc::default(),
         })
     }
 
-    /// Requests sent so far, by method and status (0 for no answer).
-    pub fn request_counts(&self) -> BTreeMap<(String, u16), u64> {
-        self.requests.lock().expect("not poisoned").clone()
+    /// A client with other credentials that shares this one's connection pool and counters
+    /// (the controller makes one per registry Secret).
+    pub fn with_credentials(&self, credentials: Arc<dyn CredentialSource>) -> Self {
+        Self {
+            http: self.http.clone(),
+            insecure: self.insecure.clone(),
+            retry: self.retry.clone(),
+            credentials,
+            resolved_credentials: Mutex::default(),
+            schemes: Mutex::new(self.schemes.lock().expect("not poisoned").clone()),
+            tokens: Mutex::default(),
+            stats: Arc::clone(&self.stats),
+        }
     }
 
-    pub fn bytes_uploaded(&self) -> u64 {
-        self.bytes_uploaded.load(Ordering::Relaxed)
+    pub fn stats(&self) -> &RequestStats {
+        &self.stats
     }
 
     fn base(&self, registry: &str) -> String {
@@ -189,6 +221,7 @@ impl RegistryClient {
 
     fn count(&self, method: &Method, status: u16) {
         *self
+            .stats
             .requests
             .lock()
             .expect("not poisoned")
@@ -197,7 +230,12 @@ impl RegistryClient {
     }
 
     async fn credential(&self, registry: &str) -> Result<Option<Credential>, Error> {
-        if let Some(known) = self.resolved_credentials.lock().expect("not poisoned").get(registry) {
+        if let Some(known) = self
+            .resolved_credentials
+            .lock()
+            .expect("not poisoned")
+            .get(registry)
+        {
             return Ok(known.clone());
         }
         let source = Arc::clone(&self.credentials);
@@ -220,15 +258,28 @@ impl RegistryClient {
     }
 
     /// The `Authorization` value for a request, if the registry is known to want one.
-    async fn authorization(&self, registry: &str, access: &Access<'_>) -> Result<Option<HeaderValue>, Error> {
-        let scheme = self.schemes.lock().expect("not poisoned").get(registry).cloned();
+    async fn authorization(
+        &self,
+        registry: &str,
+        access: &Access<'_>,
+    ) -> Result<Option<HeaderValue>, Error> {
+        let scheme = self
+            .schemes
+            .lock()
+            .expect("not poisoned")
+            .get(registry)
+            .cloned();
         match scheme {
             None => Ok(None),
             Some(AuthScheme::Basic) => match self.credential(registry).await? {
-                Some(Credential::Basic { username, password }) => Ok(Some(basic_header(&username, &password))),
+                Some(Credential::Basic { username, password }) => {
+                    Ok(Some(basic_header(&username, &password)))
+                }
                 Some(Credential::IdentityToken(_)) => Err(Error::Auth {
                     registry: registry.into(),
-                    detail: "the registry asks for basic auth but only an identity token is configured".into(),
+                    detail:
+                        "the registry asks for basic auth but only an identity token is configured"
+                            .into(),
                 }),
                 None => Ok(None),
             },
@@ -240,7 +291,9 @@ impl RegistryClient {
                 {
                     return Ok(Some(bearer_header(&token.value)));
                 }
-                let token = self.fetch_token(registry, &realm, service.as_deref(), &scope).await?;
+                let token = self
+                    .fetch_token(registry, &realm, service.as_deref(), &scope)
+                    .await?;
                 let value = bearer_header(&token.value);
                 self.tokens.lock().expect("not poisoned").insert(key, token);
                 Ok(Some(value))
@@ -293,23 +346,27 @@ impl RegistryClient {
                 .header(header::AUTHORIZATION, basic_header(&username, &password)),
             None => self.http.get(realm).query(&query),
         };
-        let answer = request
-            .send()
-            .await
-            .map_err(|e| auth_error(format!("token request to {realm}: {}", describe_transport(&e))))?;
+        let answer = request.send().await.map_err(|e| {
+            auth_error(format!(
+                "token request to {realm}: {}",
+                describe_transport(&e)
+            ))
+        })?;
         let status = answer.status();
         self.count(&Method::GET, status.as_u16());
         if !status.is_success() {
-            return Err(auth_error(format!("token endpoint {realm} answered {status}")));
+            return Err(auth_error(format!(
+                "token endpoint {realm} answered {status}"
+            )));
         }
-        let parsed: TokenAnswer = answer
-            .json()
-            .await
-            .map_err(|_| auth_error(format!("token endpoint {realm} answered something that is not a token")))?;
-        let value = parsed
-            .token
-            .or(parsed.access_token)
-            .ok_or_else(|| auth_error(format!("token endpoint {realm} answered without a token")))?;
+        let parsed: TokenAnswer = answer.json().await.map_err(|_| {
+            auth_error(format!(
+                "token endpoint {realm} answered something that is not a token"
+            ))
+        })?;
+        let value = parsed.token.or(parsed.access_token).ok_or_else(|| {
+            auth_error(format!("token endpoint {realm} answered without a token"))
+        })?;
         let lifetime = parsed
             .expires_in
             .map(Duration::from_secs)
@@ -330,7 +387,9 @@ impl RegistryClient {
             return Ok(false);
         };
         let scheme = parse_challenge(challenge);
-        let Some(scheme) = scheme else { return Ok(false) };
+        let Some(scheme) = scheme else {
+            return Ok(false);
+        };
         if matches!(scheme, AuthScheme::Basic) && self.credential(registry).await?.is_none() {
             return Ok(false);
         }
@@ -359,7 +418,10 @@ impl RegistryClient {
         let mut challenged = false;
         loop {
             attempt += 1;
-            let mut request = self.http.request(method.clone(), url).headers(headers.clone());
+            let mut request = self
+                .http
+                .request(method.clone(), url)
+                .headers(headers.clone());
             if let Some(value) = self.authorization(registry, &access).await? {
                 request = request.header(header::AUTHORIZATION, value);
             }
@@ -417,16 +479,25 @@ impl RegistryClient {
 
     fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
         let exponential = self.retry.base_delay * 2u32.saturating_pow(attempt.saturating_sub(1));
-        retry_after
-            .unwrap_or(exponential)
-            .min(self.retry.max_delay)
+        retry_after.unwrap_or(exponential).min(self.retry.max_delay)
     }
 
     /// `HEAD /v2/<name>/manifests/<reference>`: `None` when absent.
-    pub async fn head_manifest(&self, repo: &Repository, reference: &str) -> Result<Option<ManifestHead>, Error> {
+    pub async fn head_manifest(
+        &self,
+        repo: &Repository,
+        reference: &str,
+    ) -> Result<Option<ManifestHead>, Error> {
         let url = self.url(repo, &format!("manifests/{reference}"));
         let response = self
-            .send(Method::HEAD, &url, &repo.registry, Access::Pull(repo), accept_manifests(), None)
+            .send(
+                Method::HEAD,
+                &url,
+                &repo.registry,
+                Access::Pull(repo),
+                accept_manifests(),
+                None,
+            )
             .await?;
         if response.status() == StatusCode::NOT_FOUND {
             return Ok(None);
@@ -446,19 +517,33 @@ impl RegistryClient {
                 size,
             })),
             // A registry that leaves out a header costs us one GET, not a wrong answer.
-            _ => Ok(self.get_manifest(repo, reference).await?.map(|m| ManifestHead {
-                size: m.bytes.len() as u64,
-                digest: m.digest,
-                media_type: m.media_type,
-            })),
+            _ => Ok(self
+                .get_manifest(repo, reference)
+                .await?
+                .map(|m| ManifestHead {
+                    size: m.bytes.len() as u64,
+                    digest: m.digest,
+                    media_type: m.media_type,
+                })),
         }
     }
 
     /// `GET` a manifest, verifying its digest: `None` when absent.
-    pub async fn get_manifest(&self, repo: &Repository, reference: &str) -> Result<Option<RawManifest>, Error> {
+    pub async fn get_manifest(
+        &self,
+        repo: &Repository,
+        reference: &str,
+    ) -> Result<Option<RawManifest>, Error> {
         let url = self.url(repo, &format!("manifests/{reference}"));
         let response = self
-            .send(Method::GET, &url, &repo.registry, Access::Pull(repo), accept_manifests(), None)
+            .send(
+                Method::GET,
+                &url,
+                &repo.registry,
+                Access::Pull(repo),
+                accept_manifests(),
+                None,
+            )
             .await?;
         if response.status() == StatusCode::NOT_FOUND {
             return Ok(None);
@@ -466,7 +551,10 @@ impl RegistryClient {
         let response = check(Method::GET, &url, response).await?;
         let media_type = header_str(response.headers(), header::CONTENT_TYPE.as_str());
         let header_digest = header_str(response.headers(), "docker-content-digest");
-        if response.content_length().is_some_and(|n| n as usize > MAX_MANIFEST_BYTES) {
+        if response
+            .content_length()
+            .is_some_and(|n| n as usize > MAX_MANIFEST_BYTES)
+        {
             return Err(Error::Invalid {
                 what: format!("manifest {repo}:{reference}"),
                 detail: format!("larger than {MAX_MANIFEST_BYTES} bytes"),
@@ -525,7 +613,14 @@ impl RegistryClient {
         );
         let expected = sha256_digest(&bytes);
         let response = self
-            .send(Method::PUT, &url, &repo.registry, Access::Push(repo), headers, Some(bytes))
+            .send(
+                Method::PUT,
+                &url,
+                &repo.registry,
+                Access::Push(repo),
+                headers,
+                Some(bytes),
+            )
             .await?;
         let response = check(Method::PUT, &url, response).await?;
         if let Some(digest) = header_str(response.headers(), "docker-content-digest")
@@ -547,7 +642,14 @@ impl RegistryClient {
     pub async fn delete_manifest(&self, repo: &Repository, digest: &str) -> Result<bool, Error> {
         let url = self.url(repo, &format!("manifests/{digest}"));
         let response = self
-            .send(Method::DELETE, &url, &repo.registry, Access::Push(repo), HeaderMap::new(), None)
+            .send(
+                Method::DELETE,
+                &url,
+                &repo.registry,
+                Access::Push(repo),
+                HeaderMap::new(),
+                None,
+            )
             .await?;
         if response.status() == StatusCode::NOT_FOUND {
             return Ok(false);
@@ -560,7 +662,14 @@ impl RegistryClient {
     pub async fn head_blob(&self, repo: &Repository, digest: &str) -> Result<Option<u64>, Error> {
         let url = self.url(repo, &format!("blobs/{digest}"));
         let response = self
-            .send(Method::HEAD, &url, &repo.registry, Access::Pull(repo), HeaderMap::new(), None)
+            .send(
+                Method::HEAD,
+                &url,
+                &repo.registry,
+                Access::Pull(repo),
+                HeaderMap::new(),
+                None,
+            )
             .await?;
         if response.status() == StatusCode::NOT_FOUND {
             return Ok(None);
@@ -582,7 +691,14 @@ impl RegistryClient {
         use futures::TryStreamExt;
         let url = self.url(repo, &format!("blobs/{digest}"));
         let response = self
-            .send(Method::GET, &url, &repo.registry, Access::Pull(repo), HeaderMap::new(), None)
+            .send(
+                Method::GET,
+                &url,
+                &repo.registry,
+                Access::Pull(repo),
+                HeaderMap::new(),
+                None,
+            )
             .await?;
         let response = check(Method::GET, &url, response).await?;
         Ok(response.bytes_stream().map_err(move |e| Error::Transport {
@@ -602,22 +718,35 @@ impl RegistryClient {
     ) -> Result<UploadStart, Error> {
         let (url, access) = match mount_from {
             Some(from) => (
-                self.url(repo, &format!("blobs/uploads/?mount={digest}&from={}", from.name)),
+                self.url(
+                    repo,
+                    &format!("blobs/uploads/?mount={digest}&from={}", from.name),
+                ),
                 Access::PushMount(repo, from),
             ),
             None => (self.url(repo, "blobs/uploads/"), Access::Push(repo)),
         };
         let response = self
-            .send(Method::POST, &url, &repo.registry, access, HeaderMap::new(), Some(Bytes::new()))
+            .send(
+                Method::POST,
+                &url,
+                &repo.registry,
+                access,
+                HeaderMap::new(),
+                Some(Bytes::new()),
+            )
             .await?;
         let response = check(Method::POST, &url, response).await?;
         if response.status() == StatusCode::CREATED && mount_from.is_some() {
             return Ok(UploadStart::Mounted);
         }
-        let location = header_str(response.headers(), header::LOCATION.as_str()).ok_or_else(|| Error::Invalid {
-            what: format!("POST {}", strip_query(&url)),
-            detail: "the registry opened an upload without a Location".into(),
-        })?;
+        let location =
+            header_str(response.headers(), header::LOCATION.as_str()).ok_or_else(|| {
+                Error::Invalid {
+                    what: format!("POST {}", strip_query(&url)),
+                    detail: "the registry opened an upload without a Location".into(),
+                }
+            })?;
         let base = reqwest::Url::parse(&url).expect("our URLs parse");
         let session = base.join(&location).map_err(|_| Error::Invalid {
             what: format!("POST {}", strip_query(&url)),
@@ -640,7 +769,11 @@ impl RegistryClient {
         S: Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
     {
         session.query_pairs_mut().append_pair("digest", digest);
-        let shown = format!("{}{}", self.base(&repo.registry).trim_end_matches("/v2/"), session.path());
+        let shown = format!(
+            "{}{}",
+            self.base(&repo.registry).trim_end_matches("/v2/"),
+            session.path()
+        );
         let mut request = self
             .http
             .put(session)
@@ -649,7 +782,10 @@ impl RegistryClient {
         if let Some(size) = size {
             request = request.header(header::CONTENT_LENGTH, size);
         }
-        if let Some(value) = self.authorization(&repo.registry, &Access::Push(repo)).await? {
+        if let Some(value) = self
+            .authorization(&repo.registry, &Access::Push(repo))
+            .await?
+        {
             request = request.header(header::AUTHORIZATION, value);
         }
         let response = request.send().await.map_err(|e| {
@@ -663,7 +799,7 @@ impl RegistryClient {
         self.count(&Method::PUT, response.status().as_u16());
         check(Method::PUT, &shown, response).await?;
         if let Some(size) = size {
-            self.bytes_uploaded.fetch_add(size, Ordering::Relaxed);
+            self.stats.bytes_uploaded.fetch_add(size, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -678,13 +814,21 @@ impl RegistryClient {
         let mut url = self.url(repo, "tags/list?n=1000");
         loop {
             let response = self
-                .send(Method::GET, &url, &repo.registry, Access::Pull(repo), HeaderMap::new(), None)
+                .send(
+                    Method::GET,
+                    &url,
+                    &repo.registry,
+                    Access::Pull(repo),
+                    HeaderMap::new(),
+                    None,
+                )
                 .await?;
             if response.status() == StatusCode::NOT_FOUND {
                 return Ok(tags);
             }
             let response = check(Method::GET, &url, response).await?;
-            let next = header_str(response.headers(), header::LINK.as_str()).and_then(|link| next_link(&link));
+            let next = header_str(response.headers(), header::LINK.as_str())
+                .and_then(|link| next_link(&link));
             let page: TagList = response.json().await.map_err(|_| Error::Invalid {
                 what: format!("GET {url}"),
                 detail: "not a tag list".into(),
@@ -709,7 +853,14 @@ impl RegistryClient {
     pub async fn ping(&self, registry: &str) -> Result<(), Error> {
         let url = self.base(registry);
         let response = self
-            .send(Method::GET, &url, registry, Access::Registry, HeaderMap::new(), None)
+            .send(
+                Method::GET,
+                &url,
+                registry,
+                Access::Registry,
+                HeaderMap::new(),
+                None,
+            )
             .await?;
         check(Method::GET, &url, response).await.map(|_| ())
     }
@@ -737,7 +888,11 @@ fn strip_query(url: &str) -> String {
 }
 
 /// Turns an error status into [`Error::Status`] with the registry's error code and message.
-async fn check(method: Method, url: &str, response: reqwest::Response) -> Result<reqwest::Response, Error> {
+async fn check(
+    method: Method,
+    url: &str,
+    response: reqwest::Response,
+) -> Result<reqwest::Response, Error> {
     let status = response.status();
     if status.is_success() {
         return Ok(response);
@@ -794,8 +949,10 @@ fn media_type_from_body(bytes: &[u8]) -> Option<String> {
 
 fn basic_header(username: &str, password: &str) -> HeaderValue {
     use base64::Engine;
-    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
-    let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).expect("base64 is header-safe");
+    let encoded =
+        base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+    let mut value =
+        HeaderValue::from_str(&format!("Basic {encoded}")).expect("base64 is header-safe");
     value.set_sensitive(true);
     value
 }
@@ -843,16 +1000,23 @@ fn parse_challenge(value: &str) -> Option<AuthScheme> {
         }
         rest = remaining;
     }
-    Some(AuthScheme::Bearer { realm: realm?, service })
+    Some(AuthScheme::Bearer {
+        realm: realm?,
+        service,
+    })
 }
 
 /// The `rel="next"` target of a `Link` header.
 fn next_link(link: &str) -> Option<String> {
     link.split(',').find_map(|part| {
         let (target, params) = part.split_once(';')?;
-        params
-            .contains("rel=\"next\"")
-            .then(|| target.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+        params.contains("rel=\"next\"").then(|| {
+            target
+                .trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_string()
+        })
     })
 }
 
@@ -882,7 +1046,10 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        assert!(matches!(parse_challenge(r#"Basic realm="x""#), Some(AuthScheme::Basic)));
+        assert!(matches!(
+            parse_challenge(r#"Basic realm="x""#),
+            Some(AuthScheme::Basic)
+        ));
         assert!(parse_challenge("Negotiate").is_none());
     }
 

@@ -15,7 +15,10 @@ use serde::Deserialize;
 
 #[derive(Clone, PartialEq, Eq)]
 pub enum Credential {
-    Basic { username: String, password: String },
+    Basic {
+        username: String,
+        password: String,
+    },
     /// An OAuth2 refresh token (docker's `identitytoken`).
     IdentityToken(String),
 }
@@ -220,8 +223,9 @@ fn run_helper(helper: &str, registry: &str) -> Result<Option<Credential>, String
             output.status
         ));
     }
-    let answer: HelperAnswer = serde_json::from_slice(&output.stdout)
-        .map_err(|_| format!("credential helper {program} answered something that is not its JSON"))?;
+    let answer: HelperAnswer = serde_json::from_slice(&output.stdout).map_err(|_| {
+        format!("credential helper {program} answered something that is not its JSON")
+    })?;
     Ok(Some(if answer.username == "<token>" {
         Credential::IdentityToken(answer.secret)
     } else {
@@ -267,9 +271,12 @@ mod tests {
 
     #[test]
     fn a_broken_auth_field_is_refused_without_echoing_it() {
-        let err = DockerConfig::parse("secret ns/regcred", br#"{"auths":{"h:1":{"auth":"!!notbase64"}}}"#)
-            .err()
-            .unwrap();
+        let err = DockerConfig::parse(
+            "secret ns/regcred",
+            br#"{"auths":{"h:1":{"auth":"!!notbase64"}}}"#,
+        )
+        .err()
+        .unwrap();
         assert!(err.contains("secret ns/regcred"), "{err}");
         assert!(!err.contains("notbase64"), "{err}");
     }

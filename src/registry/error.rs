@@ -38,6 +38,11 @@ fn registry_detail(code: &Option<String>, message: &Option<String>) -> String {
 }
 
 impl Error {
+    /// The registry refused uploaded content because it did not hash to the declared digest.
+    pub fn is_digest_invalid(&self) -> bool {
+        matches!(self, Error::Status { code: Some(code), .. } if code == "DIGEST_INVALID")
+    }
+
     /// The HTTP status, when the registry answered at all.
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -62,4 +67,3 @@ pub(crate) fn describe_transport(err: &reqwest::Error) -> String {
     }
     text
 }
-

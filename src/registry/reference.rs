@@ -112,7 +112,8 @@ mod tests {
     #[test]
     fn splits_registry_port_path_tag_and_digest() {
         let d = format!("sha256:{}", "0".repeat(64));
-        let r = ImageReference::parse(&format!("127.0.0.1:5000/gl/gardenlinux:1877.5@{d}")).unwrap();
+        let r =
+            ImageReference::parse(&format!("127.0.0.1:5000/gl/gardenlinux:1877.5@{d}")).unwrap();
         assert_eq!(r.repository.registry, "127.0.0.1:5000");
         assert_eq!(r.repository.name, "gl/gardenlinux");
         assert_eq!(r.tag.as_deref(), Some("1877.5"));

@@ -1,0 +1,200 @@
+//! What every reconciliation shares: the kube client, the engine (one per registry Secret,
+//! all on one connection pool), the event recorder, metrics, and the cache of all objects.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::Api;
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::Store;
+
+use crate::api::GardenArtifact;
+use crate::engine::{Engine, Inputs};
+use crate::metrics::Metrics;
+use crate::registry::DockerConfig;
+
+pub struct Context {
+    pub client: kube::Client,
+    /// Anonymous access; objects without `spec.credentials` use it.
+    pub engine: Arc<Engine>,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// Every GardenArtifact the controller watches, for tag ownership and dependents.
+    pub store: Store<GardenArtifact>,
+    /// Engines by (namespace, Secret name), valid for one Secret resourceVersion.
+    engines: Mutex<HashMap<(String, String), (String, Arc<Engine>)>>,
+}
+
+/// An input of the spec that cannot be read. Messages name the field and the object, never a
+/// Secret's content.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("{field}: {kind} {namespace}/{name} does not exist")]
+    Missing {
+        field: String,
+        kind: &'static str,
+        namespace: String,
+        name: String,
+    },
+    #[error("{field}: {detail}")]
+    Unusable { field: String, detail: String },
+    #[error("{field}: reading {kind} {namespace}/{name}: {source}")]
+    Api {
+        field: String,
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl InputError {
+    /// An API error may pass; a missing or malformed object needs someone to act.
+    pub fn is_permanent(&self) -> bool {
+        !matches!(self, InputError::Api { .. })
+    }
+}
+
+const DOCKER_CONFIG_JSON: &str = "kubernetes.io/dockerconfigjson";
+
+impl Context {
+    pub fn new(
+        client: kube::Client,
+        engine: Arc<Engine>,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+        store: Store<GardenArtifact>,
+    ) -> Self {
+        Self {
+            client,
+            engine,
+            recorder,
+            metrics,
+            store,
+            engines: Mutex::default(),
+        }
+    }
+
+    /// The engine speaking with the object's registry credentials.
+    pub async fn engine_for(&self, namespace: &str, object: &GardenArtifact) -> Result<Arc<Engine>, InputError> {
+        let Some(credentials) = &object.spec.credentials else {
+            return Ok(Arc::clone(&self.engine));
+        };
+        let name = &credentials.secret_ref.name;
+        let field = "spec.credentials.secretRef";
+        let secret = self.get_secret(namespace, name, field).await?;
+        let version = secret.metadata.resource_version.clone().unwrap_or_default();
+        let key = (namespace.to_string(), name.clone());
+        if let Some((cached_version, engine)) = self.engines.lock().expect("not poisoned").get(&key)
+            && *cached_version == version
+        {
+            return Ok(Arc::clone(engine));
+        }
+        if secret.type_.as_deref() != Some(DOCKER_CONFIG_JSON) {
+            return Err(InputError::Unusable {
+                field: field.into(),
+                detail: format!(
+                    "Secret {namespace}/{name} has type {:?}, expected {DOCKER_CONFIG_JSON}",
+                    secret.type_.unwrap_or_default()
+                ),
+            });
+        }
+        let json = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(".dockerconfigjson"))
+            .ok_or_else(|| InputError::Unusable {
+                field: field.into(),
+                detail: format!("Secret {namespace}/{name} has no .dockerconfigjson key"),
+            })?;
+        let config = DockerConfig::parse(&format!("Secret {namespace}/{name}"), &json.0).map_err(|detail| {
+            InputError::Unusable {
+                field: field.into(),
+                detail,
+            }
+        })?;
+        let registry = Arc::new(self.engine.registry().with_credentials(Arc::new(config)));
+        let engine = Arc::new(self.engine.with_registry(registry));
+        self.engines
+            .lock()
+            .expect("not poisoned")
+            .insert(key, (version, Arc::clone(&engine)));
+        Ok(engine)
+    }
+
+    /// The values of the object's ConfigMap and Secret key sources, from its own namespace.
+    pub async fn inputs_for(&self, namespace: &str, object: &GardenArtifact) -> Result<Inputs, InputError> {
+        let mut inputs = Inputs::default();
+        for (i, file) in object.spec.source.files.iter().flatten().enumerate() {
+            if let Some(key) = &file.config_map_key_ref {
+                let field = format!("spec.source.files[{i}].configMapKeyRef");
+                let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+                let map = api.get_opt(&key.name).await.map_err(|source| InputError::Api {
+                    field: field.clone(),
+                    kind: "ConfigMap",
+                    namespace: namespace.into(),
+                    name: key.name.clone(),
+                    source,
+                })?;
+                let map = map.ok_or_else(|| InputError::Missing {
+                    field: field.clone(),
+                    kind: "ConfigMap",
+                    namespace: namespace.into(),
+                    name: key.name.clone(),
+                })?;
+                let value = map
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get(&key.key))
+                    .map(|s| bytes::Bytes::from(s.clone().into_bytes()))
+                    .or_else(|| {
+                        map.binary_data
+                            .as_ref()
+                            .and_then(|d| d.get(&key.key))
+                            .map(|b| bytes::Bytes::from(b.0.clone()))
+                    })
+                    .ok_or_else(|| InputError::Unusable {
+                        field: field.clone(),
+                        detail: format!("ConfigMap {namespace}/{} has no key {:?}", key.name, key.key),
+                    })?;
+                inputs.config_map_keys.insert(key.clone(), value);
+            }
+            if let Some(key) = &file.secret_key_ref {
+                let field = format!("spec.source.files[{i}].secretKeyRef");
+                let secret = self.get_secret(namespace, &key.name, &field).await?;
+                let value = secret
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get(&key.key))
+                    .map(|b| bytes::Bytes::from(b.0.clone()))
+                    .ok_or_else(|| InputError::Unusable {
+                        field: field.clone(),
+                        detail: format!("Secret {namespace}/{} has no key {:?}", key.name, key.key),
+                    })?;
+                inputs.secret_keys.insert(key.clone(), value);
+            }
+        }
+        Ok(inputs)
+    }
+
+    async fn get_secret(&self, namespace: &str, name: &str, field: &str) -> Result<Secret, InputError> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        api.get_opt(name)
+            .await
+            .map_err(|source| InputError::Api {
+                field: field.into(),
+                kind: "Secret",
+                namespace: namespace.into(),
+                name: name.into(),
+                source,
+            })?
+            .ok_or_else(|| InputError::Missing {
+                field: field.into(),
+                kind: "Secret",
+                namespace: namespace.into(),
+                name: name.into(),
+            })
+    }
+}

@@ -1,0 +1,150 @@
+//! `garden-artifacts controller`: the engine driven by the Kubernetes API. Kube lives here and
+//! only here; the engine below knows nothing of it.
+
+mod context;
+pub mod leader;
+pub mod reconcile;
+pub mod status;
+pub mod watches;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use clap::Args;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher;
+
+pub use context::Context;
+
+use crate::api::GardenArtifact;
+use crate::engine::Engine;
+use crate::http::{self, Probes};
+use crate::metrics::Metrics;
+use crate::registry::{ClientOptions, NoCredentials, RegistryClient};
+use crate::sources::UrlFetcher;
+
+#[derive(Args, Clone, Debug)]
+pub struct ControllerArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// A registry (host:port) to speak plain HTTP to; loopback registries always do.
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    pub insecure_registries: Vec<String>,
+    /// Objects reconciled at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: u16,
+    /// Blob transfers at once within one object.
+    #[arg(long, default_value_t = 4)]
+    pub blob_concurrency: usize,
+    /// Run only while holding a Lease, so one of several replicas writes.
+    #[arg(long)]
+    pub leader_elect: bool,
+    /// Namespace of the Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    #[arg(long, default_value = "garden-artifacts")]
+    pub lease_name: String,
+    /// This replica's name in the Lease.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Log lines as JSON (the default) or text.
+    #[arg(long, value_enum, default_value = "json")]
+    pub log_format: crate::telemetry::LogFormat,
+}
+
+pub async fn run(args: ControllerArgs) -> Result<(), String> {
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| format!("Kubernetes client: {e}"))?;
+    let options = ClientOptions {
+        insecure_registries: args.insecure_registries.clone(),
+        ..Default::default()
+    };
+    let registry = RegistryClient::new(options, Arc::new(NoCredentials)).map_err(|e| e.to_string())?;
+    let engine = Arc::new(Engine::new(Arc::new(registry), UrlFetcher::new()?, args.blob_concurrency));
+    let metrics = Arc::new(Metrics::default());
+
+    let probes = Arc::new(Probes {
+        ready: Default::default(),
+        metrics: {
+            let (metrics, engine) = (Arc::clone(&metrics), Arc::clone(&engine));
+            Box::new(move || metrics.render(engine.registry().stats()))
+        },
+    });
+    let server = tokio::spawn(http::serve(args.metrics_addr, Arc::clone(&probes)));
+
+    let identity = args
+        .identity
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("garden-artifacts-{}", std::process::id()));
+    let elector = args
+        .leader_elect
+        .then(|| leader::LeaderElector::new(client.clone(), &args.lease_namespace, &args.lease_name, &identity));
+    // A standby replica is healthy and ready; it just does not write.
+    probes.ready.store(true, Ordering::Relaxed);
+    if let Some(elector) = &elector {
+        tokio::select! {
+            _ = elector.acquire() => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+
+    let (artifacts, secrets, config_maps): (Api<GardenArtifact>, Api<Secret>, Api<ConfigMap>) = match &args.namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let controller = Controller::new(artifacts.clone(), watcher::Config::default());
+    let store = controller.store();
+    let recorder = Recorder::new(client.clone(), Reporter::from("garden-artifacts"));
+    let ctx = Arc::new(Context::new(client, engine, recorder, metrics, store.clone()));
+
+    let (by_secret, by_config_map, by_producer) = (store.clone(), store.clone(), store.clone());
+    let running = controller
+        .watches(secrets, watcher::Config::default(), move |secret: Secret| {
+            watches::secret_dependents(&by_secret.state(), secret.namespace().as_deref(), &secret.name_any())
+        })
+        .watches(config_maps, watcher::Config::default(), move |map: ConfigMap| {
+            watches::config_map_dependents(&by_config_map.state(), map.namespace().as_deref(), &map.name_any())
+        })
+        .watches(artifacts, watcher::Config::default(), move |producer: GardenArtifact| {
+            watches::copy_dependents(&by_producer.state(), &producer)
+        })
+        .with_config(ControllerConfig::default().concurrency(args.concurrency))
+        .shutdown_on_signal()
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(object = %object, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile round"),
+            }
+        });
+
+    let outcome = match &elector {
+        Some(elector) => tokio::select! {
+            _ = running => Ok(()),
+            _ = elector.keep() => Err("lost the leader lease; stopping so that only the leader writes".to_string()),
+        },
+        None => {
+            running.await;
+            Ok(())
+        }
+    };
+    server.abort();
+    tracing::info!("controller stopped");
+    outcome
+}

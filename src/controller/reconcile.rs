@@ -1,0 +1,301 @@
+//! One reconciliation of one GardenArtifact: validate, check tag ownership, gather inputs, run
+//! the engine, then report (status by server-side apply, events, metrics).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use super::context::{Context, InputError};
+use super::status::{Observation, next_status};
+use super::watches;
+use crate::api::validate::{Frontend, validate};
+use crate::api::{API_VERSION, DeletionPolicy, GardenArtifact, GardenArtifactStatus, KIND};
+use crate::engine::{EngineError, Mode, Outcome, Report, TagRemoval};
+use crate::registry::Repository;
+
+pub const FINALIZER: &str = "oci.gardenlinux.io/cleanup";
+pub const FIELD_MANAGER: &str = "garden-artifacts";
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(600);
+const RETRY_AFTER_ERROR: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("writing status: {0}")]
+    Status(#[source] kube::Error),
+    #[error("{0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("{0}")]
+    Engine(#[from] EngineError),
+    #[error("{0}")]
+    Input(#[from] InputError),
+    #[error("object has no namespace")]
+    NoNamespace,
+}
+
+pub async fn reconcile(object: Arc<GardenArtifact>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let namespace = object.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<GardenArtifact> = Api::namespaced(ctx.client.clone(), &namespace);
+    let result = finalizer(&api, FINALIZER, object, |event| async {
+        match event {
+            FinalizerEvent::Apply(object) => apply(&api, &namespace, &object, &ctx).await,
+            FinalizerEvent::Cleanup(object) => cleanup(&namespace, &object, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    let label = match &result {
+        Ok(_) => "success",
+        Err(_) => "error",
+    };
+    ctx.metrics.reconciled(label, started.elapsed());
+    result
+}
+
+pub fn error_policy(object: Arc<GardenArtifact>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(object = %watches::key(&object), %error, "reconcile failed, retrying");
+    Action::requeue(RETRY_AFTER_ERROR)
+}
+
+/// `10m`, `1h30m`, `45s`, `500ms`; `None` for anything else (the schema already refused it).
+pub fn parse_interval(text: &str) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+        let value: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit, len) = if rest.starts_with("ms") {
+            (Duration::from_millis(1), 2)
+        } else {
+            match rest.chars().next()? {
+                's' => (Duration::from_secs(1), 1),
+                'm' => (Duration::from_secs(60), 1),
+                'h' => (Duration::from_secs(3600), 1),
+                _ => return None,
+            }
+        };
+        total += unit * u32::try_from(value).ok()?;
+        rest = &rest[len..];
+    }
+    (!total.is_zero()).then_some(total)
+}
+
+fn interval(object: &GardenArtifact) -> Duration {
+    object
+        .spec
+        .interval
+        .as_deref()
+        .and_then(parse_interval)
+        .unwrap_or(DEFAULT_INTERVAL)
+}
+
+fn now() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .round(k8s_openapi::jiff::Unit::Second)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+async fn apply(
+    api: &Api<GardenArtifact>,
+    namespace: &str,
+    object: &GardenArtifact,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let every = interval(object);
+    if object.spec.suspend {
+        write_status(api, object, ctx, &Observation::Suspended).await?;
+        return Ok(Action::await_change());
+    }
+    if let Err(invalid) = validate(&object.spec, Frontend::Controller) {
+        let message = invalid.to_string();
+        stall(api, object, ctx, "InvalidSpec", &message).await?;
+        return Ok(Action::await_change());
+    }
+    // Ownership is decided over all objects; a cache still filling would let a newer object
+    // take a tag for one round.
+    let _ = ctx.store.wait_until_ready().await;
+    let lost = watches::lost_tags(&ctx.store.state(), object);
+    if !lost.is_empty() {
+        let message = lost.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+        stall(api, object, ctx, "TagConflict", &message).await?;
+        return Ok(Action::requeue(every));
+    }
+
+    let gathered = async {
+        let engine = ctx.engine_for(namespace, object).await?;
+        let inputs = ctx.inputs_for(namespace, object).await?;
+        Ok::<_, InputError>((engine, inputs))
+    }
+    .await;
+    let (engine, inputs) = match gathered {
+        Ok(gathered) => gathered,
+        Err(e) if e.is_permanent() => {
+            stall(api, object, ctx, "InputUnavailable", &e.to_string()).await?;
+            return Ok(Action::requeue(every));
+        }
+        Err(e) => {
+            retrying(api, object, ctx, "InputUnavailable", &e.to_string()).await?;
+            return Err(e.into());
+        }
+    };
+
+    match engine.reconcile(&object.spec, &inputs, Mode::Apply).await {
+        Ok(report) => {
+            publish_changes(object, ctx, &report).await;
+            write_status(api, object, ctx, &Observation::Converged(&report)).await?;
+            Ok(Action::requeue(every))
+        }
+        Err(e) if e.is_permanent() => {
+            stall(api, object, ctx, "RegistryRefused", &e.to_string()).await?;
+            Ok(Action::requeue(every))
+        }
+        Err(e) => {
+            retrying(api, object, ctx, "RegistryError", &e.to_string()).await?;
+            Err(e.into())
+        }
+    }
+}
+
+async fn stall(api: &Api<GardenArtifact>, object: &GardenArtifact, ctx: &Context, reason: &str, message: &str) -> Result<(), Error> {
+    let changed = write_status(api, object, ctx, &Observation::Stalled { reason, message }).await?;
+    if changed {
+        publish(ctx, object, EventType::Warning, reason, "Reconcile", message).await;
+    }
+    Ok(())
+}
+
+async fn retrying(api: &Api<GardenArtifact>, object: &GardenArtifact, ctx: &Context, reason: &str, message: &str) -> Result<(), Error> {
+    write_status(api, object, ctx, &Observation::Retrying { reason, message }).await?;
+    publish(ctx, object, EventType::Warning, reason, "Reconcile", message).await;
+    Ok(())
+}
+
+/// Writes the status when it differs from the current one; true when it wrote.
+async fn write_status(
+    api: &Api<GardenArtifact>,
+    object: &GardenArtifact,
+    ctx: &Context,
+    observation: &Observation<'_>,
+) -> Result<bool, Error> {
+    let next: GardenArtifactStatus = next_status(object.status.as_ref(), object.metadata.generation, observation, &now());
+    if object.status.as_ref() == Some(&next) {
+        return Ok(false);
+    }
+    let patch = json!({ "apiVersion": API_VERSION, "kind": KIND, "status": next });
+    api.patch_status(&object.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(Error::Status)?;
+    ctx.metrics.status_written();
+    Ok(true)
+}
+
+/// Events for what the engine wrote: a push, a retag, or a repaired drift (a tag someone moved
+/// or deleted after this object had set it).
+async fn publish_changes(object: &GardenArtifact, ctx: &Context, report: &Report) {
+    if report.outcome == Outcome::Unchanged {
+        return;
+    }
+    let status = object.status.as_ref();
+    let was_converged_here = status.and_then(|s| s.digest.as_deref()) == Some(report.digest.as_str());
+    let had_tag = |tag: &str| status.is_some_and(|s| s.tags.iter().any(|t| t.name == tag));
+    if !report.plan.blobs.is_empty() || report.outcome == Outcome::Created {
+        let note = format!(
+            "pushed {} to {} ({} blob(s) uploaded)",
+            report.digest,
+            report.repository,
+            report.plan.blobs.len()
+        );
+        publish(ctx, object, EventType::Normal, "Pushed", "Push", &note).await;
+    }
+    for write in &report.plan.tags {
+        let (reason, note) = match &write.previous {
+            Some(previous) if was_converged_here => (
+                "DriftRepaired",
+                format!("tag {} had been moved to {previous}; put back on {}", write.tag, report.digest),
+            ),
+            None if was_converged_here && had_tag(&write.tag) => (
+                "DriftRepaired",
+                format!("tag {} had been deleted; recreated on {}", write.tag, report.digest),
+            ),
+            Some(previous) => (
+                "Retagged",
+                format!("tag {} moved from {previous} to {}", write.tag, report.digest),
+            ),
+            None => ("Tagged", format!("tag {} set to {}", write.tag, report.digest)),
+        };
+        publish(ctx, object, EventType::Normal, reason, "Tag", &note).await;
+    }
+}
+
+async fn publish(ctx: &Context, object: &GardenArtifact, type_: EventType, reason: &str, action: &str, note: &str) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1024).collect()),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
+        tracing::warn!(object = %watches::key(object), error = %e, "could not publish an event");
+    }
+}
+
+/// With `deletionPolicy: Delete`, removes the tags this object owns and that still point at
+/// its artefact; a tag another object owns, or that someone moved elsewhere, stays.
+async fn cleanup(namespace: &str, object: &GardenArtifact, ctx: &Context) -> Result<Action, Error> {
+    if object.spec.deletion_policy == DeletionPolicy::Retain {
+        return Ok(Action::await_change());
+    }
+    let Some(status) = &object.status else {
+        return Ok(Action::await_change());
+    };
+    let Some(digest) = &status.digest else {
+        return Ok(Action::await_change());
+    };
+    let Ok(repository) = Repository::parse(&object.spec.repository) else {
+        return Ok(Action::await_change());
+    };
+    let lost: Vec<String> = watches::lost_tags(&ctx.store.state(), object)
+        .into_iter()
+        .map(|c| c.tag)
+        .collect();
+    let engine = ctx.engine_for(namespace, object).await?;
+    for tag in status.tags.iter().map(|t| &t.name).filter(|t| !lost.contains(t)) {
+        match engine.remove_tag(&repository, tag, digest).await? {
+            TagRemoval::Removed => {
+                let note = format!("deleted tag {tag} of {repository} (deletionPolicy: Delete)");
+                publish(ctx, object, EventType::Normal, "TagDeleted", "Delete", &note).await;
+            }
+            TagRemoval::Elsewhere(other) => {
+                let note = format!("tag {tag} of {repository} points at {other}, not at {digest}: left in place");
+                publish(ctx, object, EventType::Warning, "TagLeft", "Delete", &note).await;
+            }
+            TagRemoval::Absent => {}
+        }
+    }
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_parse_like_go_durations() {
+        assert_eq!(parse_interval("10m"), Some(Duration::from_secs(600)));
+        assert_eq!(parse_interval("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_interval("45s"), Some(Duration::from_secs(45)));
+        assert_eq!(parse_interval("1500ms"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_interval("0s"), None);
+        assert_eq!(parse_interval("10"), None);
+        assert_eq!(parse_interval("m"), None);
+    }
+}

@@ -1,0 +1,165 @@
+//! Pure: the next status from the current one and what a reconciliation found. Conditions keep
+//! their `lastTransitionTime` while their status stays, and a converged resync yields a status
+//! equal to the current one, so it is not written.
+
+use crate::api::{Condition, ConditionStatus, GardenArtifactStatus, TagStatus};
+use crate::engine::{Outcome, Report};
+
+pub const READY: &str = "Ready";
+pub const RECONCILING: &str = "Reconciling";
+pub const STALLED: &str = "Stalled";
+
+/// What one reconciliation came to.
+#[derive(Clone, Debug)]
+pub enum Observation<'a> {
+    Converged(&'a Report),
+    /// Will be retried on its own (registry unreachable, 5xx, rate limited).
+    Retrying { reason: &'a str, message: &'a str },
+    /// Needs a change of the spec or its inputs (invalid spec, tag conflict, missing Secret).
+    Stalled { reason: &'a str, message: &'a str },
+    Suspended,
+}
+
+pub fn next_status(
+    current: Option<&GardenArtifactStatus>,
+    generation: Option<i64>,
+    observation: &Observation<'_>,
+    now: &str,
+) -> GardenArtifactStatus {
+    let mut next = current.cloned().unwrap_or_default();
+    next.observed_generation = generation;
+    let set = |next: &mut GardenArtifactStatus, type_: &str, status: ConditionStatus, reason: &str, message: &str| {
+        set_condition(&mut next.conditions, type_, status, reason, message, generation, now)
+    };
+    use ConditionStatus::{False, True};
+    match observation {
+        Observation::Converged(report) => {
+            let changed = report.outcome != Outcome::Unchanged
+                || next.digest.as_deref() != Some(report.digest.as_str())
+                || next.last_sync_time.is_none();
+            next.digest = Some(report.digest.clone());
+            next.media_type = Some(report.media_type.clone());
+            next.size = Some(report.size as i64);
+            next.tags = report
+                .tags
+                .iter()
+                .map(|tag| TagStatus {
+                    name: tag.clone(),
+                    digest: report.digest.clone(),
+                })
+                .collect();
+            // The last time the registry was brought in line; a resync that finds it in line
+            // changes nothing, so it writes nothing.
+            if changed {
+                next.last_sync_time = Some(now.to_string());
+            }
+            let message = format!("{} tag(s) at {}", report.tags.len(), report.digest);
+            set(&mut next, READY, True, "Converged", &message);
+            set(&mut next, RECONCILING, False, "Converged", "");
+            set(&mut next, STALLED, False, "Converged", "");
+        }
+        Observation::Retrying { reason, message } => {
+            set(&mut next, READY, False, reason, message);
+            set(&mut next, RECONCILING, True, reason, message);
+            set(&mut next, STALLED, False, reason, "");
+        }
+        Observation::Stalled { reason, message } => {
+            set(&mut next, READY, False, reason, message);
+            set(&mut next, RECONCILING, False, reason, "");
+            set(&mut next, STALLED, True, reason, message);
+        }
+        Observation::Suspended => {
+            set(&mut next, RECONCILING, False, "Suspended", "spec.suspend is true");
+        }
+    }
+    next
+}
+
+fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: ConditionStatus,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: &str,
+) {
+    let last_transition_time = conditions
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.to_string());
+    let condition = Condition {
+        type_: type_.to_string(),
+        status,
+        reason: reason.to_string(),
+        message: message.to_string(),
+        last_transition_time,
+        observed_generation: generation,
+    };
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(existing) => *existing = condition,
+        None => conditions.push(condition),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Plan;
+    use crate::registry::Repository;
+
+    fn report(outcome: Outcome, digest: &str) -> Report {
+        Report {
+            repository: Repository::parse("127.0.0.1:5000/a").unwrap(),
+            digest: digest.into(),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            size: 100,
+            tags: vec!["v1".into()],
+            outcome,
+            plan: Plan {
+                blobs: vec![],
+                manifests: vec![],
+                tags: vec![],
+                outcome,
+            },
+        }
+    }
+
+    fn condition<'a>(status: &'a GardenArtifactStatus, type_: &str) -> &'a Condition {
+        status.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    #[test]
+    fn a_converged_resync_changes_nothing() {
+        let first = next_status(None, Some(1), &Observation::Converged(&report(Outcome::Created, "sha256:a")), "t1");
+        assert_eq!(condition(&first, READY).status, ConditionStatus::True);
+        assert_eq!(first.last_sync_time.as_deref(), Some("t1"));
+        let again = next_status(Some(&first), Some(1), &Observation::Converged(&report(Outcome::Unchanged, "sha256:a")), "t2");
+        assert_eq!(again, first, "no status write for a converged resync");
+    }
+
+    #[test]
+    fn transition_times_move_only_when_the_status_flips() {
+        let ready = next_status(None, Some(1), &Observation::Converged(&report(Outcome::Created, "sha256:a")), "t1");
+        let failing = next_status(
+            Some(&ready),
+            Some(1),
+            &Observation::Retrying { reason: "RegistryError", message: "503" },
+            "t2",
+        );
+        assert_eq!(condition(&failing, READY).status, ConditionStatus::False);
+        assert_eq!(condition(&failing, READY).last_transition_time, "t2");
+        assert_eq!(condition(&failing, STALLED).last_transition_time, "t1", "Stalled stayed False");
+        assert_eq!(failing.digest.as_deref(), Some("sha256:a"), "the last known digest stays");
+        let stalled = next_status(
+            Some(&failing),
+            Some(2),
+            &Observation::Stalled { reason: "InvalidSpec", message: "spec.tags[0]: bad" },
+            "t3",
+        );
+        assert_eq!(condition(&stalled, STALLED).status, ConditionStatus::True);
+        assert_eq!(condition(&stalled, READY).last_transition_time, "t2");
+        assert_eq!(condition(&stalled, READY).observed_generation, Some(2));
+    }
+}
