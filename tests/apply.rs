@@ -1,0 +1,570 @@
+//! `garden-artifacts apply` against a real Distribution registry, checked with skopeo and the
+//! registry's own access log.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use common::*;
+use sha2::Digest;
+
+fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+#[test]
+fn examples_converge_and_a_second_apply_writes_nothing() {
+    let registry = Registry::start();
+    let examples = examples_for(&registry);
+    let dir = examples.path().to_str().unwrap();
+
+    let out = garden_artifacts(&["apply", "-f", dir, "-o", "json"], &[]);
+    assert!(
+        out.status.success(),
+        "apply failed:\n{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let results: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(results.len(), 3);
+    for r in &results {
+        assert_eq!(r["result"], "created", "{r}");
+        // Every tag of the object resolves to the reported digest, as skopeo reads it.
+        for tag in r["tags"].as_array().unwrap() {
+            let reference = format!(
+                "{}:{}",
+                r["repository"].as_str().unwrap(),
+                tag.as_str().unwrap()
+            );
+            assert_eq!(
+                digest_of(&reference).as_deref(),
+                r["digest"].as_str(),
+                "{reference}"
+            );
+        }
+    }
+
+    // The flavour is laid out as Garden Linux publishes it.
+    let repo = format!("{}/gardenlinux/gardenlinux", registry.addr);
+    let manifest = skopeo_json(&format!("{repo}:1877.5-aws-gardener_prod-amd64"));
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.unknown.config.v1+json"
+    );
+    assert_eq!(
+        manifest["config"]["annotations"]["cname"],
+        "aws-gardener_prod-amd64-1877.5-60d819dd"
+    );
+    assert_eq!(manifest["annotations"]["version"], "1877.5");
+    assert_eq!(
+        manifest["annotations"]["feature_set"],
+        "log,sap,ssh,_prod,base,server,cloud,aws,gardener"
+    );
+    let layers = manifest["layers"].as_array().unwrap();
+    let titles_and_types: Vec<(String, String)> = layers
+        .iter()
+        .map(|l| {
+            (
+                l["annotations"]["org.opencontainers.image.title"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                l["mediaType"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        titles_and_types,
+        [
+            (
+                "aws-gardener_prod-amd64-1877.5.release",
+                "application/io.gardenlinux.release"
+            ),
+            (
+                "aws-gardener_prod-amd64-1877.5.manifest",
+                "application/io.gardenlinux.manifest"
+            ),
+            (
+                "aws-gardener_prod-amd64-1877.5.cmdline",
+                "application/io.gardenlinux.cmdline"
+            ),
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    for layer in layers {
+        assert_eq!(
+            layer["annotations"]["io.gardenlinux.image.layer.architecture"],
+            "amd64"
+        );
+    }
+
+    // Each blob's bytes equal the input, fetched by skopeo.
+    let copy = tempfile::tempdir().unwrap();
+    let status = Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(format!("docker://{repo}:1877.5-aws-gardener_prod-amd64"))
+        .arg(format!("dir:{}", copy.path().display()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let inputs = BTreeMap::from([
+        (
+            "aws-gardener_prod-amd64-1877.5.release",
+            std::fs::read(
+                examples
+                    .path()
+                    .join("files/aws-gardener_prod-amd64-1877.5.release"),
+            )
+            .unwrap(),
+        ),
+        (
+            "aws-gardener_prod-amd64-1877.5.manifest",
+            std::fs::read(
+                examples
+                    .path()
+                    .join("files/aws-gardener_prod-amd64-1877.5.manifest"),
+            )
+            .unwrap(),
+        ),
+        (
+            "aws-gardener_prod-amd64-1877.5.cmdline",
+            b"root=LABEL=ROOT ro console=ttyS0 earlyprintk=ttyS0 consoleblank=0".to_vec(),
+        ),
+    ]);
+    for layer in layers {
+        let title = layer["annotations"]["org.opencontainers.image.title"]
+            .as_str()
+            .unwrap();
+        let hex = layer["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:");
+        let stored = std::fs::read(copy.path().join(hex)).unwrap();
+        assert_eq!(stored, inputs[title], "{title}");
+    }
+
+    // Promotion and mirror are byte-for-byte copies: the same digest.
+    let flavour_digest = results[0]["digest"].as_str().unwrap();
+    assert!(results.iter().all(|r| r["digest"] == flavour_digest));
+    // The mirror within one registry mounted the blobs instead of uploading them.
+    let requests = registry.requests();
+    let mirror_writes: Vec<_> = Registry::writes(&requests)
+        .into_iter()
+        .filter(|r| r.uri.starts_with("/v2/mirror/gardenlinux/blobs/"))
+        .collect();
+    assert!(!mirror_writes.is_empty());
+    assert!(
+        mirror_writes
+            .iter()
+            .all(|r| r.method == "POST" && r.uri.contains("mount=") && r.status == 201),
+        "{mirror_writes:#?}"
+    );
+
+    // Second apply: unchanged, one HEAD per tag (and per copied source), no write at all.
+    let before = registry.requests().len();
+    let out = garden_artifacts(&["apply", "-f", dir], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(
+        text.lines().filter(|l| l.ends_with("  unchanged")).count(),
+        3,
+        "{text}"
+    );
+    let second: Vec<_> = registry.requests().split_off(before);
+    assert!(Registry::writes(&second).is_empty(), "{second:#?}");
+    assert!(second.iter().all(|r| r.method == "HEAD"), "{second:#?}");
+    // 1 + 2 + 1 tags, plus one HEAD of the source for each of the two copies.
+    assert_eq!(second.len(), 6, "{second:#?}");
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_writes_nothing() {
+    let registry = Registry::start();
+    let examples = examples_for(&registry);
+    let file = examples.path().join("gardenlinux-flavour.yaml");
+    let out = garden_artifacts(&["apply", "--dry-run", "-f", file.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("would write blob"), "{text}");
+    assert!(
+        text.contains("would write tag 1877.5-aws-gardener_prod-amd64"),
+        "{text}"
+    );
+    assert!(Registry::writes(&registry.requests()).is_empty());
+    assert!(
+        digest_of(&format!(
+            "{}/gardenlinux/gardenlinux:1877.5-aws-gardener_prod-amd64",
+            registry.addr
+        ))
+        .is_none()
+    );
+}
+
+#[test]
+fn invalid_objects_exit_2_name_object_and_field_and_nothing_is_written() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let r = &registry.addr;
+    let file = write_manifest(
+        dir.path(),
+        "bad.yaml",
+        &format!(
+            r#"
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: good, namespace: ci}}
+spec: {{repository: {r}/a, tags: [ok], source: {{files: [{{name: a.release, content: x}}]}}}}
+---
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: bad-tag, namespace: ci}}
+spec: {{repository: {r}/a, tags: ["-nope"], source: {{files: [{{name: a.release, content: x}}]}}}}
+---
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: two-sources, namespace: ci}}
+spec:
+  repository: {r}/a
+  tags: [two]
+  source:
+    files: [{{name: a.release, content: x}}]
+    image: {{reference: "{r}/a:ok"}}
+---
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: url-without-digest, namespace: ci}}
+spec: {{repository: {r}/a, tags: [u], source: {{files: [{{name: a.raw, url: "http://127.0.0.1:1/a.raw"}}]}}}}
+"#
+        ),
+    );
+    let out = garden_artifacts(&["apply", "-f", file.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("ci/bad-tag: spec.tags[0]"), "{err}");
+    assert!(
+        err.contains("ci/two-sources: spec.source: exactly one of files, image, index"),
+        "{err}"
+    );
+    assert!(
+        err.contains("ci/url-without-digest: spec.source.files[0].digest: required with url"),
+        "{err}"
+    );
+    assert!(!err.contains("ci/good"), "{err}");
+    assert!(registry.requests().is_empty(), "{:#?}", registry.requests());
+}
+
+#[test]
+fn a_url_whose_content_does_not_match_fails_that_object_and_leaves_its_tag() {
+    let registry = Registry::start();
+    let files = FileServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let r = &registry.addr;
+    let image = vec![7u8; 300_000];
+    let url = files.put("disk.raw", &image);
+
+    // First the tag points at a good upload from the URL.
+    let good = write_manifest(
+        dir.path(),
+        "good.yaml",
+        &format!(
+            r#"
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: disk}}
+spec:
+  repository: {r}/gl
+  tags: [disk]
+  source: {{files: [{{name: disk.raw, url: "{url}", digest: "{}"}}]}}
+"#,
+            sha256(&image)
+        ),
+    );
+    let out = garden_artifacts(&["apply", "-f", good.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let before = digest_of(&format!("{r}/gl:disk")).unwrap();
+    let manifest = skopeo_json(&format!("{r}/gl:disk"));
+    assert_eq!(manifest["layers"][0]["size"], 300_000);
+
+    // Then the file changes under the same digest pin: refused, the tag stays, the other
+    // object of the same run still converges.
+    files.put("disk.raw", &vec![8u8; 300_000]);
+    let changed = write_manifest(
+        dir.path(),
+        "changed.yaml",
+        &format!(
+            r#"
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: disk}}
+spec:
+  repository: {r}/gl
+  tags: [disk]
+  source: {{files: [{{name: disk.raw, url: "{url}", digest: "sha256:{}"}}]}}
+---
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: other}}
+spec: {{repository: {r}/gl, tags: [other], source: {{files: [{{name: a.release, content: x}}]}}}}
+"#,
+            "ab".repeat(32)
+        ),
+    );
+    let out = garden_artifacts(&["apply", "-f", changed.to_str().unwrap()], &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let text = stdout(&out);
+    let disk_line = text
+        .lines()
+        .find(|l| l.starts_with("default/disk "))
+        .unwrap();
+    assert!(
+        disk_line.contains("failed: spec.source.files[0].url: content of"),
+        "{disk_line}"
+    );
+    assert!(disk_line.contains("refused"), "{disk_line}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("default/other ") && l.ends_with("created")),
+        "{text}"
+    );
+    assert_eq!(digest_of(&format!("{r}/gl:disk")).unwrap(), before);
+    // No upload under the pinned digest was completed: the registry holds no such blob.
+    let pinned = format!("digest=sha256%3A{}", "ab".repeat(32));
+    let completed: Vec<_> = registry
+        .requests()
+        .into_iter()
+        .filter(|q| q.method == "PUT" && q.uri.contains(&pinned) && q.status == 201)
+        .collect();
+    assert!(completed.is_empty(), "{completed:#?}");
+    let blob = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-I"])
+        .arg(format!("http://{r}/v2/gl/blobs/sha256:{}", "ab".repeat(32)))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&blob.stdout), "404");
+}
+
+#[test]
+fn basic_auth_uses_the_docker_config_and_never_prints_the_password() {
+    let password = "Sup3r-s3cret-pw";
+    let registry = Registry::start_with_basic_auth("ci-bot", password);
+    let dir = tempfile::tempdir().unwrap();
+    let r = &registry.addr;
+    let file = write_manifest(
+        dir.path(),
+        "a.yaml",
+        &format!(
+            "apiVersion: oci.gardenlinux.io/v1alpha1\nkind: GardenArtifact\nmetadata: {{name: a}}\nspec: {{repository: {r}/private, tags: [v1], source: {{files: [{{name: a.release, content: x}}]}}}}\n"
+        ),
+    );
+    let file = file.to_str().unwrap();
+
+    // Anonymous: refused with the registry's answer.
+    let out = garden_artifacts(&["apply", "-f", file], &[("RUST_LOG", "debug")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("401"), "{}", stdout(&out));
+
+    // With credentials in a docker config.
+    let config = tempfile::tempdir().unwrap();
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("ci-bot:{password}"));
+    std::fs::write(
+        config.path().join("config.json"),
+        format!(r#"{{"auths":{{"{r}":{{"auth":"{auth}"}}}}}}"#),
+    )
+    .unwrap();
+    let config_dir = config.path().to_str().unwrap();
+    for args in [
+        vec!["apply", "-f", file],
+        vec!["apply", "-f", file, "-o", "json"],
+    ] {
+        let out = garden_artifacts(
+            &args,
+            &[("DOCKER_CONFIG", config_dir), ("RUST_LOG", "trace")],
+        );
+        assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+        let all = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(!all.contains(password), "the password leaked");
+        assert!(!all.contains(&auth), "the encoded credential leaked");
+    }
+
+    // A wrong password fails clearly and is not echoed either.
+    std::fs::write(
+        config.path().join("config.json"),
+        format!(r#"{{"auths":{{"{r}":{{"username":"ci-bot","password":"wrong-{password}"}}}}}}"#),
+    )
+    .unwrap();
+    let out = garden_artifacts(
+        &["apply", "-f", file],
+        &[("DOCKER_CONFIG", config_dir), ("RUST_LOG", "trace")],
+    );
+    // The tag exists now, so a HEAD with bad credentials is what fails.
+    assert_eq!(out.status.code(), Some(1));
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(all.contains("401"), "{all}");
+    assert!(!all.contains(password), "the password leaked");
+}
+
+#[test]
+fn two_objects_claiming_one_tag_the_first_keeps_it() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let r = &registry.addr;
+    let file = write_manifest(
+        dir.path(),
+        "claims.yaml",
+        &format!(
+            r#"
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: first, namespace: team-a}}
+spec: {{repository: {r}/gl, tags: [latest, a], source: {{files: [{{name: a.release, content: a}}]}}}}
+---
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: second, namespace: team-b}}
+spec: {{repository: {r}/gl, tags: [b, latest], source: {{files: [{{name: b.release, content: b}}]}}}}
+"#
+        ),
+    );
+    for _ in 0..2 {
+        let out = garden_artifacts(&["apply", "-f", file.to_str().unwrap()], &[]);
+        assert_eq!(out.status.code(), Some(1));
+        let text = stdout(&out);
+        let second = text
+            .lines()
+            .find(|l| l.starts_with("team-b/second "))
+            .unwrap();
+        assert!(
+            second.contains("failed: tag \"latest\" is owned by team-a/first"),
+            "{second}"
+        );
+    }
+    let first = digest_of(&format!("{r}/gl:a")).unwrap();
+    assert_eq!(digest_of(&format!("{r}/gl:latest")).unwrap(), first);
+    assert!(
+        digest_of(&format!("{r}/gl:b")).is_none(),
+        "nothing of the refused object is written"
+    );
+}
+
+/// An index with two platform manifests, stored by hand with curl (an independent writer).
+fn put_index(registry: &Registry, dir: &std::path::Path) -> (String, String) {
+    let r = &registry.addr;
+    let file = write_manifest(
+        dir,
+        "platforms.yaml",
+        &format!(
+            r#"
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: amd64}}
+spec: {{repository: {r}/multi, tags: [amd64], source: {{files: [{{name: a.release, content: amd64}}]}}}}
+---
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: arm64}}
+spec: {{repository: {r}/multi, tags: [arm64], source: {{files: [{{name: a.release, content: arm64}}]}}}}
+"#
+        ),
+    );
+    let out = garden_artifacts(&["apply", "-f", file.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let amd = skopeo_raw(&format!("{r}/multi:amd64")).unwrap();
+    let arm = skopeo_raw(&format!("{r}/multi:arm64")).unwrap();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha256(&amd), "size": amd.len(),
+             "platform": {"os": "linux", "architecture": "amd64"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha256(&arm), "size": arm.len(),
+             "platform": {"os": "linux", "architecture": "arm64"}}
+        ]
+    });
+    let body = serde_json::to_vec(&index).unwrap();
+    let body_file = dir.join("index.json");
+    std::fs::write(&body_file, &body).unwrap();
+    let status = Command::new("curl")
+        .args([
+            "-sf",
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/vnd.oci.image.index.v1+json",
+            "--data-binary",
+        ])
+        .arg(format!("@{}", body_file.display()))
+        .arg(format!("http://{r}/v2/multi/manifests/both"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    (sha256(&body), sha256(&arm))
+}
+
+#[test]
+fn mirrors_an_index_to_another_registry_byte_for_byte_and_picks_a_platform() {
+    let source = Registry::start();
+    let target = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (index_digest, arm_digest) = put_index(&source, dir.path());
+    let (s, t) = (&source.addr, &target.addr);
+    let file = write_manifest(
+        dir.path(),
+        "mirror.yaml",
+        &format!(
+            r#"
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: mirror-all}}
+spec:
+  repository: {t}/mirror/multi
+  tags: [both]
+  source: {{image: {{reference: "{s}/multi:both"}}}}
+---
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: mirror-arm}}
+spec:
+  repository: {t}/mirror/multi-arm
+  tags: [arm64]
+  source: {{image: {{reference: "{s}/multi@{index_digest}", platform: linux/arm64}}}}
+"#
+        ),
+    );
+    let out = garden_artifacts(&["apply", "-f", file.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        digest_of(&format!("{t}/mirror/multi:both")).unwrap(),
+        index_digest
+    );
+    assert_eq!(
+        digest_of(&format!("{t}/mirror/multi-arm:arm64")).unwrap(),
+        arm_digest
+    );
+    // The children of the index arrived too, readable by digest.
+    let index = skopeo_json(&format!("{t}/mirror/multi:both"));
+    for entry in index["manifests"].as_array().unwrap() {
+        let child = format!("{t}/mirror/multi@{}", entry["digest"].as_str().unwrap());
+        assert!(skopeo_raw(&child).is_some(), "{child}");
+    }
+
+    let again = garden_artifacts(&["apply", "-f", file.to_str().unwrap()], &[]);
+    assert!(again.status.success());
+    assert_eq!(
+        stdout(&again).matches("unchanged").count(),
+        2,
+        "{}",
+        stdout(&again)
+    );
+}

@@ -1,0 +1,19 @@
+//! The committed CRD is what the code generates: a change to the types without
+//! `garden-artifacts crd > crds/gardenartifacts.oci.gardenlinux.io.yaml` fails here.
+
+const COMMITTED: &str = include_str!("../crds/gardenartifacts.oci.gardenlinux.io.yaml");
+
+#[test]
+fn committed_crd_is_up_to_date() {
+    let generated = garden_artifacts::cli::crd_yaml();
+    assert!(
+        generated == COMMITTED,
+        "crds/gardenartifacts.oci.gardenlinux.io.yaml is stale: run\n  cargo run -- crd > crds/gardenartifacts.oci.gardenlinux.io.yaml"
+    );
+}
+
+#[test]
+fn crd_uses_no_cel_so_kubernetes_1_20_accepts_it() {
+    assert!(!COMMITTED.contains("x-kubernetes-validations"));
+    assert!(COMMITTED.contains("apiextensions.k8s.io/v1"));
+}
