@@ -23,7 +23,10 @@ pub async fn serve(addr: SocketAddr, probes: Arc<Probes>) -> std::io::Result<()>
         let probes = Arc::clone(&probes);
         tokio::spawn(async move {
             let mut buffer = vec![0u8; 4096];
-            let Ok(Ok(n)) = tokio::time::timeout(std::time::Duration::from_secs(5), socket.read(&mut buffer)).await else {
+            let Ok(Ok(n)) =
+                tokio::time::timeout(std::time::Duration::from_secs(5), socket.read(&mut buffer))
+                    .await
+            else {
                 return;
             };
             let request = String::from_utf8_lossy(&buffer[..n]);
@@ -35,8 +38,14 @@ pub async fn serve(addr: SocketAddr, probes: Arc<Probes>) -> std::io::Result<()>
             let (status, content_type, body) = match path.split('?').next().unwrap_or(path) {
                 "/metrics" => ("200 OK", "text/plain; version=0.0.4", (probes.metrics)()),
                 "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
-                "/readyz" if probes.ready.load(Ordering::Relaxed) => ("200 OK", "text/plain", "ok\n".to_string()),
-                "/readyz" => ("503 Service Unavailable", "text/plain", "starting\n".to_string()),
+                "/readyz" if probes.ready.load(Ordering::Relaxed) => {
+                    ("200 OK", "text/plain", "ok\n".to_string())
+                }
+                "/readyz" => (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    "starting\n".to_string(),
+                ),
                 _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
             };
             let response = format!(

@@ -28,7 +28,12 @@ struct Histogram {
 impl Metrics {
     /// One reconciliation ended with `result` (`success`, `error`, `stalled`).
     pub fn reconciled(&self, result: &'static str, took: Duration) {
-        *self.reconciles.lock().expect("not poisoned").entry(result).or_default() += 1;
+        *self
+            .reconciles
+            .lock()
+            .expect("not poisoned")
+            .entry(result)
+            .or_default() += 1;
         let seconds = took.as_secs_f64();
         let mut h = self.durations.lock().expect("not poisoned");
         for (i, bound) in DURATION_BUCKETS.iter().enumerate() {
@@ -52,15 +57,21 @@ impl Metrics {
         out.push_str("# TYPE garden_artifacts_reconciles_total counter\n");
         for result in ["success", "error", "stalled"] {
             let n = reconciles.get(result).copied().unwrap_or(0);
-            let _ = writeln!(out, "garden_artifacts_reconciles_total{{result=\"{result}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "garden_artifacts_reconciles_total{{result=\"{result}\"}} {n}"
+            );
         }
-        let failures = reconciles.get("error").copied().unwrap_or(0) + reconciles.get("stalled").copied().unwrap_or(0);
+        let failures = reconciles.get("error").copied().unwrap_or(0)
+            + reconciles.get("stalled").copied().unwrap_or(0);
         out.push_str("# HELP garden_artifacts_reconcile_failures_total Reconciliations that did not converge.\n");
         out.push_str("# TYPE garden_artifacts_reconcile_failures_total counter\n");
         let _ = writeln!(out, "garden_artifacts_reconcile_failures_total {failures}");
 
         let h = self.durations.lock().expect("not poisoned");
-        out.push_str("# HELP garden_artifacts_reconcile_duration_seconds Time of one reconciliation.\n");
+        out.push_str(
+            "# HELP garden_artifacts_reconcile_duration_seconds Time of one reconciliation.\n",
+        );
         out.push_str("# TYPE garden_artifacts_reconcile_duration_seconds histogram\n");
         for (i, bound) in DURATION_BUCKETS.iter().enumerate() {
             let _ = writeln!(
@@ -69,14 +80,32 @@ impl Metrics {
                 h.buckets[i]
             );
         }
-        let _ = writeln!(out, "garden_artifacts_reconcile_duration_seconds_bucket{{le=\"+Inf\"}} {}", h.count);
-        let _ = writeln!(out, "garden_artifacts_reconcile_duration_seconds_sum {}", h.sum);
-        let _ = writeln!(out, "garden_artifacts_reconcile_duration_seconds_count {}", h.count);
+        let _ = writeln!(
+            out,
+            "garden_artifacts_reconcile_duration_seconds_bucket{{le=\"+Inf\"}} {}",
+            h.count
+        );
+        let _ = writeln!(
+            out,
+            "garden_artifacts_reconcile_duration_seconds_sum {}",
+            h.sum
+        );
+        let _ = writeln!(
+            out,
+            "garden_artifacts_reconcile_duration_seconds_count {}",
+            h.count
+        );
         drop(h);
 
-        out.push_str("# HELP garden_artifacts_status_writes_total Status patches sent to the API server.\n");
+        out.push_str(
+            "# HELP garden_artifacts_status_writes_total Status patches sent to the API server.\n",
+        );
         out.push_str("# TYPE garden_artifacts_status_writes_total counter\n");
-        let _ = writeln!(out, "garden_artifacts_status_writes_total {}", self.status_writes.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "garden_artifacts_status_writes_total {}",
+            self.status_writes.load(Ordering::Relaxed)
+        );
 
         out.push_str("# HELP garden_artifacts_registry_requests_total Registry requests by method and status (0: no answer).\n");
         out.push_str("# TYPE garden_artifacts_registry_requests_total counter\n");
@@ -88,7 +117,11 @@ impl Metrics {
         }
         out.push_str("# HELP garden_artifacts_registry_bytes_pushed_total Blob bytes uploaded to registries.\n");
         out.push_str("# TYPE garden_artifacts_registry_bytes_pushed_total counter\n");
-        let _ = writeln!(out, "garden_artifacts_registry_bytes_pushed_total {}", registry.bytes_uploaded());
+        let _ = writeln!(
+            out,
+            "garden_artifacts_registry_bytes_pushed_total {}",
+            registry.bytes_uploaded()
+        );
         out
     }
 }

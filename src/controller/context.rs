@@ -78,7 +78,11 @@ impl Context {
     }
 
     /// The engine speaking with the object's registry credentials.
-    pub async fn engine_for(&self, namespace: &str, object: &GardenArtifact) -> Result<Arc<Engine>, InputError> {
+    pub async fn engine_for(
+        &self,
+        namespace: &str,
+        object: &GardenArtifact,
+    ) -> Result<Arc<Engine>, InputError> {
         let Some(credentials) = &object.spec.credentials else {
             return Ok(Arc::clone(&self.engine));
         };
@@ -109,12 +113,12 @@ impl Context {
                 field: field.into(),
                 detail: format!("Secret {namespace}/{name} has no .dockerconfigjson key"),
             })?;
-        let config = DockerConfig::parse(&format!("Secret {namespace}/{name}"), &json.0).map_err(|detail| {
-            InputError::Unusable {
+        let config = DockerConfig::parse(&format!("Secret {namespace}/{name}"), &json.0).map_err(
+            |detail| InputError::Unusable {
                 field: field.into(),
                 detail,
-            }
-        })?;
+            },
+        )?;
         let registry = Arc::new(self.engine.registry().with_credentials(Arc::new(config)));
         let engine = Arc::new(self.engine.with_registry(registry));
         self.engines
@@ -125,19 +129,26 @@ impl Context {
     }
 
     /// The values of the object's ConfigMap and Secret key sources, from its own namespace.
-    pub async fn inputs_for(&self, namespace: &str, object: &GardenArtifact) -> Result<Inputs, InputError> {
+    pub async fn inputs_for(
+        &self,
+        namespace: &str,
+        object: &GardenArtifact,
+    ) -> Result<Inputs, InputError> {
         let mut inputs = Inputs::default();
         for (i, file) in object.spec.source.files.iter().flatten().enumerate() {
             if let Some(key) = &file.config_map_key_ref {
                 let field = format!("spec.source.files[{i}].configMapKeyRef");
                 let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
-                let map = api.get_opt(&key.name).await.map_err(|source| InputError::Api {
-                    field: field.clone(),
-                    kind: "ConfigMap",
-                    namespace: namespace.into(),
-                    name: key.name.clone(),
-                    source,
-                })?;
+                let map = api
+                    .get_opt(&key.name)
+                    .await
+                    .map_err(|source| InputError::Api {
+                        field: field.clone(),
+                        kind: "ConfigMap",
+                        namespace: namespace.into(),
+                        name: key.name.clone(),
+                        source,
+                    })?;
                 let map = map.ok_or_else(|| InputError::Missing {
                     field: field.clone(),
                     kind: "ConfigMap",
@@ -157,7 +168,10 @@ impl Context {
                     })
                     .ok_or_else(|| InputError::Unusable {
                         field: field.clone(),
-                        detail: format!("ConfigMap {namespace}/{} has no key {:?}", key.name, key.key),
+                        detail: format!(
+                            "ConfigMap {namespace}/{} has no key {:?}",
+                            key.name, key.key
+                        ),
                     })?;
                 inputs.config_map_keys.insert(key.clone(), value);
             }
@@ -179,7 +193,12 @@ impl Context {
         Ok(inputs)
     }
 
-    async fn get_secret(&self, namespace: &str, name: &str, field: &str) -> Result<Secret, InputError> {
+    async fn get_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+        field: &str,
+    ) -> Result<Secret, InputError> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
         api.get_opt(name)
             .await

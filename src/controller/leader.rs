@@ -25,7 +25,11 @@ pub fn may_hold(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> boo
         Some(holder) if holder == identity => true,
         Some(_) => {
             let duration = i64::from(spec.lease_duration_seconds.unwrap_or(15));
-            let renewed = spec.renew_time.as_ref().map(|t| t.0).unwrap_or(Timestamp::UNIX_EPOCH);
+            let renewed = spec
+                .renew_time
+                .as_ref()
+                .map(|t| t.0)
+                .unwrap_or(Timestamp::UNIX_EPOCH);
             now.as_second() - renewed.as_second() > duration
         }
     }
@@ -101,13 +105,20 @@ impl LeaderElector {
                     },
                     spec: Some(spec_for(0, None)),
                 };
-                self.api.create(&PostParams::default(), &lease).await.map(|_| true)
+                self.api
+                    .create(&PostParams::default(), &lease)
+                    .await
+                    .map(|_| true)
             }
             Some(lease) if may_hold(lease.spec.as_ref(), &self.identity, now) => {
                 let spec = lease.spec.clone().unwrap_or_default();
                 let ours = spec.holder_identity.as_deref() == Some(self.identity.as_str());
                 let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!ours);
-                let acquired = if ours { spec.acquire_time.clone() } else { None };
+                let acquired = if ours {
+                    spec.acquire_time.clone()
+                } else {
+                    None
+                };
                 let renewed = Lease {
                     metadata: lease.metadata.clone(),
                     spec: Some(spec_for(transitions, acquired)),

@@ -70,8 +70,13 @@ pub async fn run(args: ControllerArgs) -> Result<(), String> {
         insecure_registries: args.insecure_registries.clone(),
         ..Default::default()
     };
-    let registry = RegistryClient::new(options, Arc::new(NoCredentials)).map_err(|e| e.to_string())?;
-    let engine = Arc::new(Engine::new(Arc::new(registry), UrlFetcher::new()?, args.blob_concurrency));
+    let registry =
+        RegistryClient::new(options, Arc::new(NoCredentials)).map_err(|e| e.to_string())?;
+    let engine = Arc::new(Engine::new(
+        Arc::new(registry),
+        UrlFetcher::new()?,
+        args.blob_concurrency,
+    ));
     let metrics = Arc::new(Metrics::default());
 
     let probes = Arc::new(Probes {
@@ -88,9 +93,14 @@ pub async fn run(args: ControllerArgs) -> Result<(), String> {
         .clone()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("garden-artifacts-{}", std::process::id()));
-    let elector = args
-        .leader_elect
-        .then(|| leader::LeaderElector::new(client.clone(), &args.lease_namespace, &args.lease_name, &identity));
+    let elector = args.leader_elect.then(|| {
+        leader::LeaderElector::new(
+            client.clone(),
+            &args.lease_namespace,
+            &args.lease_name,
+            &identity,
+        )
+    });
     // A standby replica is healthy and ready; it just does not write.
     probes.ready.store(true, Ordering::Relaxed);
     if let Some(elector) = &elector {
@@ -100,30 +110,61 @@ pub async fn run(args: ControllerArgs) -> Result<(), String> {
         }
     }
 
-    let (artifacts, secrets, config_maps): (Api<GardenArtifact>, Api<Secret>, Api<ConfigMap>) = match &args.namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone())),
-    };
+    let (artifacts, secrets, config_maps): (Api<GardenArtifact>, Api<Secret>, Api<ConfigMap>) =
+        match &args.namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+            ),
+        };
     let controller = Controller::new(artifacts.clone(), watcher::Config::default());
     let store = controller.store();
     let recorder = Recorder::new(client.clone(), Reporter::from("garden-artifacts"));
-    let ctx = Arc::new(Context::new(client, engine, recorder, metrics, store.clone()));
+    let ctx = Arc::new(Context::new(
+        client,
+        engine,
+        recorder,
+        metrics,
+        store.clone(),
+    ));
 
     let (by_secret, by_config_map, by_producer) = (store.clone(), store.clone(), store.clone());
     let running = controller
-        .watches(secrets, watcher::Config::default(), move |secret: Secret| {
-            watches::secret_dependents(&by_secret.state(), secret.namespace().as_deref(), &secret.name_any())
-        })
-        .watches(config_maps, watcher::Config::default(), move |map: ConfigMap| {
-            watches::config_map_dependents(&by_config_map.state(), map.namespace().as_deref(), &map.name_any())
-        })
-        .watches(artifacts, watcher::Config::default(), move |producer: GardenArtifact| {
-            watches::copy_dependents(&by_producer.state(), &producer)
-        })
+        .watches(
+            secrets,
+            watcher::Config::default(),
+            move |secret: Secret| {
+                watches::secret_dependents(
+                    &by_secret.state(),
+                    secret.namespace().as_deref(),
+                    &secret.name_any(),
+                )
+            },
+        )
+        .watches(
+            config_maps,
+            watcher::Config::default(),
+            move |map: ConfigMap| {
+                watches::config_map_dependents(
+                    &by_config_map.state(),
+                    map.namespace().as_deref(),
+                    &map.name_any(),
+                )
+            },
+        )
+        .watches(
+            artifacts,
+            watcher::Config::default(),
+            move |producer: GardenArtifact| {
+                watches::copy_dependents(&by_producer.state(), &producer)
+            },
+        )
         .with_config(ControllerConfig::default().concurrency(args.concurrency))
         .shutdown_on_signal()
         .run(reconcile::reconcile, reconcile::error_policy, ctx)

@@ -42,6 +42,11 @@ pub async fn reconcile(object: Arc<GardenArtifact>, ctx: Arc<Context>) -> Result
     let started = Instant::now();
     let namespace = object.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<GardenArtifact> = Api::namespaced(ctx.client.clone(), &namespace);
+    if object.finalizers().is_empty() && object.metadata.deletion_timestamp.is_none() {
+        add_first_finalizer(&api, &object).await?;
+        // The patch is itself a change the controller sees; reconcile then.
+        return Ok(Action::await_change());
+    }
     let result = finalizer(&api, FINALIZER, object, |event| async {
         match event {
             FinalizerEvent::Apply(object) => apply(&api, &namespace, &object, &ctx).await,
@@ -56,6 +61,35 @@ pub async fn reconcile(object: Arc<GardenArtifact>, ctx: Arc<Context>) -> Result
     };
     ctx.metrics.reconciled(label, started.elapsed());
     result
+}
+
+/// kube's finalizer helper guards its first finalizer with a JSON-patch `test` of a null
+/// `/metadata/finalizers`, which Kubernetes 1.20 rejects (422). The resourceVersion guards
+/// the same race and every supported version accepts it.
+async fn add_first_finalizer(
+    api: &Api<GardenArtifact>,
+    object: &GardenArtifact,
+) -> Result<(), Error> {
+    let patch: json_patch::Patch = serde_json::from_value(json!([
+        { "op": "test", "path": "/metadata/resourceVersion", "value": object.resource_version() },
+        { "op": "add", "path": "/metadata/finalizers", "value": [FINALIZER] },
+    ]))
+    .expect("a valid JSON patch");
+    match api
+        .patch(
+            &object.name_any(),
+            &PatchParams::default(),
+            &Patch::<()>::Json(patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Someone changed the object first: the change triggers another round.
+        Err(kube::Error::Api(status)) if status.code == 409 || status.code == 422 => Ok(()),
+        Err(e) => Err(Error::Finalizer(Box::new(
+            kube::runtime::finalizer::Error::AddFinalizer(e),
+        ))),
+    }
 }
 
 pub fn error_policy(object: Arc<GardenArtifact>, error: &Error, _ctx: Arc<Context>) -> Action {
@@ -124,7 +158,11 @@ async fn apply(
     let _ = ctx.store.wait_until_ready().await;
     let lost = watches::lost_tags(&ctx.store.state(), object);
     if !lost.is_empty() {
-        let message = lost.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+        let message = lost
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
         stall(api, object, ctx, "TagConflict", &message).await?;
         return Ok(Action::requeue(every));
     }
@@ -164,17 +202,45 @@ async fn apply(
     }
 }
 
-async fn stall(api: &Api<GardenArtifact>, object: &GardenArtifact, ctx: &Context, reason: &str, message: &str) -> Result<(), Error> {
+async fn stall(
+    api: &Api<GardenArtifact>,
+    object: &GardenArtifact,
+    ctx: &Context,
+    reason: &str,
+    message: &str,
+) -> Result<(), Error> {
     let changed = write_status(api, object, ctx, &Observation::Stalled { reason, message }).await?;
     if changed {
-        publish(ctx, object, EventType::Warning, reason, "Reconcile", message).await;
+        publish(
+            ctx,
+            object,
+            EventType::Warning,
+            reason,
+            "Reconcile",
+            message,
+        )
+        .await;
     }
     Ok(())
 }
 
-async fn retrying(api: &Api<GardenArtifact>, object: &GardenArtifact, ctx: &Context, reason: &str, message: &str) -> Result<(), Error> {
+async fn retrying(
+    api: &Api<GardenArtifact>,
+    object: &GardenArtifact,
+    ctx: &Context,
+    reason: &str,
+    message: &str,
+) -> Result<(), Error> {
     write_status(api, object, ctx, &Observation::Retrying { reason, message }).await?;
-    publish(ctx, object, EventType::Warning, reason, "Reconcile", message).await;
+    publish(
+        ctx,
+        object,
+        EventType::Warning,
+        reason,
+        "Reconcile",
+        message,
+    )
+    .await;
     Ok(())
 }
 
@@ -185,14 +251,23 @@ async fn write_status(
     ctx: &Context,
     observation: &Observation<'_>,
 ) -> Result<bool, Error> {
-    let next: GardenArtifactStatus = next_status(object.status.as_ref(), object.metadata.generation, observation, &now());
+    let next: GardenArtifactStatus = next_status(
+        object.status.as_ref(),
+        object.metadata.generation,
+        observation,
+        &now(),
+    );
     if object.status.as_ref() == Some(&next) {
         return Ok(false);
     }
     let patch = json!({ "apiVersion": API_VERSION, "kind": KIND, "status": next });
-    api.patch_status(&object.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(Error::Status)?;
+    api.patch_status(
+        &object.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::Status)?;
     ctx.metrics.status_written();
     Ok(true)
 }
@@ -204,7 +279,8 @@ async fn publish_changes(object: &GardenArtifact, ctx: &Context, report: &Report
         return;
     }
     let status = object.status.as_ref();
-    let was_converged_here = status.and_then(|s| s.digest.as_deref()) == Some(report.digest.as_str());
+    let was_converged_here =
+        status.and_then(|s| s.digest.as_deref()) == Some(report.digest.as_str());
     let had_tag = |tag: &str| status.is_some_and(|s| s.tags.iter().any(|t| t.name == tag));
     if !report.plan.blobs.is_empty() || report.outcome == Outcome::Created {
         let note = format!(
@@ -219,23 +295,42 @@ async fn publish_changes(object: &GardenArtifact, ctx: &Context, report: &Report
         let (reason, note) = match &write.previous {
             Some(previous) if was_converged_here => (
                 "DriftRepaired",
-                format!("tag {} had been moved to {previous}; put back on {}", write.tag, report.digest),
+                format!(
+                    "tag {} had been moved to {previous}; put back on {}",
+                    write.tag, report.digest
+                ),
             ),
             None if was_converged_here && had_tag(&write.tag) => (
                 "DriftRepaired",
-                format!("tag {} had been deleted; recreated on {}", write.tag, report.digest),
+                format!(
+                    "tag {} had been deleted; recreated on {}",
+                    write.tag, report.digest
+                ),
             ),
             Some(previous) => (
                 "Retagged",
-                format!("tag {} moved from {previous} to {}", write.tag, report.digest),
+                format!(
+                    "tag {} moved from {previous} to {}",
+                    write.tag, report.digest
+                ),
             ),
-            None => ("Tagged", format!("tag {} set to {}", write.tag, report.digest)),
+            None => (
+                "Tagged",
+                format!("tag {} set to {}", write.tag, report.digest),
+            ),
         };
         publish(ctx, object, EventType::Normal, reason, "Tag", &note).await;
     }
 }
 
-async fn publish(ctx: &Context, object: &GardenArtifact, type_: EventType, reason: &str, action: &str, note: &str) {
+async fn publish(
+    ctx: &Context,
+    object: &GardenArtifact,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: &str,
+) {
     let event = Event {
         type_,
         reason: reason.into(),
@@ -268,14 +363,29 @@ async fn cleanup(namespace: &str, object: &GardenArtifact, ctx: &Context) -> Res
         .map(|c| c.tag)
         .collect();
     let engine = ctx.engine_for(namespace, object).await?;
-    for tag in status.tags.iter().map(|t| &t.name).filter(|t| !lost.contains(t)) {
+    for tag in status
+        .tags
+        .iter()
+        .map(|t| &t.name)
+        .filter(|t| !lost.contains(t))
+    {
         match engine.remove_tag(&repository, tag, digest).await? {
             TagRemoval::Removed => {
                 let note = format!("deleted tag {tag} of {repository} (deletionPolicy: Delete)");
-                publish(ctx, object, EventType::Normal, "TagDeleted", "Delete", &note).await;
+                publish(
+                    ctx,
+                    object,
+                    EventType::Normal,
+                    "TagDeleted",
+                    "Delete",
+                    &note,
+                )
+                .await;
             }
             TagRemoval::Elsewhere(other) => {
-                let note = format!("tag {tag} of {repository} points at {other}, not at {digest}: left in place");
+                let note = format!(
+                    "tag {tag} of {repository} points at {other}, not at {digest}: left in place"
+                );
                 publish(ctx, object, EventType::Warning, "TagLeft", "Delete", &note).await;
             }
             TagRemoval::Absent => {}

@@ -14,9 +14,15 @@ pub const STALLED: &str = "Stalled";
 pub enum Observation<'a> {
     Converged(&'a Report),
     /// Will be retried on its own (registry unreachable, 5xx, rate limited).
-    Retrying { reason: &'a str, message: &'a str },
+    Retrying {
+        reason: &'a str,
+        message: &'a str,
+    },
     /// Needs a change of the spec or its inputs (invalid spec, tag conflict, missing Secret).
-    Stalled { reason: &'a str, message: &'a str },
+    Stalled {
+        reason: &'a str,
+        message: &'a str,
+    },
     Suspended,
 }
 
@@ -28,8 +34,20 @@ pub fn next_status(
 ) -> GardenArtifactStatus {
     let mut next = current.cloned().unwrap_or_default();
     next.observed_generation = generation;
-    let set = |next: &mut GardenArtifactStatus, type_: &str, status: ConditionStatus, reason: &str, message: &str| {
-        set_condition(&mut next.conditions, type_, status, reason, message, generation, now)
+    let set = |next: &mut GardenArtifactStatus,
+               type_: &str,
+               status: ConditionStatus,
+               reason: &str,
+               message: &str| {
+        set_condition(
+            &mut next.conditions,
+            type_,
+            status,
+            reason,
+            message,
+            generation,
+            now,
+        )
     };
     use ConditionStatus::{False, True};
     match observation {
@@ -69,7 +87,13 @@ pub fn next_status(
             set(&mut next, STALLED, True, reason, message);
         }
         Observation::Suspended => {
-            set(&mut next, RECONCILING, False, "Suspended", "spec.suspend is true");
+            set(
+                &mut next,
+                RECONCILING,
+                False,
+                "Suspended",
+                "spec.suspend is true",
+            );
         }
     }
     next
@@ -132,30 +156,59 @@ mod tests {
 
     #[test]
     fn a_converged_resync_changes_nothing() {
-        let first = next_status(None, Some(1), &Observation::Converged(&report(Outcome::Created, "sha256:a")), "t1");
+        let first = next_status(
+            None,
+            Some(1),
+            &Observation::Converged(&report(Outcome::Created, "sha256:a")),
+            "t1",
+        );
         assert_eq!(condition(&first, READY).status, ConditionStatus::True);
         assert_eq!(first.last_sync_time.as_deref(), Some("t1"));
-        let again = next_status(Some(&first), Some(1), &Observation::Converged(&report(Outcome::Unchanged, "sha256:a")), "t2");
+        let again = next_status(
+            Some(&first),
+            Some(1),
+            &Observation::Converged(&report(Outcome::Unchanged, "sha256:a")),
+            "t2",
+        );
         assert_eq!(again, first, "no status write for a converged resync");
     }
 
     #[test]
     fn transition_times_move_only_when_the_status_flips() {
-        let ready = next_status(None, Some(1), &Observation::Converged(&report(Outcome::Created, "sha256:a")), "t1");
+        let ready = next_status(
+            None,
+            Some(1),
+            &Observation::Converged(&report(Outcome::Created, "sha256:a")),
+            "t1",
+        );
         let failing = next_status(
             Some(&ready),
             Some(1),
-            &Observation::Retrying { reason: "RegistryError", message: "503" },
+            &Observation::Retrying {
+                reason: "RegistryError",
+                message: "503",
+            },
             "t2",
         );
         assert_eq!(condition(&failing, READY).status, ConditionStatus::False);
         assert_eq!(condition(&failing, READY).last_transition_time, "t2");
-        assert_eq!(condition(&failing, STALLED).last_transition_time, "t1", "Stalled stayed False");
-        assert_eq!(failing.digest.as_deref(), Some("sha256:a"), "the last known digest stays");
+        assert_eq!(
+            condition(&failing, STALLED).last_transition_time,
+            "t1",
+            "Stalled stayed False"
+        );
+        assert_eq!(
+            failing.digest.as_deref(),
+            Some("sha256:a"),
+            "the last known digest stays"
+        );
         let stalled = next_status(
             Some(&failing),
             Some(2),
-            &Observation::Stalled { reason: "InvalidSpec", message: "spec.tags[0]: bad" },
+            &Observation::Stalled {
+                reason: "InvalidSpec",
+                message: "spec.tags[0]: bad",
+            },
             "t3",
         );
         assert_eq!(condition(&stalled, STALLED).status, ConditionStatus::True);

@@ -14,15 +14,23 @@ fn same_namespace<'a>(
     objects: &'a [Arc<GardenArtifact>],
     namespace: Option<&'a str>,
 ) -> impl Iterator<Item = &'a Arc<GardenArtifact>> + 'a {
-    objects.iter().filter(move |o| o.namespace().as_deref() == namespace)
+    objects
+        .iter()
+        .filter(move |o| o.namespace().as_deref() == namespace)
 }
 
 /// Objects of the Secret's namespace that read it (credentials or a file source).
-pub fn secret_dependents(objects: &[Arc<GardenArtifact>], namespace: Option<&str>, name: &str) -> Vec<ObjectRef<GardenArtifact>> {
+pub fn secret_dependents(
+    objects: &[Arc<GardenArtifact>],
+    namespace: Option<&str>,
+    name: &str,
+) -> Vec<ObjectRef<GardenArtifact>> {
     same_namespace(objects, namespace)
         .filter(|o| {
             let spec = &o.spec;
-            spec.credentials.as_ref().is_some_and(|c| c.secret_ref.name == name)
+            spec.credentials
+                .as_ref()
+                .is_some_and(|c| c.secret_ref.name == name)
                 || spec
                     .source
                     .files
@@ -35,32 +43,42 @@ pub fn secret_dependents(objects: &[Arc<GardenArtifact>], namespace: Option<&str
 }
 
 /// Objects of the ConfigMap's namespace that read it.
-pub fn config_map_dependents(objects: &[Arc<GardenArtifact>], namespace: Option<&str>, name: &str) -> Vec<ObjectRef<GardenArtifact>> {
+pub fn config_map_dependents(
+    objects: &[Arc<GardenArtifact>],
+    namespace: Option<&str>,
+    name: &str,
+) -> Vec<ObjectRef<GardenArtifact>> {
     same_namespace(objects, namespace)
         .filter(|o| {
-            o.spec
-                .source
-                .files
-                .iter()
-                .flatten()
-                .any(|f| f.config_map_key_ref.as_ref().is_some_and(|k| k.name == name))
+            o.spec.source.files.iter().flatten().any(|f| {
+                f.config_map_key_ref
+                    .as_ref()
+                    .is_some_and(|k| k.name == name)
+            })
         })
         .map(|o| ObjectRef::from_obj(o.as_ref()))
         .collect()
 }
 
 /// Objects that copy one of the tags `producer` writes: when it changes, they follow.
-pub fn copy_dependents(objects: &[Arc<GardenArtifact>], producer: &GardenArtifact) -> Vec<ObjectRef<GardenArtifact>> {
+pub fn copy_dependents(
+    objects: &[Arc<GardenArtifact>],
+    producer: &GardenArtifact,
+) -> Vec<ObjectRef<GardenArtifact>> {
     objects
         .iter()
         .filter(|o| {
-            let Some(image) = &o.spec.source.image else { return false };
+            let Some(image) = &o.spec.source.image else {
+                return false;
+            };
             let Ok(reference) = ImageReference::parse(&image.reference) else {
                 return false;
             };
             reference.repository.to_string() == producer.spec.repository
                 && match (&reference.digest, &reference.tag) {
-                    (Some(digest), _) => producer.status.as_ref().and_then(|s| s.digest.as_ref()) == Some(digest),
+                    (Some(digest), _) => {
+                        producer.status.as_ref().and_then(|s| s.digest.as_ref()) == Some(digest)
+                    }
                     (None, Some(tag)) => producer.spec.tags.contains(tag),
                     (None, None) => false,
                 }
@@ -74,7 +92,13 @@ pub fn copy_dependents(objects: &[Arc<GardenArtifact>], producer: &GardenArtifac
 /// creation timestamp, then namespace/name, so every replica and every resync agrees.
 pub fn lost_tags(objects: &[Arc<GardenArtifact>], object: &GardenArtifact) -> Vec<Conflict> {
     let mut ordered: Vec<&Arc<GardenArtifact>> = objects.iter().collect();
-    ordered.sort_by_key(|o| (o.creation_timestamp().map(|t| t.0), o.namespace(), o.name_any()));
+    ordered.sort_by_key(|o| {
+        (
+            o.creation_timestamp().map(|t| t.0),
+            o.namespace(),
+            o.name_any(),
+        )
+    });
     let owners: Vec<String> = ordered.iter().map(|o| key(o)).collect();
     let claims: Vec<Claim<'_>> = ordered
         .iter()
@@ -85,11 +109,17 @@ pub fn lost_tags(objects: &[Arc<GardenArtifact>], object: &GardenArtifact) -> Ve
             tags: &o.spec.tags,
         })
         .collect();
-    claims::conflicts(&claims).remove(&key(object)).unwrap_or_default()
+    claims::conflicts(&claims)
+        .remove(&key(object))
+        .unwrap_or_default()
 }
 
 pub fn key(object: &GardenArtifact) -> String {
-    format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any())
+    format!(
+        "{}/{}",
+        object.namespace().unwrap_or_default(),
+        object.name_any()
+    )
 }
 
 #[cfg(test)]
@@ -101,17 +131,36 @@ mod tests {
         let mut o = GardenArtifact::new(name, serde_yaml::from_str(yaml).unwrap());
         o.metadata.namespace = Some(ns.into());
         o.metadata.uid = Some(format!("{ns}-{name}"));
-        o.metadata.creation_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::from_second(created).unwrap()));
+        o.metadata.creation_timestamp = Some(Time(
+            k8s_openapi::jiff::Timestamp::from_second(created).unwrap(),
+        ));
         Arc::new(o)
     }
 
     #[test]
     fn secrets_and_config_maps_map_to_their_readers_in_the_same_namespace() {
-        let a = object("r", "a", 1, "{repository: h:1/a, tags: [t], credentials: {secretRef: {name: regcred}}, source: {files: [{name: x.raw, content: x}]}}");
-        let b = object("r", "b", 2, "{repository: h:1/a, tags: [u], source: {files: [{name: x.raw, configMapKeyRef: {name: cm, key: k}}]}}");
-        let c = object("other", "c", 3, "{repository: h:1/a, tags: [v], credentials: {secretRef: {name: regcred}}, source: {files: [{name: x.raw, content: x}]}}");
+        let a = object(
+            "r",
+            "a",
+            1,
+            "{repository: h:1/a, tags: [t], credentials: {secretRef: {name: regcred}}, source: {files: [{name: x.raw, content: x}]}}",
+        );
+        let b = object(
+            "r",
+            "b",
+            2,
+            "{repository: h:1/a, tags: [u], source: {files: [{name: x.raw, configMapKeyRef: {name: cm, key: k}}]}}",
+        );
+        let c = object(
+            "other",
+            "c",
+            3,
+            "{repository: h:1/a, tags: [v], credentials: {secretRef: {name: regcred}}, source: {files: [{name: x.raw, content: x}]}}",
+        );
         let all = vec![a, b, c];
-        let names = |refs: Vec<ObjectRef<GardenArtifact>>| refs.into_iter().map(|r| r.name).collect::<Vec<_>>();
+        let names = |refs: Vec<ObjectRef<GardenArtifact>>| {
+            refs.into_iter().map(|r| r.name).collect::<Vec<_>>()
+        };
         assert_eq!(names(secret_dependents(&all, Some("r"), "regcred")), ["a"]);
         assert_eq!(names(config_map_dependents(&all, Some("r"), "cm")), ["b"]);
         assert!(secret_dependents(&all, Some("r"), "cm").is_empty());
@@ -119,9 +168,24 @@ mod tests {
 
     #[test]
     fn copies_follow_their_producer() {
-        let producer = object("r", "release", 1, "{repository: h:1/gl, tags: ['1877.5'], source: {files: [{name: x.raw, content: x}]}}");
-        let latest = object("r", "latest", 2, "{repository: h:1/gl, tags: [latest], source: {image: {reference: 'h:1/gl:1877.5'}}}");
-        let other = object("r", "other", 3, "{repository: h:1/gl, tags: [old], source: {image: {reference: 'h:1/gl:1443'}}}");
+        let producer = object(
+            "r",
+            "release",
+            1,
+            "{repository: h:1/gl, tags: ['1877.5'], source: {files: [{name: x.raw, content: x}]}}",
+        );
+        let latest = object(
+            "r",
+            "latest",
+            2,
+            "{repository: h:1/gl, tags: [latest], source: {image: {reference: 'h:1/gl:1877.5'}}}",
+        );
+        let other = object(
+            "r",
+            "other",
+            3,
+            "{repository: h:1/gl, tags: [old], source: {image: {reference: 'h:1/gl:1443'}}}",
+        );
         let all = vec![producer.clone(), latest, other];
         let refs = copy_dependents(&all, &producer);
         assert_eq!(refs.len(), 1);
@@ -130,8 +194,18 @@ mod tests {
 
     #[test]
     fn the_older_object_owns_a_contested_tag() {
-        let newer = object("b", "newer", 20, "{repository: h:1/gl, tags: [latest], source: {files: [{name: x.raw, content: x}]}}");
-        let older = object("a", "older", 10, "{repository: h:1/gl, tags: [latest, v1], source: {files: [{name: x.raw, content: y}]}}");
+        let newer = object(
+            "b",
+            "newer",
+            20,
+            "{repository: h:1/gl, tags: [latest], source: {files: [{name: x.raw, content: x}]}}",
+        );
+        let older = object(
+            "a",
+            "older",
+            10,
+            "{repository: h:1/gl, tags: [latest, v1], source: {files: [{name: x.raw, content: y}]}}",
+        );
         let all = vec![newer.clone(), older.clone()];
         assert!(lost_tags(&all, &older).is_empty());
         let lost = lost_tags(&all, &newer);

@@ -310,5 +310,10 @@ pub fn tombstone_manifest(repository: &Repository, tag: &str) -> Manifest {
         )])),
     };
     let bytes = serde_json::to_vec(&manifest).expect("a manifest always serializes");
-    Manifest::new(OCI_MANIFEST.to_string(), Bytes::from(bytes), vec![config], Vec::new())
+    Manifest::new(
+        OCI_MANIFEST.to_string(),
+        Bytes::from(bytes),
+        vec![config],
+        Vec::new(),
+    )
 }

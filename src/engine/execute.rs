@@ -94,7 +94,11 @@ impl Engine {
 
     pub(super) async fn execute(&self, desired: &Desired, plan: &Plan) -> Result<(), EngineError> {
         let repo = &desired.repository;
-        let pushes: Vec<_> = plan.blobs.iter().map(|blob| self.push_blob(repo, blob)).collect();
+        let pushes: Vec<_> = plan
+            .blobs
+            .iter()
+            .map(|blob| self.push_blob(repo, blob))
+            .collect();
         stream::iter(pushes)
             .buffer_unordered(self.blob_concurrency)
             .try_collect::<Vec<()>>()

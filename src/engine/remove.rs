@@ -28,7 +28,9 @@ impl Engine {
     ) -> Result<TagRemoval, EngineError> {
         match self.registry.head_manifest(repo, tag).await? {
             None => return Ok(TagRemoval::Absent),
-            Some(head) if head.digest != expected_digest => return Ok(TagRemoval::Elsewhere(head.digest)),
+            Some(head) if head.digest != expected_digest => {
+                return Ok(TagRemoval::Elsewhere(head.digest));
+            }
             Some(_) => {}
         }
         match self.registry.delete_manifest(repo, tag).await {
@@ -39,7 +41,12 @@ impl Engine {
             Err(e) => return Err(e.into()),
         }
         let tombstone = tombstone_manifest(repo, tag);
-        if self.registry.head_blob(repo, &tombstone.blobs[0].digest).await?.is_none() {
+        if self
+            .registry
+            .head_blob(repo, &tombstone.blobs[0].digest)
+            .await?
+            .is_none()
+        {
             let config = Bytes::from_static(b"{}");
             debug_assert_eq!(tombstone.blobs[0].media_type, OCI_EMPTY);
             self.upload(
@@ -53,7 +60,9 @@ impl Engine {
         self.registry
             .put_manifest(repo, tag, &tombstone.media_type, tombstone.bytes.clone())
             .await?;
-        self.registry.delete_manifest(repo, &tombstone.digest).await?;
+        self.registry
+            .delete_manifest(repo, &tombstone.digest)
+            .await?;
         Ok(TagRemoval::Removed)
     }
 }

@@ -11,8 +11,8 @@ pub(crate) use error::describe_transport;
 pub mod reference;
 
 pub use client::{
-    ClientOptions, ManifestHead, PutManifestOutcome, RawManifest, RegistryClient, RequestStats, RetryPolicy,
-    UploadStart, is_loopback,
+    ClientOptions, ManifestHead, PutManifestOutcome, RawManifest, RegistryClient, RequestStats,
+    RetryPolicy, UploadStart, is_loopback,
 };
 pub use credentials::{Credential, CredentialSource, DockerConfig, NoCredentials};
 pub use error::Error;
