@@ -88,7 +88,7 @@ ga_start_bg() { # component stdout-file stderr-file cmd...
 
 ga_check_port_free() { # port component
   if ga_port_in_use "$1"; then
-    ga_die "127.0.0.1:$1 is in use by something else; cannot start $2 (set the port env var)"
+    ga_die "127.0.0.1:$1 is in use by a process not started by this script; cannot start $2 (stop it, e.g. a system service installed with the package, or choose another port: GA_ETCD_PORT, GA_ETCD_PEER_PORT, GA_APISERVER_PORT, GA_REGISTRY_PORT)"
   fi
 }
 
@@ -244,7 +244,7 @@ ga_start_apiserver() {
 }
 
 ga_registry_ready() {
-  curl -fsS --max-time 2 -o /dev/null "http://127.0.0.1:${GA_REGISTRY_PORT}/v2/"
+  curl -fsS --max-time 2 -o /dev/null "http://127.0.0.1:${GA_REGISTRY_PORT}/v2/" 2>/dev/null
 }
 
 ga_start_registry() {
@@ -281,6 +281,16 @@ EOF
   ga_wait_for 300 ga_registry_ready || ga_die "registry did not answer in 30s; see ${REGISTRY_APP_LOG}"
 }
 
+# Fail before starting anything when a port we need is taken by someone else.
+ga_preflight_ports() {
+  if ! ga_running etcd; then
+    ga_check_port_free "${GA_ETCD_PORT}" etcd
+    ga_check_port_free "${GA_ETCD_PEER_PORT}" "etcd (peer)"
+  fi
+  ga_running kube-apiserver || ga_check_port_free "${GA_APISERVER_PORT}" kube-apiserver
+  ga_running registry || ga_check_port_free "${GA_REGISTRY_PORT}" registry
+}
+
 ga_check_kubectl() {
   local log="${LOG_DIR}/kubectl-check.log"
   {
@@ -308,6 +318,7 @@ cmd_up() {
   started="$(date +%s)"
   mkdir -p "${GA_STATE_DIR}" "${PID_DIR}" "${LOG_DIR}"
   ga_install_deps
+  ga_preflight_ports
   ga_record_config
   ga_ensure_pki
   ga_write_kubeconfig
@@ -400,4 +411,6 @@ main() {
   esac
 }
 
-main "$@"
+# main and exit on one line: bash has read all of it before running, so editing this file
+# while it runs cannot make bash read a half-changed file.
+main "$@"; exit "$?"

@@ -18,51 +18,59 @@ source "${GA_SCRIPTS_DIR}/lib/common.sh"
 # shellcheck source=lib/kube-apiserver.sh
 source "${GA_SCRIPTS_DIR}/lib/kube-apiserver.sh"
 
-ga_apt_install docker-registry skopeo apache2-utils etcd-server curl jq openssl rsync \
-  ca-certificates python3 util-linux
-if ! command -v kubectl >/dev/null 2>&1; then
-  ga_apt_install kubernetes-client
-fi
-
-# The ORAS Python SDK, for the python3 that tests will find first on PATH.
-PYTHON="$(command -v python3)"
-if ! "${PYTHON}" -c 'import oras.client' >/dev/null 2>&1; then
-  if ! "${PYTHON}" -m pip --version >/dev/null 2>&1; then
-    ga_apt_install python3-pip
-  fi
-  pip_args=(install --quiet --disable-pip-version-check oras)
-  # Debian's own python3 is "externally managed" (PEP 668); a pyenv/venv python is not.
-  if "${PYTHON}" -c 'import sys, sysconfig, os; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")) else 1)'; then
-    pip_args+=(--break-system-packages)
-  fi
-  ga_log "pip install oras (${PYTHON})"
-  "${PYTHON}" -m pip "${pip_args[@]}" >>"${GA_APT_LOG:-/tmp/garden-artifacts-apt.log}" 2>&1 \
-    || ga_die "pip install oras failed; see ${GA_APT_LOG:-/tmp/garden-artifacts-apt.log}"
-fi
-
-if [[ "${GA_SKIP_KUBE_APISERVER:-0}" != 1 ]]; then
-  ga_kube_apiserver_ensure
-fi
-
-# Where things are.
+# Print where a command is.
 where() { # label command
   local path
   path="$(command -v "$2" 2>/dev/null || true)"
   printf '%-16s %s\n' "$1" "${path:-MISSING}"
 }
-where docker-registry docker-registry
-where skopeo skopeo
-where htpasswd htpasswd
-where etcd etcd
-where curl curl
-where jq jq
-where openssl openssl
-where kubectl kubectl
-printf '%-16s %s (oras %s)\n' python3 "${PYTHON}" \
-  "$("${PYTHON}" -c 'import importlib.metadata as m; print(m.version("oras"))' 2>/dev/null || echo MISSING)"
-if [[ "${GA_SKIP_KUBE_APISERVER:-0}" != 1 ]]; then
-  printf '%-16s %s\n' kube-apiserver "${GA_KUBE_APISERVER_BIN}"
-  printf '%-16s %s\n' go-1.15 "${GA_GOROOT}"
-else
-  printf '%-16s %s\n' kube-apiserver "skipped (GA_SKIP_KUBE_APISERVER=1)"
-fi
+
+main() {
+  ga_apt_install docker-registry skopeo apache2-utils etcd-server curl jq openssl rsync \
+    ca-certificates python3 util-linux
+  if ! command -v kubectl >/dev/null 2>&1; then
+    ga_apt_install kubernetes-client
+  fi
+
+  # The ORAS Python SDK, for the python3 that tests will find first on PATH.
+  local PYTHON pip_args
+  PYTHON="$(command -v python3)"
+  PYTHON="$("${PYTHON}" -c 'import sys; print(sys.executable)' 2>/dev/null || echo "${PYTHON}")"
+  if ! "${PYTHON}" -c 'import oras.client' >/dev/null 2>&1; then
+    if ! "${PYTHON}" -m pip --version >/dev/null 2>&1; then
+      ga_apt_install python3-pip
+    fi
+    pip_args=(install --quiet --disable-pip-version-check oras)
+    # Debian's own python3 is "externally managed" (PEP 668); a pyenv/venv python is not.
+    if "${PYTHON}" -c 'import sys, sysconfig, os; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")) else 1)'; then
+      pip_args+=(--break-system-packages)
+    fi
+    ga_log "pip install oras (${PYTHON})"
+    "${PYTHON}" -m pip "${pip_args[@]}" >>"${GA_APT_LOG:-/tmp/garden-artifacts-apt.log}" 2>&1 \
+      || ga_die "pip install oras failed; see ${GA_APT_LOG:-/tmp/garden-artifacts-apt.log}"
+  fi
+
+  if [[ "${GA_SKIP_KUBE_APISERVER:-0}" != 1 ]]; then
+    ga_kube_apiserver_ensure
+  fi
+
+  # Where things are.
+  where docker-registry docker-registry
+  where skopeo skopeo
+  where htpasswd htpasswd
+  where etcd etcd
+  where curl curl
+  where jq jq
+  where openssl openssl
+  where kubectl kubectl
+  printf '%-16s %s (oras %s)\n' python3 "${PYTHON}" \
+    "$("${PYTHON}" -c 'import importlib.metadata as m; print(m.version("oras"))' 2>/dev/null || echo MISSING)"
+  if [[ "${GA_SKIP_KUBE_APISERVER:-0}" != 1 ]]; then
+    printf '%-16s %s\n' kube-apiserver "${GA_KUBE_APISERVER_BIN}"
+    printf '%-16s %s\n' go-1.15 "${GA_GOROOT}"
+  else
+    printf '%-16s %s\n' kube-apiserver "skipped (GA_SKIP_KUBE_APISERVER=1)"
+  fi
+}
+
+main "$@"; exit "$?"

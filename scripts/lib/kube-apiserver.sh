@@ -137,6 +137,8 @@ EOF
     chmod -R u+w "${workdir}" 2>/dev/null || true
     rm -rf "${workdir}"
   fi
+  # The private apt lists are only needed for a build; drop them (tens of MB).
+  rm -rf "${GA_CACHE_DIR}/apt"
   ga_log "kube-apiserver built in $(($(date +%s) - started))s: ${GA_KUBE_APISERVER_BIN}"
 }
 

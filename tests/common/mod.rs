@@ -20,11 +20,24 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn wait_for_port(port: u16, what: &str, log: &Path) {
+/// Waits until our own child says it listens and the port answers. Checking the child's log,
+/// not only the port, matters: tests run in parallel, and a port picked by `free_port` may be
+/// taken by another test's server in between. `false`: the child exited (port taken).
+fn wait_until_listening(
+    child: &mut Child,
+    port: u16,
+    needle: &str,
+    what: &str,
+    log: &Path,
+) -> bool {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
+        if child.try_wait().ok().flatten().is_some() {
+            return false;
+        }
+        let said = std::fs::read_to_string(log).unwrap_or_default();
+        if said.contains(needle) && TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -75,7 +88,6 @@ impl Registry {
     fn start_with_auth(auth: Option<(&str, &str)>) -> Self {
         require("docker-registry");
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let auth_section = match auth {
             Some((user, password)) => {
                 require("htpasswd");
@@ -93,28 +105,34 @@ impl Registry {
             }
             None => String::new(),
         };
-        let config = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth_section}",
-            dir.path().join("data").display()
-        );
-        let config_file = dir.path().join("config.yml");
-        std::fs::write(&config_file, config).unwrap();
-        let log = dir.path().join("registry.log");
-        let log_file = std::fs::File::create(&log).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config_file)
-            .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file)
-            .spawn()
-            .expect("docker-registry starts");
-        wait_for_port(port, "docker-registry", &log);
-        Registry {
-            addr: format!("127.0.0.1:{port}"),
-            child,
-            dir,
-            log,
+        for _ in 0..5 {
+            let port = free_port();
+            let config = format!(
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth_section}",
+                dir.path().join("data").display()
+            );
+            let config_file = dir.path().join("config.yml");
+            std::fs::write(&config_file, config).unwrap();
+            let log = dir.path().join("registry.log");
+            let log_file = std::fs::File::create(&log).unwrap();
+            let mut child = Command::new("docker-registry")
+                .arg("serve")
+                .arg(&config_file)
+                .stdout(log_file.try_clone().unwrap())
+                .stderr(log_file)
+                .spawn()
+                .expect("docker-registry starts");
+            let needle = format!("listening on 127.0.0.1:{port}");
+            if wait_until_listening(&mut child, port, &needle, "docker-registry", &log) {
+                return Registry {
+                    addr: format!("127.0.0.1:{port}"),
+                    child,
+                    dir,
+                    log,
+                };
+            }
         }
+        panic!("docker-registry could not get a free port in 5 attempts");
     }
 
     /// Every request the registry answered so far, in order.
@@ -160,29 +178,29 @@ impl FileServer {
     pub fn start() -> Self {
         require("python3");
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let log = dir.path().join(".server.log");
-        let log_file = std::fs::File::create(&log).unwrap();
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "http.server",
-                "--bind",
-                "127.0.0.1",
-                &port.to_string(),
-                "--directory",
-            ])
-            .arg(dir.path())
-            .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file)
-            .spawn()
-            .expect("python3 starts");
-        wait_for_port(port, "python3 -m http.server", &log);
-        FileServer {
-            base_url: format!("http://127.0.0.1:{port}"),
-            dir,
-            child,
+        for _ in 0..5 {
+            let port = free_port();
+            let log_file = std::fs::File::create(&log).unwrap();
+            let mut child = Command::new("python3")
+                .args(["-u", "-m", "http.server", "--bind", "127.0.0.1"])
+                .arg(port.to_string())
+                .arg("--directory")
+                .arg(dir.path())
+                .stdout(log_file.try_clone().unwrap())
+                .stderr(log_file)
+                .spawn()
+                .expect("python3 starts");
+            let needle = format!("port {port}");
+            if wait_until_listening(&mut child, port, &needle, "python3 -m http.server", &log) {
+                return FileServer {
+                    base_url: format!("http://127.0.0.1:{port}"),
+                    dir,
+                    child,
+                };
+            }
         }
+        panic!("python3 -m http.server could not get a free port in 5 attempts");
     }
 
     pub fn put(&self, name: &str, content: &[u8]) -> String {
