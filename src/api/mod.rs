@@ -201,12 +201,17 @@ pub struct IndexSource {
     pub manifests: Vec<IndexEntry>,
 }
 
+/// One manifest of an index: another GardenArtifact of the namespace, or a reference.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = patterns::exactly_one_artifact_reference)]
 pub struct IndexEntry {
+    /// A GardenArtifact in the same namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_ref: Option<LocalObjectRef>,
+    /// A tag or digest of `spec.repository`, or a full reference on the same registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(patterns::ARTIFACT_REFERENCE), length(max = 512))]
     pub reference: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
@@ -217,25 +222,33 @@ pub struct IndexEntry {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IndexPlatform {
-    pub os: String,
+    #[schemars(pattern(patterns::PLATFORM_PART))]
     pub architecture: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
+    /// `linux`, or `gardenlinux` for Garden Linux flavours.
+    #[schemars(pattern(patterns::PLATFORM_PART))]
+    pub os: String,
     #[serde(
         rename = "os.version",
         default,
         skip_serializing_if = "Option::is_none"
     )]
     pub os_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(patterns::PLATFORM_PART))]
+    pub variant: Option<String>,
 }
 
 /// Another artefact: a GardenArtifact of the same namespace, or a reference in the registry.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = patterns::exactly_one_artifact_reference)]
 pub struct ArtifactReference {
+    /// A GardenArtifact in the same namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_ref: Option<LocalObjectRef>,
+    /// A tag or digest of `spec.repository`, or a full reference in that repository.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(patterns::ARTIFACT_REFERENCE), length(max = 512))]
     pub reference: Option<String>,
 }
 
@@ -249,8 +262,11 @@ pub struct LocalObjectRef {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Link {
-    #[schemars(pattern(patterns::HTTP_URL))]
+    #[schemars(pattern(patterns::HTTP_URL), length(max = 2048))]
     pub url: String,
+    /// What the URL is: `release-notes`, `github-release`, `apt-repository`, `cloud-image`...
+    /// Written as the annotation `io.gardenlinux.link.<rel>`.
+    #[schemars(pattern(patterns::LINK_REL))]
     pub rel: String,
 }
 
@@ -286,8 +302,32 @@ pub struct GardenArtifactStatus {
     pub tags: Vec<TagStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<String>,
+    /// How this artefact is linked to its subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<SubjectStatus>,
+    /// Every reference of the spec (subject, index entries) with the digest it resolved to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<PinnedReference>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubjectStatus {
+    pub digest: String,
+    /// `referrers-api` or `fallback-tag`.
+    pub via: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PinnedReference {
+    /// The spec field, e.g. `spec.subject` or `spec.source.index.manifests[2]`.
+    pub field: String,
+    /// What the spec says: `tag`, `registry/repo:tag`, or `artifactRef:<name>`.
+    pub reference: String,
+    pub digest: String,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]

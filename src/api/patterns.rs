@@ -49,9 +49,31 @@ pub const IMAGE_REFERENCE: &str = concat!(
     digest!(),
     ")$"
 );
+/// What `reference` fields of links accept: a full reference, a bare tag, or a bare digest.
+pub const ARTIFACT_REFERENCE: &str = concat!(
+    "^(?:",
+    host!(),
+    "/",
+    path!(),
+    "(?::",
+    tag!(),
+    "(?:@",
+    digest!(),
+    ")?|@",
+    digest!(),
+    ")|",
+    tag!(),
+    "|",
+    digest!(),
+    ")$"
+);
+/// The `rel` of a link; it becomes part of an annotation key.
+pub const LINK_REL: &str = r"^[a-z0-9][a-z0-9._-]{0,62}$";
 /// RFC 6838 `type/subtype`.
 pub const MEDIA_TYPE: &str =
     r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$";
+/// One word of an index entry's platform (`os`, `architecture`, `variant`).
+pub const PLATFORM_PART: &str = r"^[a-z0-9_.-]{1,64}$";
 pub const PLATFORM: &str = r"^[a-z0-9_.-]+/[a-z0-9_.-]+(?:/[a-z0-9_.-]+)?$";
 /// A plain file name: no directory part, so `pull` can never write outside its output folder.
 pub const FILE_NAME: &str = r"^[A-Za-z0-9._+@=,~-]+$";
@@ -73,7 +95,10 @@ pub static TAG_RE: LazyLock<Regex> = LazyLock::new(|| compiled(TAG));
 pub static DIGEST_RE: LazyLock<Regex> = LazyLock::new(|| compiled(DIGEST));
 pub static SHA256_DIGEST_RE: LazyLock<Regex> = LazyLock::new(|| compiled(SHA256_DIGEST));
 pub static IMAGE_REFERENCE_RE: LazyLock<Regex> = LazyLock::new(|| compiled(IMAGE_REFERENCE));
+pub static ARTIFACT_REFERENCE_RE: LazyLock<Regex> = LazyLock::new(|| compiled(ARTIFACT_REFERENCE));
+pub static LINK_REL_RE: LazyLock<Regex> = LazyLock::new(|| compiled(LINK_REL));
 pub static MEDIA_TYPE_RE: LazyLock<Regex> = LazyLock::new(|| compiled(MEDIA_TYPE));
+pub static PLATFORM_PART_RE: LazyLock<Regex> = LazyLock::new(|| compiled(PLATFORM_PART));
 pub static PLATFORM_RE: LazyLock<Regex> = LazyLock::new(|| compiled(PLATFORM));
 pub static FILE_NAME_RE: LazyLock<Regex> = LazyLock::new(|| compiled(FILE_NAME));
 pub static OBJECT_NAME_RE: LazyLock<Regex> = LazyLock::new(|| compiled(OBJECT_NAME));
@@ -90,6 +115,10 @@ fn exactly_one_of(schema: &mut Schema, fields: &[&str]) {
 
 pub fn exactly_one_of_files_image_index(schema: &mut Schema) {
     exactly_one_of(schema, &["files", "image", "index"]);
+}
+
+pub fn exactly_one_artifact_reference(schema: &mut Schema) {
+    exactly_one_of(schema, &["artifactRef", "reference"]);
 }
 
 pub fn exactly_one_file_origin(schema: &mut Schema) {

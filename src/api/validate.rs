@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use super::patterns::*;
-use super::{FileSource, GardenArtifactSpec, ImageSource};
+use super::{FileSource, GardenArtifactSpec, ImageSource, IndexSource};
 use crate::engine::media_types;
 
 /// Which front end reads the spec: some sources only make sense in one of them.
@@ -174,22 +174,30 @@ pub fn validate(spec: &GardenArtifactSpec, frontend: Frontend) -> Result<(), Inv
     if let Some(image) = &source.image {
         check_image(&mut c, spec, image);
     }
-    if source.index.is_some() {
-        c.fail(
-            "spec.source.index",
-            "not supported yet: index sources arrive with the linking work",
-        );
+    if let Some(index) = &source.index {
+        check_index(&mut c, spec, index);
     }
-    if spec.subject.is_some() {
-        c.fail(
+    if let Some(subject) = &spec.subject {
+        check_reference(
+            &mut c,
             "spec.subject",
-            "not supported yet: subjects arrive with the linking work",
+            subject.artifact_ref.as_ref().map(|r| r.name.as_str()),
+            subject.reference.as_deref(),
         );
     }
-    if !spec.links.is_empty() {
-        c.fail(
-            "spec.links",
-            "not supported yet: links arrive with the linking work",
+    for (i, link) in spec.links.iter().enumerate() {
+        let field = format!("spec.links[{i}]");
+        c.pattern(
+            &format!("{field}.url"),
+            &link.url,
+            &HTTP_URL_RE,
+            "an http or https URL without credentials",
+        );
+        c.pattern(
+            &format!("{field}.rel"),
+            &link.rel,
+            &LINK_REL_RE,
+            "a link relation such as release-notes (lowercase letters, digits, ._-)",
         );
     }
     if let Some(interval) = &spec.interval {
@@ -347,6 +355,73 @@ fn check_files(c: &mut Checker, files: &[FileSource], frontend: Frontend) {
     }
 }
 
+/// `artifactRef` or `reference`, exactly one.
+fn check_reference(
+    c: &mut Checker,
+    field: &str,
+    artifact_ref: Option<&str>,
+    reference: Option<&str>,
+) {
+    match (artifact_ref, reference) {
+        (Some(name), None) => c.pattern(
+            &format!("{field}.artifactRef.name"),
+            name,
+            &OBJECT_NAME_RE,
+            "a GardenArtifact name",
+        ),
+        (None, Some(reference)) => c.pattern(
+            &format!("{field}.reference"),
+            reference,
+            &ARTIFACT_REFERENCE_RE,
+            "a tag, a digest, or a reference host/repo:tag or host/repo@sha256:...",
+        ),
+        _ => c.fail(field, "exactly one of artifactRef, reference must be set"),
+    }
+}
+
+fn check_index(c: &mut Checker, spec: &GardenArtifactSpec, index: &IndexSource) {
+    if index.manifests.is_empty() {
+        c.fail(
+            "spec.source.index.manifests",
+            "must list at least one manifest",
+        );
+    }
+    for (i, entry) in index.manifests.iter().enumerate() {
+        let field = format!("spec.source.index.manifests[{i}]");
+        check_reference(
+            c,
+            &field,
+            entry.artifact_ref.as_ref().map(|r| r.name.as_str()),
+            entry.reference.as_deref(),
+        );
+        c.annotations(&format!("{field}.annotations"), &entry.annotations);
+        if let Some(platform) = &entry.platform {
+            for (name, value) in [
+                ("os", &platform.os),
+                ("architecture", &platform.architecture),
+            ] {
+                c.pattern(
+                    &format!("{field}.platform.{name}"),
+                    value,
+                    &PLATFORM_PART_RE,
+                    "a platform word (lowercase letters, digits, ._-)",
+                );
+            }
+            if let Some(variant) = &platform.variant {
+                c.pattern(
+                    &format!("{field}.platform.variant"),
+                    variant,
+                    &PLATFORM_PART_RE,
+                    "a platform word (lowercase letters, digits, ._-)",
+                );
+            }
+        }
+    }
+    if spec.config.is_some() {
+        c.fail("spec.config", "an index has no config");
+    }
+}
+
 fn check_image(c: &mut Checker, spec: &GardenArtifactSpec, image: &ImageSource) {
     c.pattern(
         "spec.source.image.reference",
@@ -377,6 +452,12 @@ fn check_image(c: &mut Checker, spec: &GardenArtifactSpec, image: &ImageSource) 
     }
     if spec.config.is_some() {
         c.fail("spec.config", changes_bytes);
+    }
+    if spec.subject.is_some() {
+        c.fail("spec.subject", changes_bytes);
+    }
+    if !spec.links.is_empty() {
+        c.fail("spec.links", changes_bytes);
     }
 }
 

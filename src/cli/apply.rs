@@ -16,7 +16,7 @@ use crate::engine::desired::BlobOrigin;
 use crate::engine::order::{self, Node};
 use crate::engine::{Engine, Inputs, Mode, Report};
 use crate::manifests::{self, LoadedObject};
-use crate::registry::{ClientOptions, DockerConfig, RegistryClient};
+use crate::registry::{ClientOptions, DockerConfig, ImageReference, RegistryClient, Repository};
 use crate::sources::UrlFetcher;
 
 #[derive(Args)]
@@ -70,6 +70,20 @@ pub async fn run(args: ApplyArgs) -> u8 {
         if let Err(invalid) = validate(&object.spec, Frontend::Apply) {
             for field in invalid.0 {
                 errors.push(format!("{}: {}: {field}", object.origin, object.key()));
+            }
+        }
+        for (field, name) in artifact_refs(&object.spec) {
+            let known = loaded
+                .objects
+                .iter()
+                .any(|o| o.namespace == object.namespace && o.name == name);
+            if !known {
+                errors.push(format!(
+                    "{}: {}: {field}.artifactRef: no GardenArtifact {name:?} in namespace {} among the input",
+                    object.origin,
+                    object.key(),
+                    object.namespace
+                ));
             }
         }
         if object.spec.credentials.is_some() {
@@ -130,18 +144,19 @@ pub async fn run(args: ApplyArgs) -> u8 {
         .objects
         .iter()
         .map(|o| Node {
-            repository: &o.spec.repository,
-            tags: &o.spec.tags,
-            copies: o.spec.source.image.as_ref().map(|i| i.reference.as_str()),
+            namespace: &o.namespace,
+            name: &o.name,
+            spec: &o.spec,
         })
         .collect();
+    let dependencies = order::dependencies(&nodes);
     let waves = match order::waves(&nodes) {
         Ok(waves) => waves,
         Err(cycle) => {
             let names: Vec<String> = cycle.iter().map(|i| loaded.objects[*i].key()).collect();
             eprintln!(
-                "error: spec.source.image: these objects copy each other's tags in a cycle: {}",
-                names.join(" -> ")
+                "error: these objects read each other's artefacts in a cycle: {}",
+                names.join(", ")
             );
             eprintln!("error: invalid input, nothing was written");
             return exit::INVALID;
@@ -157,14 +172,60 @@ pub async fn run(args: ApplyArgs) -> u8 {
     let conflicts = &conflicts;
     let mut results: Vec<Option<ObjectResult>> = loaded.objects.iter().map(|_| None).collect();
     for wave in waves {
-        let done: Vec<(usize, ObjectResult)> = stream::iter(wave)
+        // What earlier waves produced: `artifactRef`s resolve to these digests.
+        let produced: BTreeMap<(String, String), ImageReference> = loaded
+            .objects
+            .iter()
+            .zip(&results)
+            .filter_map(|(o, r)| {
+                let digest = r.as_ref()?.digest.as_ref()?;
+                let repository = Repository::parse(&o.spec.repository).ok()?;
+                Some((
+                    (o.namespace.clone(), o.name.clone()),
+                    repository.with_digest(digest),
+                ))
+            })
+            .collect();
+        let mut done = Vec::new();
+        let mut runnable = Vec::new();
+        for i in wave {
+            let object = &loaded.objects[i];
+            let blocked = dependencies[i].iter().find_map(|d| {
+                let result = results[*d].as_ref()?;
+                let key = loaded.objects[*d].key();
+                if result.error.is_some() {
+                    Some(failed(object, format!("depends on {key}, which failed")))
+                } else if mode == Mode::DryRun && result.result != "unchanged" {
+                    Some(pending(object, &key))
+                } else {
+                    None
+                }
+            });
+            match blocked {
+                Some(result) => done.push((i, result)),
+                None => runnable.push(i),
+            }
+        }
+        let produced = &produced;
+        let reconciled: Vec<(usize, ObjectResult)> = stream::iter(runnable)
             .map(|i| {
                 let object = &loaded.objects[i];
-                async move { (i, reconcile_one(engine, conflicts, object, mode).await) }
+                let artifacts: BTreeMap<String, ImageReference> = produced
+                    .iter()
+                    .filter(|((ns, _), _)| *ns == object.namespace)
+                    .map(|((_, name), reference)| (name.clone(), reference.clone()))
+                    .collect();
+                async move {
+                    (
+                        i,
+                        reconcile_one(engine, conflicts, object, artifacts, mode).await,
+                    )
+                }
             })
             .buffer_unordered(args.concurrency.max(1))
             .collect()
             .await;
+        done.extend(reconciled);
         for (i, result) in done {
             results[i] = Some(result);
         }
@@ -189,6 +250,7 @@ async fn reconcile_one(
     engine: &Engine,
     conflicts: &BTreeMap<String, Vec<Conflict>>,
     object: &LoadedObject,
+    artifacts: BTreeMap<String, ImageReference>,
     mode: Mode,
 ) -> ObjectResult {
     if let Some(lost) = conflicts.get(&object.key()) {
@@ -201,6 +263,7 @@ async fn reconcile_one(
     }
     let inputs = Inputs {
         base_dir: Some(object.base_dir.clone()),
+        artifacts,
         ..Default::default()
     };
     match engine.reconcile(&object.spec, &inputs, mode).await {
@@ -219,6 +282,22 @@ fn succeeded(object: &LoadedObject, report: &Report, mode: Mode) -> ObjectResult
         result: report.outcome.to_string(),
         error: None,
         plan: (mode == Mode::DryRun).then(|| describe_plan(report)),
+    }
+}
+
+/// A dry run cannot plan an object whose input an earlier object would write first.
+fn pending(object: &LoadedObject, dependency: &str) -> ObjectResult {
+    ObjectResult {
+        name: object.name.clone(),
+        namespace: object.namespace.clone(),
+        repository: object.spec.repository.clone(),
+        digest: None,
+        tags: object.spec.tags.clone(),
+        result: "pending".into(),
+        error: None,
+        plan: Some(vec![format!(
+            "(planned after {dependency}, which this run would write first)"
+        )]),
     }
 }
 
@@ -292,4 +371,27 @@ fn print_text(results: &[ObjectResult]) {
             println!("  would write {line}");
         }
     }
+}
+
+/// The `artifactRef`s of a spec with the field that holds each.
+fn artifact_refs(spec: &crate::api::GardenArtifactSpec) -> Vec<(String, &str)> {
+    let mut refs = Vec::new();
+    if let Some(name) = spec.subject.as_ref().and_then(|s| s.artifact_ref.as_ref()) {
+        refs.push(("spec.subject".to_string(), name.name.as_str()));
+    }
+    for (i, entry) in spec
+        .source
+        .index
+        .iter()
+        .flat_map(|x| &x.manifests)
+        .enumerate()
+    {
+        if let Some(name) = &entry.artifact_ref {
+            refs.push((
+                format!("spec.source.index.manifests[{i}]"),
+                name.name.as_str(),
+            ));
+        }
+    }
+    refs
 }

@@ -1,6 +1,12 @@
 //! The command line: one module per verb, each a thin shell over the library.
 
 mod apply;
+mod common;
+mod copy;
+mod discover;
+mod pull;
+mod push;
+mod tag;
 
 use std::process::ExitCode;
 
@@ -29,6 +35,16 @@ enum Command {
     Controller(crate::controller::ControllerArgs),
     /// Print the GardenArtifact CustomResourceDefinition as YAML.
     Crd,
+    /// Push local files as one artefact (one layer per file).
+    Push(push::PushArgs),
+    /// Write the titled layers of an artefact to a folder, digest-verified.
+    Pull(pull::PullArgs),
+    /// Show what hangs off an artefact: referrers, index children, links.
+    Discover(discover::DiscoverArgs),
+    /// Point more tags at a manifest, in its repository.
+    Tag(tag::TagArgs),
+    /// Copy an artefact byte for byte to another repository or registry.
+    Copy(copy::CopyArgs),
 }
 
 /// Exit codes of every verb.
@@ -61,6 +77,26 @@ pub async fn run() -> ExitCode {
         Command::Crd => {
             print!("{}", crd_yaml());
             exit::OK
+        }
+        Command::Push(args) => {
+            telemetry::init(LogFormat::Text, "warn");
+            push::run(args).await
+        }
+        Command::Pull(args) => {
+            telemetry::init(LogFormat::Text, "warn");
+            pull::run(args).await
+        }
+        Command::Discover(args) => {
+            telemetry::init(LogFormat::Text, "warn");
+            discover::run(args).await
+        }
+        Command::Tag(args) => {
+            telemetry::init(LogFormat::Text, "warn");
+            tag::run(args).await
+        }
+        Command::Copy(args) => {
+            telemetry::init(LogFormat::Text, "warn");
+            copy::run(args).await
         }
     };
     ExitCode::from(code)

@@ -1,18 +1,18 @@
 //! What every reconciliation shares: the kube client, the engine (one per registry Secret,
 //! all on one connection pool), the event recorder, metrics, and the cache of all objects.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::Api;
 use kube::runtime::events::Recorder;
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::api::GardenArtifact;
 use crate::engine::{Engine, Inputs};
 use crate::metrics::Metrics;
-use crate::registry::DockerConfig;
+use crate::registry::{DockerConfig, ImageReference, Repository};
 
 pub struct Context {
     pub client: kube::Client,
@@ -30,6 +30,13 @@ pub struct Context {
 /// Secret's content.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
+    /// A referenced GardenArtifact has not converged yet; its status change wakes us.
+    #[error("{field}: GardenArtifact {namespace}/{name} has no digest yet")]
+    NotReady {
+        field: String,
+        namespace: String,
+        name: String,
+    },
     #[error("{field}: {kind} {namespace}/{name} does not exist")]
     Missing {
         field: String,
@@ -53,7 +60,7 @@ pub enum InputError {
 impl InputError {
     /// An API error may pass; a missing or malformed object needs someone to act.
     pub fn is_permanent(&self) -> bool {
-        !matches!(self, InputError::Api { .. })
+        !matches!(self, InputError::Api { .. } | InputError::NotReady { .. })
     }
 }
 
@@ -191,6 +198,70 @@ impl Context {
             }
         }
         Ok(inputs)
+    }
+
+    /// Where each `artifactRef` of the spec points: the named object's repository at the digest
+    /// its status reports.
+    pub fn artifacts_for(
+        &self,
+        namespace: &str,
+        object: &GardenArtifact,
+    ) -> Result<BTreeMap<String, ImageReference>, InputError> {
+        let spec = &object.spec;
+        let named = spec
+            .subject
+            .iter()
+            .filter_map(|s| {
+                s.artifact_ref
+                    .as_ref()
+                    .map(|r| ("spec.subject".to_string(), r.name.clone()))
+            })
+            .chain(
+                spec.source
+                    .index
+                    .iter()
+                    .flat_map(|i| i.manifests.iter().enumerate())
+                    .filter_map(|(i, e)| {
+                        e.artifact_ref
+                            .as_ref()
+                            .map(|r| (format!("spec.source.index.manifests[{i}]"), r.name.clone()))
+                    }),
+            );
+        let mut artifacts = BTreeMap::new();
+        for (field, name) in named {
+            let target = self
+                .store
+                .get(&ObjectRef::new(&name).within(namespace))
+                .ok_or_else(|| InputError::Missing {
+                    field: format!("{field}.artifactRef"),
+                    kind: "GardenArtifact",
+                    namespace: namespace.into(),
+                    name: name.clone(),
+                })?;
+            let digest = target
+                .status
+                .as_ref()
+                .and_then(|s| s.digest.clone())
+                .filter(|_| {
+                    target
+                        .status
+                        .as_ref()
+                        .is_some_and(|s| s.observed_generation == target.metadata.generation)
+                })
+                .ok_or_else(|| InputError::NotReady {
+                    field: format!("{field}.artifactRef"),
+                    namespace: namespace.into(),
+                    name: name.clone(),
+                })?;
+            let repository = Repository::parse(&target.spec.repository).map_err(|detail| {
+                InputError::Unusable {
+                    field: format!("{field}.artifactRef"),
+                    detail,
+                }
+            })?;
+            artifacts.insert(name, repository.with_digest(&digest));
+        }
+        Ok(artifacts)
     }
 
     async fn get_secret(

@@ -161,9 +161,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), String> {
         .watches(
             artifacts,
             watcher::Config::default(),
-            move |producer: GardenArtifact| {
-                watches::copy_dependents(&by_producer.state(), &producer)
-            },
+            move |producer: GardenArtifact| watches::readers_of(&by_producer.state(), &producer),
         )
         .with_config(ControllerConfig::default().concurrency(args.concurrency))
         .shutdown_on_signal()

@@ -169,7 +169,8 @@ async fn apply(
 
     let gathered = async {
         let engine = ctx.engine_for(namespace, object).await?;
-        let inputs = ctx.inputs_for(namespace, object).await?;
+        let mut inputs = ctx.inputs_for(namespace, object).await?;
+        inputs.artifacts = ctx.artifacts_for(namespace, object)?;
         Ok::<_, InputError>((engine, inputs))
     }
     .await;
@@ -275,10 +276,25 @@ async fn write_status(
 /// Events for what the engine wrote: a push, a retag, or a repaired drift (a tag someone moved
 /// or deleted after this object had set it).
 async fn publish_changes(object: &GardenArtifact, ctx: &Context, report: &Report) {
+    let status = object.status.as_ref();
+    for pin in &report.pins {
+        let before = status
+            .into_iter()
+            .flat_map(|s| &s.references)
+            .find(|r| r.field == pin.field && r.reference == pin.reference);
+        if let Some(before) = before
+            && before.digest != pin.head.digest
+        {
+            let note = format!(
+                "{} {} moved from {} to {}; relinked",
+                pin.field, pin.reference, before.digest, pin.head.digest
+            );
+            publish(ctx, object, EventType::Normal, "Relinked", "Link", &note).await;
+        }
+    }
     if report.outcome == Outcome::Unchanged {
         return;
     }
-    let status = object.status.as_ref();
     let was_converged_here =
         status.and_then(|s| s.digest.as_deref()) == Some(report.digest.as_str());
     let had_tag = |tag: &str| status.is_some_and(|s| s.tags.iter().any(|t| t.name == tag));
@@ -363,6 +379,32 @@ async fn cleanup(namespace: &str, object: &GardenArtifact, ctx: &Context) -> Res
         .map(|c| c.tag)
         .collect();
     let engine = ctx.engine_for(namespace, object).await?;
+    if let Some(subject) = &status.subject {
+        engine
+            .unlink_referrer(&repository, &subject.digest, digest)
+            .await?;
+        let deleted = status.tags.is_empty()
+            && engine
+                .registry()
+                .delete_manifest(&repository, digest)
+                .await
+                .map_err(EngineError::from)?;
+        if deleted {
+            let note = format!(
+                "deleted referrer {repository}@{digest} of {}",
+                subject.digest
+            );
+            publish(
+                ctx,
+                object,
+                EventType::Normal,
+                "ReferrerDeleted",
+                "Delete",
+                &note,
+            )
+            .await;
+        }
+    }
     for tag in status
         .tags
         .iter()

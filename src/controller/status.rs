@@ -2,7 +2,9 @@
 //! their `lastTransitionTime` while their status stays, and a converged resync yields a status
 //! equal to the current one, so it is not written.
 
-use crate::api::{Condition, ConditionStatus, GardenArtifactStatus, TagStatus};
+use crate::api::{
+    Condition, ConditionStatus, GardenArtifactStatus, PinnedReference, SubjectStatus, TagStatus,
+};
 use crate::engine::{Outcome, Report};
 
 pub const READY: &str = "Ready";
@@ -64,6 +66,19 @@ pub fn next_status(
                 .map(|tag| TagStatus {
                     name: tag.clone(),
                     digest: report.digest.clone(),
+                })
+                .collect();
+            next.subject = report.subject.as_ref().map(|(digest, via)| SubjectStatus {
+                digest: digest.clone(),
+                via: via.map_or_else(|| "pending".to_string(), |v| v.to_string()),
+            });
+            next.references = report
+                .pins
+                .iter()
+                .map(|pin| PinnedReference {
+                    field: pin.field.clone(),
+                    reference: pin.reference.clone(),
+                    digest: pin.head.digest.clone(),
                 })
                 .collect();
             // The last time the registry was brought in line; a resync that finds it in line
@@ -147,6 +162,8 @@ mod tests {
                 tags: vec![],
                 outcome,
             },
+            subject: None,
+            pins: vec![],
         }
     }
 

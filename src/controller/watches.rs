@@ -7,8 +7,9 @@ use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
 use crate::api::GardenArtifact;
+use crate::api::patterns::IMAGE_REFERENCE_RE;
 use crate::engine::claims::{self, Claim, Conflict};
-use crate::registry::ImageReference;
+use crate::registry::{ImageReference, Repository};
 
 fn same_namespace<'a>(
     objects: &'a [Arc<GardenArtifact>],
@@ -60,32 +61,65 @@ pub fn config_map_dependents(
         .collect()
 }
 
-/// Objects that copy one of the tags `producer` writes: when it changes, they follow.
-pub fn copy_dependents(
+/// Objects that read what `producer` writes (a copied tag, an index entry, a subject, an
+/// `artifactRef`): when it changes, they follow.
+pub fn readers_of(
     objects: &[Arc<GardenArtifact>],
     producer: &GardenArtifact,
 ) -> Vec<ObjectRef<GardenArtifact>> {
     objects
         .iter()
-        .filter(|o| {
-            let Some(image) = &o.spec.source.image else {
-                return false;
-            };
-            let Ok(reference) = ImageReference::parse(&image.reference) else {
-                return false;
-            };
-            reference.repository.to_string() == producer.spec.repository
-                && match (&reference.digest, &reference.tag) {
-                    (Some(digest), _) => {
-                        producer.status.as_ref().and_then(|s| s.digest.as_ref()) == Some(digest)
-                    }
+        .filter(|o| o.uid() != producer.uid() && reads_from(o, producer))
+        .map(|o| ObjectRef::from_obj(o.as_ref()))
+        .collect()
+}
+
+fn reads_from(reader: &GardenArtifact, producer: &GardenArtifact) -> bool {
+    let produced_digest = producer.status.as_ref().and_then(|s| s.digest.as_deref());
+    let names_producer = |reference: &str| {
+        let parsed = if IMAGE_REFERENCE_RE.is_match(reference) {
+            ImageReference::parse(reference).ok()
+        } else {
+            Repository::parse(&reader.spec.repository).ok().map(|repo| {
+                if reference.contains(':') {
+                    repo.with_digest(reference)
+                } else {
+                    repo.with_tag(reference)
+                }
+            })
+        };
+        parsed.is_some_and(|r| {
+            r.repository.to_string() == producer.spec.repository
+                && match (&r.digest, &r.tag) {
+                    (Some(digest), _) => produced_digest == Some(digest.as_str()),
                     (None, Some(tag)) => producer.spec.tags.contains(tag),
                     (None, None) => false,
                 }
         })
-        .filter(|o| o.uid() != producer.uid())
-        .map(|o| ObjectRef::from_obj(o.as_ref()))
-        .collect()
+    };
+    let same_namespace = reader.namespace() == producer.namespace();
+    let spec = &reader.spec;
+    let image = spec
+        .source
+        .image
+        .as_ref()
+        .is_some_and(|i| names_producer(&i.reference));
+    let links = spec
+        .source
+        .index
+        .iter()
+        .flat_map(|i| &i.manifests)
+        .map(|e| (e.artifact_ref.as_ref(), e.reference.as_deref()))
+        .chain(
+            spec.subject
+                .iter()
+                .map(|s| (s.artifact_ref.as_ref(), s.reference.as_deref())),
+        )
+        .any(|(artifact_ref, reference)| {
+            artifact_ref.is_some_and(|r| same_namespace && r.name == producer.name_any())
+                || reference.is_some_and(names_producer)
+        });
+    image || links
 }
 
 /// The tags `object` may not have because an older object claims them. Age decides: the
@@ -186,10 +220,30 @@ mod tests {
             3,
             "{repository: h:1/gl, tags: [old], source: {image: {reference: 'h:1/gl:1443'}}}",
         );
-        let all = vec![producer.clone(), latest, other];
-        let refs = copy_dependents(&all, &producer);
-        assert_eq!(refs.len(), 1);
-        assert_eq!(refs[0].name, "latest");
+        let index = object(
+            "r",
+            "index",
+            4,
+            "{repository: h:1/gl, tags: ['1877'], source: {index: {manifests: [{artifactRef: {name: release}}]}}}",
+        );
+        let sbom = object(
+            "r",
+            "sbom",
+            5,
+            "{repository: h:1/gl, subject: {reference: '1877.5'}, source: {files: [{name: a.sbom, content: x}]}}",
+        );
+        let elsewhere = object(
+            "other",
+            "index",
+            6,
+            "{repository: h:1/gl, tags: ['x'], source: {index: {manifests: [{artifactRef: {name: release}}]}}}",
+        );
+        let all = vec![producer.clone(), latest, other, index, sbom, elsewhere];
+        let names: Vec<String> = readers_of(&all, &producer)
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(names, ["latest", "index", "sbom"]);
     }
 
     #[test]

@@ -8,9 +8,13 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use oci_client::manifest::{OciDescriptor, OciImageManifest};
 
-use super::media_types::{OCI_EMPTY, OCI_MANIFEST, TITLE_ANNOTATION, UNKNOWN_ARTIFACT};
-use crate::api::GardenArtifactSpec;
+use serde::Serialize;
+
+use super::links::link_annotations;
+use super::media_types::{OCI_EMPTY, OCI_INDEX, OCI_MANIFEST, TITLE_ANNOTATION, UNKNOWN_ARTIFACT};
+use crate::api::{GardenArtifactSpec, IndexPlatform};
 use crate::digest::sha256_digest;
+use crate::registry::ManifestHead;
 use crate::registry::Repository;
 
 /// Where a blob's bytes come from when the target repository lacks it.
@@ -110,8 +114,31 @@ pub fn config_blob(spec: &GardenArtifactSpec) -> Blob {
     }
 }
 
+/// The manifest annotations: the spec's, and its links.
+fn annotations(spec: &GardenArtifactSpec) -> Option<BTreeMap<String, String>> {
+    let mut all = spec.annotations.clone();
+    all.extend(link_annotations(&spec.links));
+    (!all.is_empty()).then_some(all)
+}
+
+/// The descriptor of a subject, as it goes into a referrer's `subject` field.
+pub fn subject_descriptor(head: &ManifestHead) -> OciDescriptor {
+    OciDescriptor {
+        media_type: head.media_type.clone(),
+        digest: head.digest.clone(),
+        size: head.size as i64,
+        urls: None,
+        annotations: None,
+        artifact_type: None,
+    }
+}
+
 /// An image manifest over `layers`, in their order.
-pub fn files_manifest(spec: &GardenArtifactSpec, layers: Vec<Layer>) -> Manifest {
+pub fn files_manifest(
+    spec: &GardenArtifactSpec,
+    subject: Option<OciDescriptor>,
+    layers: Vec<Layer>,
+) -> Manifest {
     let config = config_blob(spec);
     let config_annotations = spec
         .config
@@ -134,9 +161,9 @@ pub fn files_manifest(spec: &GardenArtifactSpec, layers: Vec<Layer>) -> Manifest
                 descriptor(&layer.blob, annotations)
             })
             .collect(),
-        subject: None,
+        subject,
         artifact_type,
-        annotations: (!spec.annotations.is_empty()).then(|| spec.annotations.clone()),
+        annotations: annotations(spec),
     };
     let bytes = serde_json::to_vec(&manifest).expect("a manifest always serializes");
     let mut blobs = vec![config];
@@ -195,6 +222,7 @@ source:
     fn same_spec_same_bytes() {
         let a = files_manifest(
             &spec(),
+            None,
             vec![layer(
                 "a.release",
                 "x",
@@ -203,6 +231,7 @@ source:
         );
         let b = files_manifest(
             &spec(),
+            None,
             vec![layer(
                 "a.release",
                 "x",
@@ -217,6 +246,7 @@ source:
     fn empty_config_gets_the_oci_empty_descriptor_and_an_artifact_type() {
         let m = files_manifest(
             &spec(),
+            None,
             vec![layer(
                 "a.release",
                 "x",
@@ -255,6 +285,7 @@ source:
         };
         let m = files_manifest(
             &s,
+            None,
             vec![layer(
                 "a.raw",
                 "x",
@@ -277,6 +308,7 @@ source:
     fn a_blob_used_twice_is_uploaded_once() {
         let m = files_manifest(
             &spec(),
+            None,
             vec![
                 layer("a.release", "{}", "application/io.gardenlinux.release"),
                 layer("b.release", "{}", "application/io.gardenlinux.release"),
@@ -285,6 +317,101 @@ source:
         // The layer content `{}` equals the empty config.
         assert_eq!(m.blobs.len(), 1);
     }
+}
+
+/// The descriptor of a referrer in a fallback index: its artifactType (or config media type)
+/// and annotations, so clients can filter without fetching it.
+pub fn referrer_descriptor(manifest: &Manifest) -> serde_json::Value {
+    let parsed: serde_json::Value = serde_json::from_slice(&manifest.bytes).unwrap_or_default();
+    let artifact_type = parsed
+        .get("artifactType")
+        .or_else(|| parsed.get("config").and_then(|c| c.get("mediaType")))
+        .cloned();
+    let mut entry = serde_json::json!({
+        "mediaType": manifest.media_type,
+        "digest": manifest.digest,
+        "size": manifest.size(),
+    });
+    if let Some(artifact_type) = artifact_type {
+        entry["artifactType"] = artifact_type;
+    }
+    if let Some(annotations) = parsed.get("annotations") {
+        entry["annotations"] = annotations.clone();
+    }
+    entry
+}
+
+/// One entry of an index: the child's descriptor, with the spec's annotations and platform.
+#[derive(Clone, Debug)]
+pub struct IndexChild {
+    pub head: ManifestHead,
+    pub annotations: BTreeMap<String, String>,
+    pub platform: Option<IndexPlatform>,
+    /// The child's artifactType, when it has one.
+    pub artifact_type: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct IndexDocument<'a> {
+    schema_version: u8,
+    media_type: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    artifact_type: Option<&'a str>,
+    manifests: Vec<IndexDocumentEntry<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<OciDescriptor>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    annotations: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct IndexDocumentEntry<'a> {
+    media_type: &'a str,
+    digest: &'a str,
+    size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    artifact_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    annotations: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    platform: Option<&'a IndexPlatform>,
+}
+
+/// An image index over `entries`, in their order. `copies` are the children that live in
+/// another repository and must be stored in the target first.
+pub fn index_manifest(
+    spec: &GardenArtifactSpec,
+    entries: &[IndexChild],
+    subject: Option<OciDescriptor>,
+    copies: Vec<Manifest>,
+) -> Manifest {
+    let document = IndexDocument {
+        schema_version: 2,
+        media_type: OCI_INDEX,
+        artifact_type: spec.artifact_type.as_deref(),
+        manifests: entries
+            .iter()
+            .map(|e| IndexDocumentEntry {
+                media_type: &e.head.media_type,
+                digest: &e.head.digest,
+                size: e.head.size,
+                artifact_type: e.artifact_type.as_deref(),
+                annotations: &e.annotations,
+                platform: e.platform.as_ref(),
+            })
+            .collect(),
+        subject,
+        annotations: annotations(spec),
+    };
+    let bytes = serde_json::to_vec(&document).expect("an index always serializes");
+    Manifest::new(
+        OCI_INDEX.to_string(),
+        Bytes::from(bytes),
+        Vec::new(),
+        copies,
+    )
 }
 
 /// A manifest that only this repository:tag uses: the tag is moved onto it, then it is deleted

@@ -46,7 +46,14 @@ impl Engine {
             blobs: blobs_present,
             ..Default::default()
         };
-        if observed.tags.values().flatten().any(|d| d == &root.digest) {
+        if observed.tags.values().flatten().any(|d| d == &root.digest)
+            || (desired.tags.is_empty()
+                && self
+                    .registry
+                    .head_manifest(repo, &root.digest)
+                    .await?
+                    .is_some())
+        {
             observed.manifests.insert(root.digest.clone());
         }
         if plan::converged(desired, &observed) || observed.manifests.contains(&root.digest) {
@@ -92,7 +99,13 @@ impl Engine {
         Ok(observed)
     }
 
-    pub(super) async fn execute(&self, desired: &Desired, plan: &Plan) -> Result<(), EngineError> {
+    /// Carries the plan out; true when the registry said (`OCI-Subject`) that it processed the
+    /// manifest's subject itself.
+    pub(super) async fn execute(
+        &self,
+        desired: &Desired,
+        plan: &Plan,
+    ) -> Result<bool, EngineError> {
         let repo = &desired.repository;
         let pushes: Vec<_> = plan
             .blobs
@@ -103,8 +116,11 @@ impl Engine {
             .buffer_unordered(self.blob_concurrency)
             .try_collect::<Vec<()>>()
             .await?;
+        let root = &desired.manifest;
+        let mut subject_processed = false;
         for manifest in &plan.manifests {
-            self.registry
+            let outcome = self
+                .registry
                 .put_manifest(
                     repo,
                     &manifest.digest,
@@ -112,12 +128,14 @@ impl Engine {
                     manifest.bytes.clone(),
                 )
                 .await?;
+            subject_processed |= manifest.digest == root.digest && outcome.subject_processed;
         }
-        let root = &desired.manifest;
         for write in &plan.tags {
-            self.registry
+            let outcome = self
+                .registry
                 .put_manifest(repo, &write.tag, &root.media_type, root.bytes.clone())
                 .await?;
+            subject_processed |= outcome.subject_processed;
             match &write.previous {
                 Some(previous) => {
                     tracing::info!(repository = %repo, tag = %write.tag, from = %previous, to = %root.digest, "moved tag")
@@ -127,7 +145,7 @@ impl Engine {
                 }
             }
         }
-        Ok(())
+        Ok(subject_processed)
     }
 
     async fn push_blob(&self, repo: &Repository, blob: &Blob) -> Result<(), EngineError> {

@@ -4,15 +4,16 @@
 pub mod claims;
 pub mod desired;
 mod execute;
+pub mod links;
 pub mod media_types;
 pub mod order;
 pub mod plan;
 mod remove;
 mod resolve;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
@@ -20,6 +21,7 @@ use crate::api::validate::InvalidSpec;
 use crate::api::{GardenArtifactSpec, KeyRef};
 use crate::registry::{self, ImageReference, RegistryClient, Repository};
 use crate::sources::UrlFetcher;
+pub use links::{LinkVia, Pin};
 pub use plan::{Outcome, Plan};
 pub use remove::TagRemoval;
 
@@ -32,6 +34,8 @@ pub struct Inputs {
     pub config_map_keys: BTreeMap<KeyRef, Bytes>,
     /// Values of `secretKeyRef` sources.
     pub secret_keys: BTreeMap<KeyRef, Bytes>,
+    /// Where each `artifactRef` (by object name) points, preferably by digest.
+    pub artifacts: BTreeMap<String, ImageReference>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +56,10 @@ pub struct Report {
     pub tags: Vec<String>,
     pub outcome: Outcome,
     pub plan: Plan,
+    /// The subject and how the link was made (`None` in a dry run).
+    pub subject: Option<(String, Option<LinkVia>)>,
+    /// Every reference of the spec, resolved.
+    pub pins: Vec<Pin>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +96,10 @@ pub struct Engine {
     urls: UrlFetcher,
     /// Blob transfers running at once for one object.
     blob_concurrency: usize,
+    /// Registries known to have (or lack) the referrers API.
+    referrers_api: Arc<Mutex<HashMap<String, bool>>>,
+    /// One lock per fallback index, so writers in this process take turns.
+    subject_locks: Arc<Mutex<HashMap<(Repository, String), Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl Engine {
@@ -96,6 +108,8 @@ impl Engine {
             registry,
             urls,
             blob_concurrency: blob_concurrency.max(1),
+            referrers_api: Arc::default(),
+            subject_locks: Arc::default(),
         }
     }
 
@@ -109,6 +123,8 @@ impl Engine {
             registry,
             urls: self.urls.clone(),
             blob_concurrency: self.blob_concurrency,
+            referrers_api: Arc::clone(&self.referrers_api),
+            subject_locks: Arc::clone(&self.subject_locks),
         }
     }
 
@@ -129,10 +145,27 @@ impl Engine {
             .observe(&resolved.desired, resolved.blobs_present)
             .await?;
         let plan = plan::plan(&resolved.desired, &observed);
+        let mut registry_processed_subject = false;
         if mode == Mode::Apply && !plan.is_empty() {
-            self.execute(&resolved.desired, &plan).await?;
+            registry_processed_subject = self.execute(&resolved.desired, &plan).await?;
         }
         let manifest = &resolved.desired.manifest;
+        let subject = match (&resolved.subject, mode) {
+            (Some(subject), Mode::Apply) => {
+                let entry = desired::referrer_descriptor(manifest);
+                let via = self
+                    .link_referrer(
+                        &repository,
+                        &subject.head.digest,
+                        &entry,
+                        registry_processed_subject,
+                    )
+                    .await?;
+                Some((subject.head.digest.clone(), Some(via)))
+            }
+            (Some(subject), Mode::DryRun) => Some((subject.head.digest.clone(), None)),
+            (None, _) => None,
+        };
         Ok(Report {
             repository,
             digest: manifest.digest.clone(),
@@ -141,6 +174,8 @@ impl Engine {
             tags: resolved.desired.tags.clone(),
             outcome: plan.outcome,
             plan,
+            subject,
+            pins: resolved.pins,
         })
     }
 
@@ -188,6 +223,8 @@ impl Engine {
                 tags: Vec::new(),
                 outcome: Outcome::Unchanged,
             },
+            subject: None,
+            pins: Vec::new(),
         }))
     }
 }

@@ -1,127 +1,183 @@
-//! Pure: the order in which one run reconciles its objects. A copy of a tag that another object
-//! of the same run produces waits for that object, so `apply -f examples/` works in one go.
+//! Pure: the order in which one run reconciles its objects. An object that reads what another
+//! object of the same run produces (a copied tag, an index entry, a subject, an `artifactRef`)
+//! waits for it, so `apply -f examples/` works in one go.
 
 use std::collections::BTreeMap;
 
+use crate::api::GardenArtifactSpec;
+use crate::api::patterns::IMAGE_REFERENCE_RE;
 use crate::registry::ImageReference;
 
 /// What ordering needs to know of an object.
 #[derive(Clone, Debug)]
 pub struct Node<'a> {
-    pub repository: &'a str,
-    pub tags: &'a [String],
-    /// `spec.source.image.reference`, if any.
-    pub copies: Option<&'a str>,
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub spec: &'a GardenArtifactSpec,
 }
 
-/// Indexes of `nodes` in waves: every object of a wave depends only on objects of earlier
-/// waves. A cycle is an error naming the objects in it (by index).
-pub fn waves(nodes: &[Node<'_>]) -> Result<Vec<Vec<usize>>, Vec<usize>> {
-    let mut producers: BTreeMap<(&str, &str), usize> = BTreeMap::new();
-    for (i, node) in nodes.iter().enumerate() {
-        for tag in node.tags {
-            producers
-                .entry((node.repository, tag.as_str()))
-                .or_insert(i);
+/// `repository:tag` pairs this spec reads, and the names of the objects it references.
+fn reads(spec: &GardenArtifactSpec) -> (Vec<(String, String)>, Vec<&str>) {
+    let mut tags = Vec::new();
+    let mut names = Vec::new();
+    let mut reference = |r: &str| {
+        if IMAGE_REFERENCE_RE.is_match(r) {
+            if let Ok(parsed) = ImageReference::parse(r)
+                && parsed.digest.is_none()
+                && let Some(tag) = parsed.tag
+            {
+                tags.push((parsed.repository.to_string(), tag));
+            }
+        } else if !r.contains(':') {
+            tags.push((spec.repository.clone(), r.to_string()));
+        }
+    };
+    if let Some(image) = &spec.source.image {
+        reference(&image.reference);
+    }
+    let entries = spec.source.index.iter().flat_map(|i| &i.manifests);
+    for (artifact_ref, r) in entries
+        .map(|e| (e.artifact_ref.as_ref(), e.reference.as_deref()))
+        .chain(
+            spec.subject
+                .iter()
+                .map(|s| (s.artifact_ref.as_ref(), s.reference.as_deref())),
+        )
+    {
+        if let Some(r) = r {
+            reference(r);
+        }
+        if let Some(a) = artifact_ref {
+            names.push(a.name.as_str());
         }
     }
-    let depends_on: Vec<Option<usize>> = nodes
+    (tags, names)
+}
+
+/// For each node, the nodes it reads from.
+pub fn dependencies(nodes: &[Node<'_>]) -> Vec<Vec<usize>> {
+    let mut producers: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    let mut by_name: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for (i, node) in nodes.iter().enumerate() {
+        for tag in &node.spec.tags {
+            producers
+                .entry((node.spec.repository.as_str(), tag.as_str()))
+                .or_insert(i);
+        }
+        by_name.insert((node.namespace, node.name), i);
+    }
+    nodes
         .iter()
         .enumerate()
         .map(|(i, node)| {
-            let reference = ImageReference::parse(node.copies?).ok()?;
-            if reference.digest.is_some() {
-                return None;
-            }
-            let repository = reference.repository.to_string();
-            let tag = reference.tag?;
-            producers
-                .get(&(repository.as_str(), tag.as_str()))
-                .copied()
-                .filter(|p| *p != i)
+            let (tags, names) = reads(node.spec);
+            let mut deps: Vec<usize> = tags
+                .iter()
+                .filter_map(|(repo, tag)| producers.get(&(repo.as_str(), tag.as_str())).copied())
+                .chain(
+                    names
+                        .iter()
+                        .filter_map(|n| by_name.get(&(node.namespace, *n)).copied()),
+                )
+                .filter(|d| *d != i)
+                .collect();
+            deps.sort_unstable();
+            deps.dedup();
+            deps
         })
-        .collect();
+        .collect()
+}
 
+/// Indexes of `nodes` in waves: every object of a wave depends only on objects of earlier
+/// waves. A cycle is an error listing the objects caught in it (by index).
+pub fn waves(nodes: &[Node<'_>]) -> Result<Vec<Vec<usize>>, Vec<usize>> {
+    let depends_on = dependencies(nodes);
+    // Kahn's algorithm, level by level.
     let mut wave_of: Vec<Option<usize>> = vec![None; nodes.len()];
-    for start in 0..nodes.len() {
-        let mut chain = vec![start];
-        let mut current = start;
-        // Walk up to an object whose wave is known or that depends on nothing.
-        while wave_of[current].is_none() {
-            match depends_on[current] {
-                Some(next) if chain.contains(&next) => {
-                    let at = chain.iter().position(|n| *n == next).expect("contained");
-                    return Err(chain[at..].to_vec());
-                }
-                Some(next) => {
-                    chain.push(next);
-                    current = next;
-                }
-                None => {
-                    wave_of[current] = Some(0);
-                }
-            }
+    let mut waves = Vec::new();
+    loop {
+        let ready: Vec<usize> = (0..nodes.len())
+            .filter(|i| wave_of[*i].is_none())
+            .filter(|i| {
+                depends_on[*i]
+                    .iter()
+                    .all(|d| wave_of[*d].is_some_and(|w| w < waves.len()))
+            })
+            .collect();
+        if ready.is_empty() {
+            break;
         }
-        let mut wave = wave_of[current].expect("set above");
-        for node in chain.iter().rev().skip(1) {
-            wave += 1;
-            wave_of[*node] = Some(wave);
+        for i in &ready {
+            wave_of[*i] = Some(waves.len());
         }
+        waves.push(ready);
     }
-    let count = wave_of.iter().flatten().max().map_or(0, |w| w + 1);
-    let mut waves = vec![Vec::new(); count];
-    for (i, wave) in wave_of.into_iter().enumerate() {
-        waves[wave.expect("every node has a wave")].push(i);
+    let stuck: Vec<usize> = (0..nodes.len()).filter(|i| wave_of[*i].is_none()).collect();
+    if stuck.is_empty() {
+        Ok(waves)
+    } else {
+        Err(stuck)
     }
-    Ok(waves)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn spec(yaml: &str) -> GardenArtifactSpec {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
     #[test]
-    fn copies_wait_for_their_producers() {
-        let release = vec!["1877.5".to_string()];
-        let latest = vec!["latest".to_string()];
-        let mirror = vec!["1877.5".to_string()];
-        let nodes = [
-            Node {
-                repository: "127.0.0.1:5000/mirror",
-                tags: &mirror,
-                copies: Some("127.0.0.1:5000/gl:latest"),
-            },
-            Node {
-                repository: "127.0.0.1:5000/gl",
-                tags: &latest,
-                copies: Some("127.0.0.1:5000/gl:1877.5"),
-            },
-            Node {
-                repository: "127.0.0.1:5000/gl",
-                tags: &release,
-                copies: None,
-            },
+    fn readers_wait_for_their_producers() {
+        let specs = [
+            spec(
+                "{repository: h:1/mirror, tags: ['1'], source: {image: {reference: 'h:1/gl:latest'}}}",
+            ),
+            spec(
+                "{repository: h:1/gl, tags: [latest], source: {image: {reference: 'h:1/gl:1877.5'}}}",
+            ),
+            spec(
+                "{repository: h:1/gl, tags: ['1877.5'], source: {index: {manifests: [{artifactRef: {name: aws}}, {reference: 'gcp'}]}}}",
+            ),
+            spec("{repository: h:1/gl, tags: [aws], source: {files: [{name: a.raw, content: x}]}}"),
+            spec("{repository: h:1/gl, tags: [gcp], source: {files: [{name: a.raw, content: y}]}}"),
+            spec(
+                "{repository: h:1/gl, tags: [], subject: {reference: aws}, source: {files: [{name: a.sbom, content: z}]}}",
+            ),
         ];
-        assert_eq!(waves(&nodes).unwrap(), vec![vec![2], vec![1], vec![0]]);
+        let names = ["mirror", "latest", "release", "aws", "gcp", "sbom"];
+        let nodes: Vec<Node<'_>> = specs
+            .iter()
+            .zip(names)
+            .map(|(spec, name)| Node {
+                namespace: "r",
+                name,
+                spec,
+            })
+            .collect();
+        assert_eq!(
+            waves(&nodes).unwrap(),
+            vec![vec![3, 4], vec![2, 5], vec![1], vec![0]]
+        );
     }
 
     #[test]
     fn a_cycle_is_refused() {
-        let a = vec!["a".to_string()];
-        let b = vec!["b".to_string()];
+        let a = spec("{repository: h:1/r, tags: [a], source: {image: {reference: 'h:1/r:b'}}}");
+        let b = spec("{repository: h:1/r, tags: [b], source: {image: {reference: 'h:1/r:a'}}}");
         let nodes = [
             Node {
-                repository: "h:1/r",
-                tags: &a,
-                copies: Some("h:1/r:b"),
+                namespace: "n",
+                name: "a",
+                spec: &a,
             },
             Node {
-                repository: "h:1/r",
-                tags: &b,
-                copies: Some("h:1/r:a"),
+                namespace: "n",
+                name: "b",
+                spec: &b,
             },
         ];
-        let cycle = waves(&nodes).unwrap_err();
-        assert_eq!(cycle.len(), 2);
+        assert_eq!(waves(&nodes).unwrap_err(), vec![0, 1]);
     }
 }

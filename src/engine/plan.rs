@@ -63,12 +63,15 @@ impl Plan {
     }
 }
 
-/// True when every tag already resolves to the desired manifest.
+/// True when every tag already resolves to the desired manifest (for an artefact without
+/// tags: when it is stored).
 pub fn converged(desired: &Desired, observed: &Observed) -> bool {
-    !desired.tags.is_empty()
-        && desired.tags.iter().all(|tag| {
-            observed.tags.get(tag).and_then(Option::as_ref) == Some(&desired.manifest.digest)
-        })
+    if desired.tags.is_empty() {
+        return observed.manifests.contains(&desired.manifest.digest);
+    }
+    desired.tags.iter().all(|tag| {
+        observed.tags.get(tag).and_then(Option::as_ref) == Some(&desired.manifest.digest)
+    })
 }
 
 /// The manifests whose content must be checked: those not known to be stored, walking down
@@ -272,7 +275,13 @@ mod tests {
         let m = manifest("m", vec![blob("a")], vec![]);
         let d = desired(&[], m.clone());
         let p = plan(&d, &Observed::default());
-        assert_eq!(p.manifests, vec![m]);
+        assert_eq!(p.manifests, vec![m.clone()]);
         assert!(!converged(&d, &Observed::default()));
+        let stored = Observed {
+            manifests: [m.digest.clone()].into(),
+            ..Default::default()
+        };
+        assert!(converged(&d, &stored));
+        assert!(plan(&d, &stored).is_empty());
     }
 }

@@ -7,10 +7,11 @@ use bytes::Bytes;
 use futures::future::try_join_all;
 use oci_client::manifest::{OciImageIndex, OciImageManifest};
 
-use super::desired::{self, Blob, BlobOrigin, Desired, Layer, Manifest};
+use super::desired::{self, Blob, BlobOrigin, Desired, IndexChild, Layer, Manifest};
+use super::links::Pin;
 use super::media_types::{self, is_index};
 use super::{Engine, EngineError, Inputs, Mode};
-use crate::api::{FileSource, GardenArtifactSpec, ImageSource};
+use crate::api::{FileSource, GardenArtifactSpec, ImageSource, IndexSource};
 use crate::digest::{VerifyingStream, sha256_digest};
 use crate::registry::{ImageReference, RawManifest, Repository};
 
@@ -21,6 +22,9 @@ pub(super) struct Resolved {
     pub desired: Desired,
     /// Blobs that resolving already found (or put) in the target repository.
     pub blobs_present: BTreeSet<String>,
+    /// Every reference of the spec, resolved (the subject first).
+    pub pins: Vec<Pin>,
+    pub subject: Option<Pin>,
 }
 
 impl Engine {
@@ -32,8 +36,37 @@ impl Engine {
         mode: Mode,
     ) -> Result<Resolved, EngineError> {
         let mut blobs_present = BTreeSet::new();
-        let manifest = match (&spec.source.files, &spec.source.image) {
-            (Some(files), None) => {
+        let mut pins = Vec::new();
+        let subject = match &spec.subject {
+            Some(subject) => {
+                let pin = self
+                    .pin(
+                        "spec.subject",
+                        subject.artifact_ref.as_ref().map(|r| r.name.as_str()),
+                        subject.reference.as_deref(),
+                        repository,
+                        inputs,
+                    )
+                    .await?;
+                if pin.resolved.repository != *repository {
+                    return Err(EngineError::source(
+                        "spec.subject",
+                        format!(
+                            "{} is in another repository; a referrer and its subject share one repository ({repository})",
+                            pin.resolved
+                        ),
+                    ));
+                }
+                pins.push(pin.clone());
+                Some(pin)
+            }
+            None => None,
+        };
+        let subject_descriptor = subject
+            .as_ref()
+            .map(|pin| desired::subject_descriptor(&pin.head));
+        let manifest = match (&spec.source.files, &spec.source.image, &spec.source.index) {
+            (Some(files), None, None) => {
                 let layers = try_join_all(
                     files
                         .iter()
@@ -48,13 +81,20 @@ impl Engine {
                     }
                     resolved_layers.push(layer);
                 }
-                desired::files_manifest(spec, resolved_layers)
+                desired::files_manifest(spec, subject_descriptor, resolved_layers)
             }
-            (None, Some(image)) => self.resolve_image(image).await?,
+            (None, Some(image), None) => self.resolve_image(image).await?,
+            (None, None, Some(index)) => {
+                let (manifest, index_pins) = self
+                    .resolve_index(spec, index, repository, inputs, subject_descriptor)
+                    .await?;
+                pins.extend(index_pins);
+                manifest
+            }
             _ => {
                 return Err(EngineError::source(
                     "spec.source",
-                    "this version supports files and image sources",
+                    "exactly one source is required",
                 ));
             }
         };
@@ -65,7 +105,64 @@ impl Engine {
                 manifest,
             },
             blobs_present,
+            pins,
+            subject,
         })
+    }
+
+    /// An index over the entries, each pinned to a digest; children that live in another
+    /// repository are copied into the target first.
+    async fn resolve_index(
+        &self,
+        spec: &GardenArtifactSpec,
+        index: &IndexSource,
+        repository: &Repository,
+        inputs: &Inputs,
+        subject: Option<oci_client::manifest::OciDescriptor>,
+    ) -> Result<(Manifest, Vec<Pin>), EngineError> {
+        let fields: Vec<String> = (0..index.manifests.len())
+            .map(|i| format!("spec.source.index.manifests[{i}]"))
+            .collect();
+        let pins = try_join_all(index.manifests.iter().zip(&fields).map(|(entry, field)| {
+            self.pin(
+                field,
+                entry.artifact_ref.as_ref().map(|r| r.name.as_str()),
+                entry.reference.as_deref(),
+                repository,
+                inputs,
+            )
+        }))
+        .await?;
+        let mut copies = Vec::new();
+        for pin in pins.iter().filter(|p| p.resolved.repository != *repository) {
+            let source = &pin.resolved.repository;
+            let raw = self
+                .registry
+                .get_manifest(source, &pin.head.digest)
+                .await?
+                .ok_or_else(|| {
+                    EngineError::source(
+                        pin.field.clone(),
+                        format!("{} does not exist", pin.resolved),
+                    )
+                })?;
+            copies.push(Box::pin(self.copied_manifest(source, raw, 1)).await?);
+        }
+        let children: Vec<IndexChild> = index
+            .manifests
+            .iter()
+            .zip(&pins)
+            .map(|(entry, pin)| IndexChild {
+                head: pin.head.clone(),
+                annotations: entry.annotations.clone(),
+                platform: entry.platform.clone(),
+                artifact_type: None,
+            })
+            .collect();
+        Ok((
+            desired::index_manifest(spec, &children, subject, copies),
+            pins,
+        ))
     }
 
     /// One layer, and whether its blob is already known to be in the target.

@@ -849,6 +849,73 @@ impl RegistryClient {
         }
     }
 
+    /// `GET /v2/<name>/referrers/<digest>`: the referrers index, or `None` when the registry has
+    /// no referrers API (404 without an OCI index body). Follows `Link` pagination and merges
+    /// the pages into one index.
+    pub async fn referrers(&self, repo: &Repository, digest: &str) -> Result<Option<Bytes>, Error> {
+        let mut url = self.url(repo, &format!("referrers/{digest}"));
+        let mut merged: Option<serde_json::Value> = None;
+        loop {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::ACCEPT,
+                HeaderValue::from_static("application/vnd.oci.image.index.v1+json"),
+            );
+            let response = self
+                .send(
+                    Method::GET,
+                    &url,
+                    &repo.registry,
+                    Access::Pull(repo),
+                    headers,
+                    None,
+                )
+                .await?;
+            let is_index = header_str(response.headers(), header::CONTENT_TYPE.as_str()).as_deref()
+                == Some("application/vnd.oci.image.index.v1+json");
+            if !response.status().is_success() && !is_index {
+                // Distribution 2.x answers 404 (route unknown): no referrers API.
+                return match response.status() {
+                    StatusCode::NOT_FOUND
+                    | StatusCode::METHOD_NOT_ALLOWED
+                    | StatusCode::BAD_REQUEST => Ok(None),
+                    _ => check(Method::GET, &url, response).await.map(|_| None),
+                };
+            }
+            let next = header_str(response.headers(), header::LINK.as_str())
+                .and_then(|link| next_link(&link));
+            let page: serde_json::Value = response.json().await.map_err(|_| Error::Invalid {
+                what: format!("GET {}", strip_query(&url)),
+                detail: "the referrers answer is not an image index".into(),
+            })?;
+            merged = Some(match merged {
+                None => page,
+                Some(mut all) => {
+                    if let (Some(all_entries), Some(more)) = (
+                        all.get_mut("manifests").and_then(|m| m.as_array_mut()),
+                        page.get("manifests").and_then(|m| m.as_array()),
+                    ) {
+                        all_entries.extend(more.iter().cloned());
+                    }
+                    all
+                }
+            });
+            match next {
+                Some(next) => {
+                    url = reqwest::Url::parse(&url)
+                        .and_then(|base| base.join(&next))
+                        .map(String::from)
+                        .map_err(|_| Error::Invalid {
+                            what: format!("GET {}", strip_query(&url)),
+                            detail: "the Link header is not a URL".into(),
+                        })?
+                }
+                None => break,
+            }
+        }
+        Ok(merged.map(|m| Bytes::from(serde_json::to_vec(&m).expect("JSON serializes"))))
+    }
+
     /// `GET /v2/`: reachable and authorised.
     pub async fn ping(&self, registry: &str) -> Result<(), Error> {
         let url = self.base(registry);

@@ -1,0 +1,337 @@
+//! What the client verbs (`push`, `pull`, `discover`, `tag`, `copy`) share: the registry client
+//! built from the docker config, output formats, reference parsing with errors that say what
+//! was expected, failures that carry their exit code, and progress display on a terminal.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use super::exit;
+use crate::api::validate::InvalidSpec;
+use crate::engine::media_types::TITLE_ANNOTATION;
+use crate::engine::{Engine, EngineError};
+use crate::registry::{ClientOptions, DockerConfig, ImageReference, RawManifest, RegistryClient};
+use crate::sources::UrlFetcher;
+
+/// Flags every client verb takes.
+#[derive(Args, Clone, Debug, Default)]
+pub struct RegistryArgs {
+    /// A registry (host:port) to speak plain HTTP to; loopback registries always do.
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    pub insecure_registries: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    #[default]
+    Text,
+    Json,
+}
+
+/// A verb's failure: what to print and which exit code it means.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    /// Exit 2: the command line asks for something impossible; nothing was written.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self {
+            code: exit::INVALID,
+            message: message.into(),
+        }
+    }
+
+    /// Exit 1: the registry or the content did not allow it.
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self {
+            code: exit::FAILED,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<crate::registry::Error> for Failure {
+    fn from(e: crate::registry::Error) -> Self {
+        Failure::failed(e.to_string())
+    }
+}
+
+pub type Outcome = Result<(), Failure>;
+
+/// Prints the failure (if any) on stderr and turns the outcome into an exit code.
+pub fn finish(outcome: Outcome) -> u8 {
+    match outcome {
+        Ok(()) => exit::OK,
+        Err(failure) => {
+            for line in failure.message.lines() {
+                eprintln!("error: {line}");
+            }
+            if failure.code == exit::INVALID {
+                eprintln!("error: invalid input, nothing was written");
+            }
+            failure.code
+        }
+    }
+}
+
+/// The registry client of a verb: credentials from `REGISTRY_AUTH_FILE`, `$DOCKER_CONFIG` or
+/// `~/.docker/config.json` (helpers included), anonymous otherwise.
+pub fn registry_client(args: &RegistryArgs) -> Result<Arc<RegistryClient>, Failure> {
+    let credentials = DockerConfig::load_default()
+        .map_err(|e| Failure::invalid(format!("registry credentials: {e}")))?;
+    let options = ClientOptions {
+        insecure_registries: args.insecure_registries.clone(),
+        ..Default::default()
+    };
+    RegistryClient::new(options, Arc::new(credentials))
+        .map(Arc::new)
+        .map_err(|e| Failure::invalid(e.to_string()))
+}
+
+/// An engine over [`registry_client`], for the verbs that write (one way to build manifests).
+pub fn engine(args: &RegistryArgs) -> Result<Engine, Failure> {
+    let registry = registry_client(args)?;
+    let urls = UrlFetcher::new().map_err(Failure::invalid)?;
+    Ok(Engine::new(registry, urls, 4))
+}
+
+/// A reference that names a manifest by tag or digest.
+pub fn parse_reference(what: &str, text: &str) -> Result<ImageReference, Failure> {
+    ImageReference::parse(text).map_err(|e| Failure::invalid(format!("{what}: {e}")))
+}
+
+/// `host[:port]/repository:tag` (a destination that is written by tag). A digest is refused:
+/// a tag is what the verb moves.
+pub fn parse_tagged(what: &str, text: &str) -> Result<ImageReference, Failure> {
+    if text.contains('@') {
+        return Err(Failure::invalid(format!(
+            "{what} {text:?} names a digest; expected host[:port]/repository:tag, since a tag is what gets written"
+        )));
+    }
+    let reference = parse_reference(what, text)?;
+    if reference.tag.is_none() {
+        return Err(Failure::invalid(format!(
+            "{what} {text:?} names no tag; expected host[:port]/repository:tag"
+        )));
+    }
+    Ok(reference)
+}
+
+/// An engine error in the words of the command line: spec fields become the arguments they
+/// came from (`renames`: spec field prefix -> argument), and the exit code follows the kind.
+pub fn engine_failure(e: EngineError, renames: &[(&str, &str)]) -> Failure {
+    let rename = |text: String| {
+        renames.iter().fold(text, |text, (field, argument)| {
+            text.replace(field, argument)
+        })
+    };
+    match e {
+        EngineError::Invalid(invalid) => invalid_spec(&invalid, renames),
+        EngineError::Source { field, detail } => {
+            Failure::failed(rename(format!("{field}: {detail}")))
+        }
+        EngineError::Registry(e) => Failure::failed(e.to_string()),
+    }
+}
+
+/// A spec built from the command line that validation refused: one line per field, named by
+/// the argument it came from.
+pub fn invalid_spec(invalid: &InvalidSpec, renames: &[(&str, &str)]) -> Failure {
+    let lines: Vec<String> = invalid
+        .0
+        .iter()
+        .map(|field| {
+            let name = renames
+                .iter()
+                .find(|(prefix, _)| field.field.starts_with(prefix))
+                .map(|(prefix, argument)| field.field.replacen(prefix, argument, 1))
+                .unwrap_or_else(|| field.field.clone());
+            format!("{name}: {}", field.message)
+        })
+        .collect();
+    Failure::invalid(lines.join("\n"))
+}
+
+pub fn print_json<T: Serialize>(value: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("output serializes")
+    );
+}
+
+/// `1.5 MiB`.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Progress is drawn only for a person watching: stderr is a terminal.
+pub fn show_progress() -> bool {
+    std::io::stderr().is_terminal()
+}
+
+/// A byte progress bar on stderr (hidden unless stderr is a terminal).
+pub fn byte_bar(total: u64, message: String) -> ProgressBar {
+    if !show_progress() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {msg:30!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        )
+        .expect("the template is valid")
+        .progress_chars("=> "),
+    );
+    bar.set_message(message);
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+/// A descriptor as the client verbs read it: enough of the image spec for manifests, index
+/// entries and referrers, without rejecting fields or platform values other tools write.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    pub media_type: String,
+    pub digest: String,
+    pub size: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub urls: Option<Vec<String>>,
+}
+
+impl Descriptor {
+    pub fn title(&self) -> Option<&str> {
+        self.annotations
+            .get(TITLE_ANNOTATION)
+            .map(String::as_str)
+            .filter(|t| !t.is_empty())
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// `os/arch[/variant]`: with no variant asked for, any variant matches.
+    pub fn matches(&self, wanted: &str) -> bool {
+        let mut parts = wanted.split('/');
+        let (os, arch, variant) = (parts.next(), parts.next(), parts.next());
+        Some(self.os.as_str()) == os
+            && Some(self.architecture.as_str()) == arch
+            && (variant.is_none() || self.variant.as_deref() == variant)
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(variant) = &self.variant {
+            write!(f, "/{variant}")?;
+        }
+        Ok(())
+    }
+}
+
+/// An image manifest or an index, read leniently (one type for both).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Document {
+    #[serde(default)]
+    pub artifact_type: Option<String>,
+    #[serde(default)]
+    pub config: Option<Descriptor>,
+    #[serde(default)]
+    pub layers: Vec<Descriptor>,
+    #[serde(default)]
+    pub manifests: Vec<Descriptor>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Document {
+    /// Parses a manifest that `what` names, for error messages.
+    pub fn parse(what: &str, raw: &RawManifest) -> Result<Self, Failure> {
+        serde_json::from_slice(&raw.bytes).map_err(|e| {
+            Failure::failed(format!(
+                "{what}: expected an OCI manifest or index, the registry served a {} that does not parse: {e}",
+                raw.media_type
+            ))
+        })
+    }
+
+    /// The artefact type: `artifactType`, else the config media type (OCI 1.1 rule).
+    pub fn effective_artifact_type(&self) -> Option<String> {
+        self.artifact_type
+            .clone()
+            .or_else(|| self.config.as_ref().map(|c| c.media_type.clone()))
+    }
+}
+
+/// What a verb that wrote tags (`tag`, `copy`) prints with `-o json`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Written {
+    pub reference: String,
+    pub digest: String,
+    pub media_type: String,
+    pub size: u64,
+    pub tags: Vec<String>,
+    /// `created`, `updated` or `unchanged`.
+    pub result: String,
+}
+
+/// Prints an engine report: `REPOSITORY:TAG@DIGEST` per tag, or one JSON object.
+pub fn print_report(format: Format, reference: &str, report: &crate::engine::Report) {
+    match format {
+        Format::Text => {
+            for tag in &report.tags {
+                println!("{}:{tag}@{}", report.repository, report.digest);
+            }
+        }
+        Format::Json => print_json(&Written {
+            reference: reference.to_string(),
+            digest: report.digest.clone(),
+            media_type: report.media_type.clone(),
+            size: report.size,
+            tags: report.tags.clone(),
+            result: report.outcome.to_string(),
+        }),
+    }
+}

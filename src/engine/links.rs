@@ -1,0 +1,329 @@
+//! Links between artefacts: references resolved to pinned descriptors, and OCI 1.1 referrers,
+//! through the registry's referrers API where it has one and the fallback tag
+//! `sha256-<hex of the subject digest>` where it does not.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use super::media_types::OCI_INDEX;
+use super::{Engine, EngineError, Inputs};
+use crate::api::patterns::IMAGE_REFERENCE_RE;
+use crate::registry::{ImageReference, ManifestHead, Repository};
+
+/// The annotation key prefix of `spec.links`.
+pub const LINK_ANNOTATION_PREFIX: &str = "io.gardenlinux.link.";
+/// Attempts of one read-modify-write of a fallback index before giving up.
+const FALLBACK_ATTEMPTS: u32 = 10;
+
+/// A reference of the spec, resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pin {
+    pub field: String,
+    /// As the spec says it: a reference, or `artifactRef:<name>`.
+    pub reference: String,
+    pub resolved: ImageReference,
+    pub head: ManifestHead,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkVia {
+    ReferrersApi,
+    FallbackTag,
+}
+
+impl std::fmt::Display for LinkVia {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LinkVia::ReferrersApi => "referrers-api",
+            LinkVia::FallbackTag => "fallback-tag",
+        })
+    }
+}
+
+/// The fallback tag of a subject: `sha256-<hex>`.
+pub fn fallback_tag(subject_digest: &str) -> String {
+    subject_digest.replacen(':', "-", 1)
+}
+
+/// `spec.links` as annotations: `io.gardenlinux.link.<rel>`, then `.1`, `.2`... for repeats.
+pub fn link_annotations(links: &[crate::api::Link]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for link in links {
+        let n = seen.entry(link.rel.as_str()).or_insert(0);
+        let key = match *n {
+            0 => format!("{LINK_ANNOTATION_PREFIX}{}", link.rel),
+            k => format!("{LINK_ANNOTATION_PREFIX}{}.{k}", link.rel),
+        };
+        *n += 1;
+        out.insert(key, link.url.clone());
+    }
+    out
+}
+
+/// Pure: the fallback index with `entry` in it (replacing an entry of the same digest), every
+/// other descriptor kept as it was, unknown fields included.
+pub fn with_referrer(index: Option<&Value>, entry: &Value) -> Value {
+    let mut index = index
+        .cloned()
+        .unwrap_or_else(|| json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [] }));
+    let digest = entry.get("digest").cloned();
+    if let Some(manifests) = index.get_mut("manifests").and_then(Value::as_array_mut) {
+        manifests.retain(|m| m.get("digest") != digest.as_ref());
+        manifests.push(entry.clone());
+    }
+    index
+}
+
+/// Pure: the fallback index without the descriptor of `digest`.
+pub fn without_referrer(index: &Value, digest: &str) -> Value {
+    let mut index = index.clone();
+    if let Some(manifests) = index.get_mut("manifests").and_then(Value::as_array_mut) {
+        manifests.retain(|m| m.get("digest").and_then(Value::as_str) != Some(digest));
+    }
+    index
+}
+
+fn lists(index: &Value, entry: &Value) -> bool {
+    index
+        .get("manifests")
+        .and_then(Value::as_array)
+        .is_some_and(|m| m.contains(entry))
+}
+
+impl Engine {
+    /// A reference of the spec as a full reference: an `artifactRef` through what the front end
+    /// resolved, a bare tag or digest in `target`, anything else as written.
+    pub(super) async fn pin(
+        &self,
+        field: &str,
+        artifact_ref: Option<&str>,
+        reference: Option<&str>,
+        target: &Repository,
+        inputs: &Inputs,
+    ) -> Result<Pin, EngineError> {
+        let (shown, resolved) = match (artifact_ref, reference) {
+            (Some(name), _) => {
+                let resolved = inputs.artifacts.get(name).cloned().ok_or_else(|| {
+                    EngineError::source(
+                        format!("{field}.artifactRef"),
+                        format!("GardenArtifact {name:?} of this namespace is not known or has no digest yet"),
+                    )
+                })?;
+                (format!("artifactRef:{name}"), resolved)
+            }
+            (None, Some(reference)) => {
+                let resolved = if IMAGE_REFERENCE_RE.is_match(reference) {
+                    ImageReference::parse(reference)
+                        .map_err(|e| EngineError::source(format!("{field}.reference"), e))?
+                } else if reference.starts_with("sha256:") || reference.starts_with("sha512:") {
+                    target.with_digest(reference)
+                } else {
+                    target.with_tag(reference)
+                };
+                (reference.to_string(), resolved)
+            }
+            (None, None) => return Err(EngineError::source(field, "no reference")),
+        };
+        let head = self
+            .registry
+            .head_manifest(&resolved.repository, resolved.reference())
+            .await?
+            .ok_or_else(|| EngineError::source(field, format!("{resolved} does not exist")))?;
+        Ok(Pin {
+            field: field.to_string(),
+            reference: shown,
+            resolved,
+            head,
+        })
+    }
+
+    /// Whether the registry keeps referrers itself, asked once per registry and process.
+    async fn has_referrers_api(
+        &self,
+        repo: &Repository,
+        subject: &str,
+    ) -> Result<bool, EngineError> {
+        if let Some(known) = self
+            .referrers_api
+            .lock()
+            .expect("not poisoned")
+            .get(&repo.registry)
+        {
+            return Ok(*known);
+        }
+        let has = self.registry.referrers(repo, subject).await?.is_some();
+        self.referrers_api
+            .lock()
+            .expect("not poisoned")
+            .insert(repo.registry.clone(), has);
+        Ok(has)
+    }
+
+    /// Makes `entry` (the referrer's descriptor) findable from `subject`. With the referrers API
+    /// the registry did it when the manifest was stored; otherwise the fallback index is updated,
+    /// read-modify-write, serialized per subject within this process and verified after writing
+    /// so that a concurrent writer elsewhere cannot make it lose our descriptor silently.
+    pub(super) async fn link_referrer(
+        &self,
+        repo: &Repository,
+        subject: &str,
+        entry: &Value,
+        registry_processed: bool,
+    ) -> Result<LinkVia, EngineError> {
+        if registry_processed || self.has_referrers_api(repo, subject).await? {
+            return Ok(LinkVia::ReferrersApi);
+        }
+        self.update_fallback(
+            repo,
+            subject,
+            |index| (!index.is_some_and(|i| lists(i, entry))).then(|| with_referrer(index, entry)),
+            |index| lists(index, entry),
+        )
+        .await?;
+        Ok(LinkVia::FallbackTag)
+    }
+
+    /// Removes the descriptor of `digest` from the fallback index of `subject`, if there is one.
+    pub async fn unlink_referrer(
+        &self,
+        repo: &Repository,
+        subject: &str,
+        digest: &str,
+    ) -> Result<(), EngineError> {
+        if self.has_referrers_api(repo, subject).await? {
+            return Ok(());
+        }
+        let listed = |index: &Value| {
+            index
+                .get("manifests")
+                .and_then(Value::as_array)
+                .is_some_and(|m| {
+                    m.iter()
+                        .any(|e| e.get("digest").and_then(Value::as_str) == Some(digest))
+                })
+        };
+        self.update_fallback(
+            repo,
+            subject,
+            |index| {
+                index
+                    .filter(|i| listed(i))
+                    .map(|i| without_referrer(i, digest))
+            },
+            |index| !listed(index),
+        )
+        .await
+    }
+
+    /// One read-modify-write of the fallback index: `change` returns the new index, or `None`
+    /// when nothing needs writing; `holds` checks the result after writing.
+    async fn update_fallback(
+        &self,
+        repo: &Repository,
+        subject: &str,
+        change: impl Fn(Option<&Value>) -> Option<Value>,
+        holds: impl Fn(&Value) -> bool,
+    ) -> Result<(), EngineError> {
+        let lock = {
+            let mut locks = self.subject_locks.lock().expect("not poisoned");
+            Arc::clone(
+                locks
+                    .entry((repo.clone(), subject.to_string()))
+                    .or_default(),
+            )
+        };
+        let _serialized = lock.lock().await;
+        let tag = fallback_tag(subject);
+        for attempt in 0..FALLBACK_ATTEMPTS {
+            let current = self.read_fallback(repo, &tag).await?;
+            let Some(next) = change(current.as_ref()) else {
+                return Ok(());
+            };
+            let bytes = Bytes::from(serde_json::to_vec(&next).expect("JSON serializes"));
+            self.registry
+                .put_manifest(repo, &tag, OCI_INDEX, bytes)
+                .await?;
+            // Another process may have written between our read and our write.
+            if self
+                .read_fallback(repo, &tag)
+                .await?
+                .is_some_and(|index| holds(&index))
+            {
+                return Ok(());
+            }
+            let jitter = u64::from(std::process::id() % 7) * 20 + u64::from(attempt) * 50;
+            tokio::time::sleep(Duration::from_millis(50 + jitter)).await;
+        }
+        Err(EngineError::source(
+            "spec.subject",
+            format!(
+                "the fallback index {repo}:{tag} kept changing under us; tried {FALLBACK_ATTEMPTS} times"
+            ),
+        ))
+    }
+
+    async fn read_fallback(
+        &self,
+        repo: &Repository,
+        tag: &str,
+    ) -> Result<Option<Value>, EngineError> {
+        let Some(raw) = self.registry.get_manifest(repo, tag).await? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&raw.bytes).map(Some).map_err(|e| {
+            EngineError::source(
+                "spec.subject",
+                format!("{repo}:{tag} is not an image index: {e}"),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Link;
+
+    #[test]
+    fn links_become_numbered_annotations() {
+        let links = [
+            Link {
+                url: "https://a/notes".into(),
+                rel: "release-notes".into(),
+            },
+            Link {
+                url: "https://b/notes".into(),
+                rel: "release-notes".into(),
+            },
+            Link {
+                url: "https://gh/rel".into(),
+                rel: "github-release".into(),
+            },
+        ];
+        let a = link_annotations(&links);
+        assert_eq!(a["io.gardenlinux.link.release-notes"], "https://a/notes");
+        assert_eq!(a["io.gardenlinux.link.release-notes.1"], "https://b/notes");
+        assert_eq!(a["io.gardenlinux.link.github-release"], "https://gh/rel");
+    }
+
+    #[test]
+    fn the_fallback_index_keeps_other_writers_descriptors() {
+        let theirs =
+            json!({"mediaType": "m", "digest": "sha256:theirs", "size": 1, "x-unknown": true});
+        let ours = json!({"mediaType": "m", "digest": "sha256:ours", "size": 2});
+        let index = with_referrer(None, &theirs);
+        let index = with_referrer(Some(&index), &ours);
+        let again = with_referrer(Some(&index), &ours);
+        assert_eq!(index, again, "adding twice is adding once");
+        assert_eq!(index["manifests"].as_array().unwrap().len(), 2);
+        assert_eq!(index["manifests"][0], theirs, "unknown fields survive");
+        let removed = without_referrer(&index, "sha256:ours");
+        assert_eq!(removed["manifests"], json!([theirs]));
+        assert_eq!(fallback_tag("sha256:abc"), "sha256-abc");
+    }
+}
