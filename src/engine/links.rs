@@ -16,8 +16,14 @@ use crate::registry::{ImageReference, ManifestHead, Repository};
 
 /// The annotation key prefix of `spec.links`.
 pub const LINK_ANNOTATION_PREFIX: &str = "io.gardenlinux.link.";
-/// Attempts of one read-modify-write of a fallback index before giving up.
-const FALLBACK_ATTEMPTS: u32 = 10;
+/// Writes of one change to a fallback index before giving up.
+const FALLBACK_ATTEMPTS: u32 = 12;
+/// After a write, the index is checked again after each of these waits.
+const SETTLE_CHECKS: [Duration; 3] = [
+    Duration::from_millis(250),
+    Duration::from_millis(500),
+    Duration::from_millis(1000),
+];
 
 /// A reference of the spec, resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -178,12 +184,9 @@ impl Engine {
         if registry_processed || self.has_referrers_api(repo, subject).await? {
             return Ok(LinkVia::ReferrersApi);
         }
-        self.update_fallback(
-            repo,
-            subject,
-            |index| (!index.is_some_and(|i| lists(i, entry))).then(|| with_referrer(index, entry)),
-            |index| lists(index, entry),
-        )
+        self.update_fallback(repo, subject, |index| {
+            (!index.is_some_and(|i| lists(i, entry))).then(|| with_referrer(index, entry))
+        })
         .await?;
         Ok(LinkVia::FallbackTag)
     }
@@ -207,28 +210,67 @@ impl Engine {
                         .any(|e| e.get("digest").and_then(Value::as_str) == Some(digest))
                 })
         };
-        self.update_fallback(
-            repo,
-            subject,
-            |index| {
-                index
-                    .filter(|i| listed(i))
-                    .map(|i| without_referrer(i, digest))
-            },
-            |index| !listed(index),
-        )
+        self.update_fallback(repo, subject, |index| {
+            index
+                .filter(|i| listed(i))
+                .map(|i| without_referrer(i, digest))
+        })
         .await
     }
 
-    /// One read-modify-write of the fallback index: `change` returns the new index, or `None`
-    /// when nothing needs writing; `holds` checks the result after writing.
+    /// Read-modify-write of the fallback index until it holds: `change` returns the new index,
+    /// or `None` when the index already holds it.
+    ///
+    /// Writers in this process take turns (one lock per subject). Distribution offers no
+    /// conditional write, so a writer in another process that read before our write can still
+    /// overwrite it: after our write holds, the index is checked again at widening intervals
+    /// (longer than any writer's read-to-write gap) and our change is made again if it was lost.
+    /// Every writer does the same, so all changes survive once the writers settle.
     async fn update_fallback(
         &self,
         repo: &Repository,
         subject: &str,
         change: impl Fn(Option<&Value>) -> Option<Value>,
-        holds: impl Fn(&Value) -> bool,
     ) -> Result<(), EngineError> {
+        let tag = fallback_tag(subject);
+        let mut ever_wrote = false;
+        let mut checks_held = 0;
+        for _ in 0..FALLBACK_ATTEMPTS {
+            let wrote = self
+                .write_fallback_once(repo, subject, &tag, &change)
+                .await?;
+            ever_wrote |= wrote;
+            if !ever_wrote {
+                // It held at the first look: nothing of ours to watch over.
+                return Ok(());
+            }
+            if wrote {
+                checks_held = 0;
+            } else {
+                checks_held += 1;
+            }
+            let Some(wait) = SETTLE_CHECKS.get(checks_held) else {
+                return Ok(());
+            };
+            let jitter = Duration::from_millis(u64::from(std::process::id() % 13) * 7);
+            tokio::time::sleep(*wait + jitter).await;
+        }
+        Err(EngineError::source(
+            "spec.subject",
+            format!(
+                "the fallback index {repo}:{tag} kept changing under us; tried {FALLBACK_ATTEMPTS} times"
+            ),
+        ))
+    }
+
+    /// One serialized read-modify-write; true when it wrote (`change` found something to do).
+    async fn write_fallback_once(
+        &self,
+        repo: &Repository,
+        subject: &str,
+        tag: &str,
+        change: &impl Fn(Option<&Value>) -> Option<Value>,
+    ) -> Result<bool, EngineError> {
         let lock = {
             let mut locks = self.subject_locks.lock().expect("not poisoned");
             Arc::clone(
@@ -238,33 +280,15 @@ impl Engine {
             )
         };
         let _serialized = lock.lock().await;
-        let tag = fallback_tag(subject);
-        for attempt in 0..FALLBACK_ATTEMPTS {
-            let current = self.read_fallback(repo, &tag).await?;
-            let Some(next) = change(current.as_ref()) else {
-                return Ok(());
-            };
-            let bytes = Bytes::from(serde_json::to_vec(&next).expect("JSON serializes"));
-            self.registry
-                .put_manifest(repo, &tag, OCI_INDEX, bytes)
-                .await?;
-            // Another process may have written between our read and our write.
-            if self
-                .read_fallback(repo, &tag)
-                .await?
-                .is_some_and(|index| holds(&index))
-            {
-                return Ok(());
-            }
-            let jitter = u64::from(std::process::id() % 7) * 20 + u64::from(attempt) * 50;
-            tokio::time::sleep(Duration::from_millis(50 + jitter)).await;
-        }
-        Err(EngineError::source(
-            "spec.subject",
-            format!(
-                "the fallback index {repo}:{tag} kept changing under us; tried {FALLBACK_ATTEMPTS} times"
-            ),
-        ))
+        let current = self.read_fallback(repo, tag).await?;
+        let Some(next) = change(current.as_ref()) else {
+            return Ok(false);
+        };
+        let bytes = Bytes::from(serde_json::to_vec(&next).expect("JSON serializes"));
+        self.registry
+            .put_manifest(repo, tag, OCI_INDEX, bytes)
+            .await?;
+        Ok(true)
     }
 
     async fn read_fallback(

@@ -1,0 +1,281 @@
+//! Linking coherent components against a real Distribution registry (no referrers API, so the
+//! fallback tag scheme): the Garden Linux release example walked the way consumers walk it,
+//! concurrent referrers, and re-linking when a referenced tag moves.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn blob(registry: &Registry, repo: &str, digest: &str) -> Vec<u8> {
+    let out = Command::new("curl")
+        .args(["-sfL"])
+        .arg(format!("http://{}/v2/{repo}/blobs/{digest}", registry.addr))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "GET blob {digest}");
+    out.stdout
+}
+
+fn fallback_index(registry: &Registry, repo: &str, subject: &str) -> serde_json::Value {
+    let tag = subject.replacen(':', "-", 1);
+    skopeo_json(&format!("{}/{repo}:{tag}", registry.addr))
+}
+
+#[test]
+fn the_release_example_is_found_the_way_gardenlinux_update_finds_it() {
+    let registry = Registry::start();
+    let examples = examples_for(&registry);
+    let dir = examples.path().to_str().unwrap();
+    let out = garden_artifacts(&["apply", "-f", dir], &[]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+
+    // tag -> index -> entry by cname prefix -> manifest -> layer by media type.
+    let repo = "gardenlinux/gardenlinux";
+    let index = skopeo_json(&format!("{}/{repo}:1877.5", registry.addr));
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 3);
+    for entry in entries {
+        assert_eq!(entry["platform"]["os"], "gardenlinux");
+        assert_eq!(entry["platform"]["os.version"], "1877.5");
+        assert!(
+            entry["annotations"]["feature_set"]
+                .as_str()
+                .unwrap()
+                .contains("gardener")
+        );
+    }
+    let metal = entries
+        .iter()
+        .filter(|e| e.get("annotations").is_some())
+        .find(|e| {
+            e["annotations"]["cname"]
+                .as_str()
+                .unwrap()
+                .starts_with("metal-gardener_prod-arm64")
+        })
+        .expect("an entry for the metal flavour");
+    assert_eq!(metal["annotations"]["architecture"], "arm64");
+    assert_eq!(metal["platform"]["architecture"], "arm64");
+    let manifest = skopeo_json(&format!(
+        "{}/{repo}@{}",
+        registry.addr,
+        metal["digest"].as_str().unwrap()
+    ));
+    let layer = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["mediaType"] == "application/io.gardenlinux.release")
+        .expect("a release layer");
+    let content = blob(&registry, repo, layer["digest"].as_str().unwrap());
+    assert!(
+        String::from_utf8_lossy(&content)
+            .contains("GARDENLINUX_CNAME=metal-gardener_prod-arm64-1877.5-60d819dd")
+    );
+
+    // `latest` and the major version are the same index; the release notes are linked.
+    let index_digest = digest_of(&format!("{}/{repo}:1877.5", registry.addr)).unwrap();
+    for tag in ["latest", "1877"] {
+        assert_eq!(
+            digest_of(&format!("{}/{repo}:{tag}", registry.addr)).unwrap(),
+            index_digest
+        );
+    }
+    assert_eq!(
+        index["annotations"]["io.gardenlinux.link.release-notes"],
+        "https://github.com/gardenlinux/gardenlinux/releases/tag/1877.5"
+    );
+
+    // The SBOM hangs off the AWS flavour through the fallback tag, and names it as subject.
+    let aws = digest_of(&format!(
+        "{}/{repo}:1877.5-aws-gardener_prod-amd64",
+        registry.addr
+    ))
+    .unwrap();
+    let referrers = fallback_index(&registry, repo, &aws);
+    let sboms: Vec<_> = referrers["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["artifactType"] == "application/vnd.cyclonedx+json")
+        .collect();
+    assert_eq!(sboms.len(), 1, "{referrers}");
+    let sbom = skopeo_json(&format!(
+        "{}/{repo}@{}",
+        registry.addr,
+        sboms[0]["digest"].as_str().unwrap()
+    ));
+    assert_eq!(sbom["subject"]["digest"], aws.as_str());
+    assert_eq!(
+        sbom["layers"][0]["mediaType"],
+        "application/vnd.cyclonedx+json"
+    );
+
+    // Converged: a second run writes nothing.
+    let before = registry.requests().len();
+    let out = garden_artifacts(&["apply", "-f", dir], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).lines().all(|l| l.ends_with("unchanged")),
+        "{}",
+        stdout(&out)
+    );
+    let second = registry.requests().split_off(before);
+    assert!(Registry::writes(&second).is_empty(), "{second:#?}");
+}
+
+#[test]
+fn fifty_concurrent_referrers_all_land_in_the_fallback_index() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let r = &registry.addr;
+    let subject = write_manifest(
+        dir.path(),
+        "subject.yaml",
+        &format!(
+            "apiVersion: oci.gardenlinux.io/v1alpha1\nkind: GardenArtifact\nmetadata: {{name: subject}}\nspec: {{repository: {r}/gl, tags: [flavour], source: {{files: [{{name: a.release, content: subject}}]}}}}\n"
+        ),
+    );
+    let out = garden_artifacts(&["apply", "-f", subject.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Five processes at once, ten referrers each: writers that do not share a lock.
+    for p in 0..5 {
+        let mut docs = String::new();
+        for i in 0..10 {
+            docs.push_str(&format!(
+                "---\napiVersion: oci.gardenlinux.io/v1alpha1\nkind: GardenArtifact\nmetadata: {{name: sig-{p}-{i}}}\nspec:\n  repository: {r}/gl\n  artifactType: application/vnd.example.signature\n  subject: {{reference: flavour}}\n  source: {{files: [{{name: sig-{p}-{i}.log, content: \"signature {p} {i}\"}}]}}\n"
+            ));
+        }
+        write_manifest(dir.path(), &format!("referrers-{p}.yaml"), &docs);
+    }
+    let handles: Vec<_> = (0..5)
+        .map(|p| {
+            let file = dir.path().join(format!("referrers-{p}.yaml"));
+            std::thread::spawn(move || {
+                let empty_config = tempfile::tempdir().unwrap();
+                Command::new(BINARY)
+                    .args(["apply", "-f", file.to_str().unwrap(), "--concurrency", "10"])
+                    .env("DOCKER_CONFIG", empty_config.path())
+                    .output()
+                    .unwrap()
+            })
+        })
+        .collect();
+    for handle in handles {
+        let out = handle.join().unwrap();
+        assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    }
+
+    let subject_digest = digest_of(&format!("{r}/gl:flavour")).unwrap();
+    let index = fallback_index(&registry, "gl", &subject_digest);
+    let mut digests: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["digest"].as_str().unwrap())
+        .collect();
+    digests.sort_unstable();
+    digests.dedup();
+    assert_eq!(digests.len(), 50, "{index}");
+    for digest in digests {
+        let referrer = skopeo_json(&format!("{r}/gl@{digest}"));
+        assert_eq!(referrer["subject"]["digest"], subject_digest.as_str());
+    }
+}
+
+#[test]
+fn when_a_referenced_tag_moves_the_index_and_the_referrer_follow() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let r = &registry.addr;
+    let manifests = |content: &str| {
+        format!(
+            r#"
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: flavour}}
+spec: {{repository: {r}/gl, tags: [flavour], source: {{files: [{{name: a.release, content: "{content}"}}]}}}}
+---
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: release}}
+spec:
+  repository: {r}/gl
+  tags: [release]
+  source: {{index: {{manifests: [{{reference: flavour, annotations: {{cname: a}}}}]}}}}
+---
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: sbom}}
+spec:
+  repository: {r}/gl
+  subject: {{reference: flavour}}
+  source: {{files: [{{name: a.sbom, content: "{{}}"}}]}}
+"#
+        )
+    };
+    let file = write_manifest(dir.path(), "m.yaml", &manifests("one"));
+    let out = garden_artifacts(&["apply", "-f", file.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let first = digest_of(&format!("{r}/gl:flavour")).unwrap();
+
+    write_manifest(dir.path(), "m.yaml", &manifests("two"));
+    let out = garden_artifacts(&["apply", "-f", file.to_str().unwrap(), "-o", "json"], &[]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let second = digest_of(&format!("{r}/gl:flavour")).unwrap();
+    assert_ne!(first, second);
+    let index = skopeo_json(&format!("{r}/gl:release"));
+    assert_eq!(
+        index["manifests"][0]["digest"],
+        second.as_str(),
+        "the index points at the moved tag"
+    );
+    let referrers = fallback_index(&registry, "gl", &second);
+    assert_eq!(
+        referrers["manifests"].as_array().unwrap().len(),
+        1,
+        "the SBOM hangs off the new flavour"
+    );
+}
+
+#[test]
+fn a_subject_in_another_repository_is_refused_with_the_field() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let r = &registry.addr;
+    let file = write_manifest(
+        dir.path(),
+        "m.yaml",
+        &format!(
+            r#"
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: flavour}}
+spec: {{repository: {r}/a, tags: [t], source: {{files: [{{name: a.release, content: x}}]}}}}
+---
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: sbom}}
+spec: {{repository: {r}/b, subject: {{reference: "{r}/a:t"}}, source: {{files: [{{name: a.sbom, content: x}}]}}}}
+"#
+        ),
+    );
+    let out = garden_artifacts(&["apply", "-f", file.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("default/sbom "))
+        .unwrap();
+    assert!(
+        line.contains("failed: spec.subject:") && line.contains("share one repository"),
+        "{line}"
+    );
+}
