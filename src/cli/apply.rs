@@ -16,7 +16,8 @@ use crate::engine::desired::BlobOrigin;
 use crate::engine::order::{self, Node};
 use crate::engine::{Engine, Inputs, Mode, Report};
 use crate::manifests::{self, LoadedObject};
-use crate::registry::{ClientOptions, DockerConfig, ImageReference, RegistryClient, Repository};
+use super::RegistryArgs;
+use crate::registry::{DockerConfig, ImageReference, RegistryClient, Repository};
 use crate::sources::UrlFetcher;
 
 #[derive(Args)]
@@ -29,9 +30,8 @@ pub struct ApplyArgs {
     dry_run: bool,
     #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
     output: Output,
-    /// A registry (host:port) to speak plain HTTP to; loopback registries always do.
-    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
-    insecure_registries: Vec<String>,
+    #[command(flatten)]
+    registry: RegistryArgs,
     /// Objects reconciled at once.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
@@ -108,9 +108,12 @@ pub async fn run(args: ApplyArgs) -> u8 {
             return exit::INVALID;
         }
     };
-    let options = ClientOptions {
-        insecure_registries: args.insecure_registries.clone(),
-        ..Default::default()
+    let options = match args.registry.client_options() {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::INVALID;
+        }
     };
     let engine = match (
         RegistryClient::new(options, Arc::new(credentials)),

@@ -26,7 +26,8 @@ use crate::api::GardenArtifact;
 use crate::engine::Engine;
 use crate::http::{self, Probes};
 use crate::metrics::Metrics;
-use crate::registry::{ClientOptions, NoCredentials, RegistryClient};
+use crate::cli::RegistryArgs;
+use crate::registry::{NoCredentials, RegistryClient};
 use crate::sources::UrlFetcher;
 
 #[derive(Args, Clone, Debug)]
@@ -37,9 +38,8 @@ pub struct ControllerArgs {
     /// Where /metrics, /healthz and /readyz are served.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
-    /// A registry (host:port) to speak plain HTTP to; loopback registries always do.
-    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
-    pub insecure_registries: Vec<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
     /// Objects reconciled at once.
     #[arg(long, default_value_t = 4)]
     pub concurrency: u16,
@@ -66,10 +66,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), String> {
     let client = kube::Client::try_default()
         .await
         .map_err(|e| format!("Kubernetes client: {e}"))?;
-    let options = ClientOptions {
-        insecure_registries: args.insecure_registries.clone(),
-        ..Default::default()
-    };
+    let options = args.registry.client_options()?;
     let registry =
         RegistryClient::new(options, Arc::new(NoCredentials)).map_err(|e| e.to_string())?;
     let engine = Arc::new(Engine::new(

@@ -10,6 +10,7 @@ use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 
+use super::budget::{BudgetOptions, Budgets};
 use super::credentials::{Credential, CredentialSource};
 use super::error::{Error, describe_transport};
 use super::reference::Repository;
@@ -43,6 +44,9 @@ pub struct ClientOptions {
     /// Registries (`host:port`) spoken to over plain HTTP although they are not on loopback.
     pub insecure_registries: Vec<String>,
     pub retry: RetryPolicy,
+    /// Extra trusted CA certificates (PEM), e.g. for a registry with a private CA.
+    pub ca_pem: Option<Vec<u8>>,
+    pub budget: BudgetOptions,
 }
 
 /// What a `HEAD` of a manifest tells.
@@ -98,6 +102,7 @@ pub struct RegistryClient {
     schemes: Mutex<HashMap<String, AuthScheme>>,
     tokens: Mutex<HashMap<(String, String), CachedToken>>,
     stats: Arc<RequestStats>,
+    budgets: Arc<Budgets>,
 }
 
 /// Counters shared by every client cloned from one root, for metrics and benchmarks.
@@ -165,16 +170,28 @@ impl RegistryClient {
         credentials: Arc<dyn CredentialSource>,
     ) -> Result<Self, Error> {
         install_crypto_provider();
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .user_agent(concat!("garden-artifacts/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(15))
             .read_timeout(Duration::from_secs(120))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()
-            .map_err(|e| Error::Invalid {
-                what: "HTTP client".into(),
-                detail: describe_transport(&e),
+            .pool_idle_timeout(Duration::from_secs(90));
+        if let Some(pem) = &options.ca_pem {
+            let certificates = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| Error::Invalid {
+                what: "--ca-file".into(),
+                detail: format!("not a PEM certificate bundle: {}", describe_transport(&e)),
             })?;
+            if certificates.is_empty() {
+                return Err(Error::Invalid {
+                    what: "--ca-file".into(),
+                    detail: "holds no PEM certificate".into(),
+                });
+            }
+            builder = builder.tls_certs_merge(certificates);
+        }
+        let http = builder.build().map_err(|e| Error::Invalid {
+            what: "HTTP client".into(),
+            detail: describe_transport(&e),
+        })?;
         Ok(Self {
             http,
             insecure: options.insecure_registries.into_iter().collect(),
@@ -184,6 +201,7 @@ impl RegistryClient {
             schemes: Mutex::default(),
             tokens: Mutex::default(),
             stats: Arc::default(),
+            budgets: Arc::new(Budgets::new(options.budget)),
         })
     }
 
@@ -199,6 +217,7 @@ impl RegistryClient {
             schemes: Mutex::new(self.schemes.lock().expect("not poisoned").clone()),
             tokens: Mutex::default(),
             stats: Arc::clone(&self.stats),
+            budgets: Arc::clone(&self.budgets),
         }
     }
 
@@ -393,14 +412,14 @@ impl RegistryClient {
         if matches!(scheme, AuthScheme::Basic) && self.credential(registry).await?.is_none() {
             return Ok(false);
         }
-        let mut schemes = self.schemes.lock().expect("not poisoned");
-        let changed = !matches!(
-            (schemes.get(registry), &scheme),
-            (Some(AuthScheme::Basic), AuthScheme::Basic)
-        );
-        schemes.insert(registry.to_string(), scheme);
-        // A bearer scheme may have answered 401 because a cached token lapsed: try again once.
-        Ok(changed || matches!(schemes.get(registry), Some(AuthScheme::Bearer { .. })))
+        self.schemes
+            .lock()
+            .expect("not poisoned")
+            .insert(registry.to_string(), scheme);
+        // Worth one more try: this request may have gone out before the scheme was known (a
+        // concurrent request learned it first), or with a bearer token that just lapsed. The
+        // caller tries once, so wrong credentials cost one extra request, not a loop.
+        Ok(true)
     }
 
     /// Sends a replayable request: answers 401 challenges once, retries transport errors and
@@ -428,7 +447,9 @@ impl RegistryClient {
             if let Some(body) = &body {
                 request = request.body(body.clone());
             }
+            let slot = self.budgets.acquire(registry).await;
             let answer = request.send().await;
+            drop(slot);
             let response = match answer {
                 Ok(response) => response,
                 Err(e) => {
@@ -469,6 +490,10 @@ impl RegistryClient {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok())
                     .map(Duration::from_secs);
+                if status == StatusCode::TOO_MANY_REQUESTS {
+                    // Rate limits are per client: everyone here waits, not only this request.
+                    self.budgets.pause(registry, self.backoff(attempt, retry_after));
+                }
                 tracing::debug!(%status, url = %strip_query(url), attempt, "registry asked us to retry");
                 tokio::time::sleep(self.backoff(attempt, retry_after)).await;
                 continue;
@@ -788,6 +813,7 @@ impl RegistryClient {
         {
             request = request.header(header::AUTHORIZATION, value);
         }
+        let _in_flight = self.budgets.acquire(&repo.registry).await;
         let response = request.send().await.map_err(|e| {
             self.count(&Method::PUT, 0);
             Error::Transport {

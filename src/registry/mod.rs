@@ -4,6 +4,7 @@
 //! paging, and no extra `GET /v2/` probe before each request on registries without auth (which
 //! would double the requests of a converged resync).
 
+mod budget;
 mod client;
 pub mod credentials;
 mod error;
@@ -14,6 +15,7 @@ pub use client::{
     ClientOptions, ManifestHead, PutManifestOutcome, RawManifest, RegistryClient, RequestStats,
     RetryPolicy, UploadStart, is_loopback,
 };
+pub use budget::BudgetOptions;
 pub use credentials::{Credential, CredentialSource, DockerConfig, NoCredentials};
 pub use error::Error;
 pub use reference::{ImageReference, Repository};
