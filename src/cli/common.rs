@@ -8,7 +8,7 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
@@ -16,16 +16,11 @@ use super::exit;
 use crate::api::validate::InvalidSpec;
 use crate::engine::media_types::TITLE_ANNOTATION;
 use crate::engine::{Engine, EngineError};
-use crate::registry::{ClientOptions, DockerConfig, ImageReference, RawManifest, RegistryClient};
+use crate::registry::{DockerConfig, ImageReference, RawManifest, RegistryClient};
 use crate::sources::UrlFetcher;
 
-/// Flags every client verb takes.
-#[derive(Args, Clone, Debug, Default)]
-pub struct RegistryArgs {
-    /// A registry (host:port) to speak plain HTTP to; loopback registries always do.
-    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
-    pub insecure_registries: Vec<String>,
-}
+/// Flags every client verb takes (shared with `apply` and the controller).
+pub use super::RegistryArgs;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -94,10 +89,7 @@ pub fn finish(outcome: Outcome) -> u8 {
 pub fn registry_client(args: &RegistryArgs) -> Result<Arc<RegistryClient>, Failure> {
     let credentials = DockerConfig::load_default()
         .map_err(|e| Failure::invalid(format!("registry credentials: {e}")))?;
-    let options = ClientOptions {
-        insecure_registries: args.insecure_registries.clone(),
-        ..Default::default()
-    };
+    let options = args.client_options().map_err(Failure::invalid)?;
     RegistryClient::new(options, Arc::new(credentials))
         .map(Arc::new)
         .map_err(|e| Failure::invalid(e.to_string()))
@@ -193,6 +185,22 @@ pub fn human_size(bytes: u64) -> String {
 /// Progress is drawn only for a person watching: stderr is a terminal.
 pub fn show_progress() -> bool {
     std::io::stderr().is_terminal()
+}
+
+/// A spinner for work whose bytes cannot be followed one by one: it ticks with the elapsed
+/// time and shows the bytes completed so far (set by the caller), out of `total`.
+pub fn spinner(total: u64, message: String) -> ProgressBar {
+    if !show_progress() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{elapsed}] {bytes}/{total_bytes} stored")
+            .expect("the template is valid"),
+    );
+    bar.set_message(message);
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
 }
 
 /// A byte progress bar on stderr (hidden unless stderr is a terminal).

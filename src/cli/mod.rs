@@ -1,6 +1,9 @@
 //! The command line: one module per verb, each a thin shell over the library.
 
 mod apply;
+mod registry_args;
+
+pub use registry_args::RegistryArgs;
 mod common;
 mod copy;
 mod discover;

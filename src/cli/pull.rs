@@ -2,6 +2,8 @@
 //! streamed to a temporary name in DIR and renamed to its title only once its sha256 digest and
 //! size match the manifest, so DIR never holds a partial or forged file under a layer's name.
 //!
+//! Nothing is renamed before every file has been verified, so a failed pull leaves DIR as it was.
+//!
 //! An index is resolved to image manifests: with `--platform`, the children of that platform;
 //! without, every child (nested indexes included) whose layers carry titles, all into DIR. Two
 //! children that name different content with the same title are an error (pick one with
@@ -157,14 +159,20 @@ async fn pull(args: PullArgs) -> Outcome {
     };
     let client = &client;
     let progress = &progress;
-    let downloads = files.iter().map(|file| async move {
-        download(client, repo, file, progress).await?;
-        Ok::<_, Failure>(file.clone())
-    });
-    let written: Vec<PulledFile> = stream::iter(downloads)
+    let downloads = files
+        .iter()
+        .map(|file| async move { download(client, repo, file, progress).await });
+    // Every file is verified before the first is renamed into place: a failed pull leaves DIR
+    // as it was (the temporary files are removed when their guards drop).
+    let verified: Vec<Partial> = stream::iter(downloads)
         .buffered(CONCURRENCY)
         .try_collect()
         .await?;
+    let mut written = Vec::new();
+    for (partial, file) in verified.into_iter().zip(&files) {
+        partial.rename_to(Path::new(&file.path)).await?;
+        written.push(file.clone());
+    }
 
     match args.format {
         Format::Text => {
@@ -344,13 +352,13 @@ fn select_layers(
         .collect())
 }
 
-/// Streams one blob to a temporary file in DIR and renames it to its title once verified.
+/// Streams one blob to a temporary file in DIR: the verified file, not yet under its title.
 async fn download(
     client: &RegistryClient,
     repo: &Repository,
     file: &PulledFile,
     progress: &MultiProgress,
-) -> Result<(), Failure> {
+) -> Result<Partial, Failure> {
     static SEQUENCE: AtomicU64 = AtomicU64::new(0);
     let target = PathBuf::from(&file.path);
     let dir = target.parent().unwrap_or(Path::new("."));
@@ -363,23 +371,23 @@ async fn download(
     let bar = progress.add(common::byte_bar(file.size, file.title.clone()));
     // Removes the temporary file on every way out, a cancelled download included (when another
     // file fails, the downloads still running are dropped).
-    let guard = Partial(Some(temporary.clone()));
+    let partial = Partial(Some(temporary.clone()));
     let result = write_verified(client, repo, file, &temporary, &bar).await;
     bar.finish_and_clear();
-    result?;
-    tokio::fs::rename(&temporary, &target)
-        .await
-        .map_err(|e| Failure::failed(format!("{}: {e}", target.display())))?;
-    guard.disarm();
-    Ok(())
+    result.map(|()| partial)
 }
 
-/// A temporary file that is removed when dropped, unless disarmed after its rename.
+/// A temporary file that is removed when dropped, unless renamed into place.
 struct Partial(Option<PathBuf>);
 
 impl Partial {
-    fn disarm(mut self) {
+    async fn rename_to(mut self, target: &Path) -> Result<(), Failure> {
+        let temporary = self.0.clone().expect("an armed guard");
+        tokio::fs::rename(&temporary, target)
+            .await
+            .map_err(|e| Failure::failed(format!("{}: {e}", target.display())))?;
         self.0 = None;
+        Ok(())
     }
 }
 

@@ -308,7 +308,9 @@ async fn push(args: PushArgs) -> Outcome {
 
     let engine = common::engine(&args.registry)?;
     let total: u64 = sizes.iter().sum();
-    let bar = common::byte_bar(
+    // The engine reads and uploads the files; the client counts a blob's bytes once the
+    // registry has it, so the display is a spinner with the bytes stored so far.
+    let bar = common::spinner(
         total,
         format!(
             "pushing {} file(s), {}",
