@@ -279,3 +279,56 @@ spec: {{repository: {r}/b, subject: {{reference: "{r}/a:t"}}, source: {{files: [
         "{line}"
     );
 }
+
+#[test]
+fn on_a_registry_with_the_referrers_api_no_fallback_tag_is_written() {
+    let ferro = common::ferro::Ferro::start();
+    let dir = tempfile::tempdir().unwrap();
+    let r = &ferro.addr;
+    let file = write_manifest(
+        dir.path(),
+        "m.yaml",
+        &format!(
+            r#"
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: flavour}}
+spec: {{repository: {r}/gl, tags: [flavour], source: {{files: [{{name: a.release, content: x}}]}}}}
+---
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: sbom}}
+spec:
+  repository: {r}/gl
+  artifactType: application/vnd.cyclonedx+json
+  subject: {{artifactRef: {{name: flavour}}}}
+  source: {{files: [{{name: a.sbom, content: "{{}}"}}]}}
+"#
+        ),
+    );
+    for round in 0..2 {
+        let out = garden_artifacts(&["apply", "-f", file.to_str().unwrap()], &[]);
+        assert!(
+            out.status.success(),
+            "round {round}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    }
+    let subject = digest_of(&format!("{r}/gl:flavour")).unwrap();
+    let referrers = ferro.referrers("gl", &subject, None);
+    let listed = referrers["manifests"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{referrers}");
+    assert_eq!(listed[0]["artifactType"], "application/vnd.cyclonedx+json");
+    let tags = Command::new("curl")
+        .args(["-sf"])
+        .arg(format!("http://{r}/v2/gl/tags/list"))
+        .output()
+        .unwrap();
+    let tags: serde_json::Value = serde_json::from_slice(&tags.stdout).unwrap();
+    assert_eq!(
+        tags["tags"],
+        serde_json::json!(["flavour"]),
+        "no sha256-... fallback tag"
+    );
+}
