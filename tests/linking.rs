@@ -332,3 +332,112 @@ spec:
         "no sha256-... fallback tag"
     );
 }
+
+#[test]
+fn a_mirror_with_referrers_brings_signatures_and_sboms_along() {
+    let source = Registry::start();
+    let fallback_target = Registry::start();
+    let api_target = common::ferro::Ferro::start();
+    let dir = tempfile::tempdir().unwrap();
+    let s = &source.addr;
+    let origin = write_manifest(
+        dir.path(),
+        "origin.yaml",
+        &format!(
+            r#"
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: flavour}}
+spec: {{repository: {s}/gl, tags: [flavour], source: {{files: [{{name: a.release, content: x}}]}}}}
+---
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: sbom}}
+spec:
+  repository: {s}/gl
+  artifactType: application/vnd.cyclonedx+json
+  subject: {{artifactRef: {{name: flavour}}}}
+  source: {{files: [{{name: a.sbom, content: "{{}}"}}]}}
+---
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: legacy-signature}}
+spec:
+  repository: {s}/gl
+  tags: [SIG_TAG]
+  source: {{files: [{{name: signature, mediaType: application/vnd.dev.cosign.simplesigning.v1+json, content: "{{}}"}}]}}
+"#
+        ),
+    );
+    // The cosign tag is named after the flavour's digest, known once the flavour exists.
+    let text = std::fs::read_to_string(&origin).unwrap();
+    let flavour_only = text.split("---").next().unwrap().to_string();
+    let first = write_manifest(dir.path(), "flavour.yaml", &flavour_only);
+    assert!(
+        garden_artifacts(&["apply", "-f", first.to_str().unwrap()], &[])
+            .status
+            .success()
+    );
+    let flavour = digest_of(&format!("{s}/gl:flavour")).unwrap();
+    let sig_tag = format!("{}.sig", flavour.replacen(':', "-", 1));
+    std::fs::write(&origin, text.replace("SIG_TAG", &sig_tag)).unwrap();
+    let out = garden_artifacts(&["apply", "-f", origin.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let sbom = fallback_index(&source, "gl", &flavour)["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    for target in [fallback_target.addr.clone(), api_target.addr.clone()] {
+        let mirror = write_manifest(
+            dir.path(),
+            "mirror.yaml",
+            &format!(
+                r#"
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: mirror}}
+spec:
+  repository: {target}/mirror/gl
+  tags: [flavour]
+  source: {{image: {{reference: "{s}/gl:flavour", referrers: true}}}}
+"#
+            ),
+        );
+        for round in 0..2 {
+            let out = garden_artifacts(&["apply", "-f", mirror.to_str().unwrap()], &[]);
+            assert!(
+                out.status.success(),
+                "{target} round {round}: {}{}",
+                stdout(&out),
+                stderr(&out)
+            );
+        }
+        assert_eq!(
+            digest_of(&format!("{target}/mirror/gl:flavour")).unwrap(),
+            flavour
+        );
+        let copied_sbom = skopeo_json(&format!("{target}/mirror/gl@{sbom}"));
+        assert_eq!(copied_sbom["subject"]["digest"], flavour.as_str());
+        assert!(
+            skopeo_raw(&format!("{target}/mirror/gl:{sig_tag}")).is_some(),
+            "cosign tag copied to {target}"
+        );
+    }
+    // Linked the way each target supports: the fallback tag here, the API there.
+    let index = fallback_index(&fallback_target, "mirror/gl", &flavour);
+    assert_eq!(index["manifests"][0]["digest"], sbom.as_str());
+    assert_eq!(
+        index["manifests"][0]["artifactType"],
+        "application/vnd.cyclonedx+json"
+    );
+    let listed = api_target.referrers("mirror/gl", &flavour, None);
+    assert!(
+        listed["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["digest"] == sbom.as_str()),
+        "{listed}"
+    );
+}

@@ -437,12 +437,6 @@ fn check_image(c: &mut Checker, spec: &GardenArtifactSpec, image: &ImageSource) 
             "a platform os/arch[/variant]",
         );
     }
-    if image.referrers {
-        c.fail(
-            "spec.source.image.referrers",
-            "not supported yet: copying referrers arrives with the linking work",
-        );
-    }
     let changes_bytes = "not allowed with source.image: the manifest is copied byte for byte, so digests and signatures stay valid";
     if !spec.annotations.is_empty() {
         c.fail("spec.annotations", changes_bytes);

@@ -11,12 +11,12 @@ use super::exit;
 use crate::api::validate::{Frontend, validate};
 use std::collections::BTreeMap;
 
+use super::RegistryArgs;
 use crate::engine::claims::{self, Claim, Conflict};
 use crate::engine::desired::BlobOrigin;
 use crate::engine::order::{self, Node};
 use crate::engine::{Engine, Inputs, Mode, Report};
 use crate::manifests::{self, LoadedObject};
-use super::RegistryArgs;
 use crate::registry::{DockerConfig, ImageReference, RegistryClient, Repository};
 use crate::sources::UrlFetcher;
 

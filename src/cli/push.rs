@@ -285,22 +285,31 @@ async fn push(args: PushArgs) -> Outcome {
         suspend: false,
     };
 
-    // Spec fields in the words of the command line.
-    let file_fields: Vec<(String, String)> = args
-        .files
+    // Spec fields in the words of the command line; the first matching prefix wins.
+    let mut argument_fields: Vec<(String, String)> = Vec::new();
+    for (i, f) in args.files.iter().enumerate() {
+        argument_fields.push((format!("spec.source.files[{i}]"), format!("FILE {f}")));
+    }
+    for (i, l) in args.links.iter().enumerate() {
+        for part in ["url", "rel"] {
+            argument_fields.push((
+                format!("spec.links[{i}].{part}"),
+                format!("--link {l}: {part}"),
+            ));
+        }
+    }
+    let mut renames: Vec<(&str, &str)> = argument_fields
         .iter()
-        .enumerate()
-        .map(|(i, f)| (format!("spec.source.files[{i}]"), format!("FILE {f}")))
+        .map(|(a, b)| (a.as_str(), b.as_str()))
         .collect();
-    let mut renames: Vec<(&str, &str)> = vec![
+    renames.extend([
         ("spec.subject", "--subject"),
         ("spec.links", "--link"),
         ("spec.annotations", "--annotation"),
         ("spec.artifactType", "--artifact-type"),
         ("spec.repository", "REF"),
         ("spec.tags", "REF tag"),
-    ];
-    renames.extend(file_fields.iter().map(|(a, b)| (a.as_str(), b.as_str())));
+    ]);
 
     if let Err(invalid) = validate(&spec, Frontend::Apply) {
         return Err(common::invalid_spec(&invalid, &renames));

@@ -25,7 +25,9 @@ pub struct RegistryArgs {
 impl RegistryArgs {
     pub fn client_options(&self) -> Result<ClientOptions, String> {
         let ca_pem = match &self.ca_file {
-            Some(path) => Some(std::fs::read(path).map_err(|e| format!("--ca-file {}: {e}", path.display()))?),
+            Some(path) => Some(
+                std::fs::read(path).map_err(|e| format!("--ca-file {}: {e}", path.display()))?,
+            ),
             None => None,
         };
         Ok(ClientOptions {

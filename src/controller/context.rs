@@ -14,6 +14,10 @@ use crate::engine::{Engine, Inputs};
 use crate::metrics::Metrics;
 use crate::registry::{DockerConfig, ImageReference, Repository};
 
+/// (namespace, name) of a registry Secret.
+type SecretKey = (String, String);
+type ResourceVersion = String;
+
 pub struct Context {
     pub client: kube::Client,
     /// Anonymous access; objects without `spec.credentials` use it.
@@ -22,8 +26,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Every GardenArtifact the controller watches, for tag ownership and dependents.
     pub store: Store<GardenArtifact>,
-    /// Engines by (namespace, Secret name), valid for one Secret resourceVersion.
-    engines: Mutex<HashMap<(String, String), (String, Arc<Engine>)>>,
+    /// Engines by Secret, valid for one resourceVersion of it.
+    engines: Mutex<HashMap<SecretKey, (ResourceVersion, Arc<Engine>)>>,
 }
 
 /// An input of the spec that cannot be read. Messages name the field and the object, never a
@@ -53,7 +57,7 @@ pub enum InputError {
         namespace: String,
         name: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
 }
 
@@ -154,7 +158,7 @@ impl Context {
                         kind: "ConfigMap",
                         namespace: namespace.into(),
                         name: key.name.clone(),
-                        source,
+                        source: Box::new(source),
                     })?;
                 let map = map.ok_or_else(|| InputError::Missing {
                     field: field.clone(),
@@ -278,7 +282,7 @@ impl Context {
                 kind: "Secret",
                 namespace: namespace.into(),
                 name: name.into(),
-                source,
+                source: Box::new(source),
             })?
             .ok_or_else(|| InputError::Missing {
                 field: field.into(),

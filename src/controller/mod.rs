@@ -23,10 +23,10 @@ use kube::runtime::watcher;
 pub use context::Context;
 
 use crate::api::GardenArtifact;
+use crate::cli::RegistryArgs;
 use crate::engine::Engine;
 use crate::http::{self, Probes};
 use crate::metrics::Metrics;
-use crate::cli::RegistryArgs;
 use crate::registry::{NoCredentials, RegistryClient};
 use crate::sources::UrlFetcher;
 

@@ -164,6 +164,7 @@ mod tests {
             },
             subject: None,
             pins: vec![],
+            mirrored: Default::default(),
         }
     }
 

@@ -6,6 +6,7 @@ pub mod desired;
 mod execute;
 pub mod links;
 pub mod media_types;
+mod mirror;
 pub mod order;
 pub mod plan;
 mod remove;
@@ -22,6 +23,7 @@ use crate::api::{GardenArtifactSpec, KeyRef};
 use crate::registry::{self, ImageReference, RegistryClient, Repository};
 use crate::sources::UrlFetcher;
 pub use links::{LinkVia, Pin};
+pub use mirror::MirroredReferrers;
 pub use plan::{Outcome, Plan};
 pub use remove::TagRemoval;
 
@@ -60,6 +62,8 @@ pub struct Report {
     pub subject: Option<(String, Option<LinkVia>)>,
     /// Every reference of the spec, resolved.
     pub pins: Vec<Pin>,
+    /// Referrers and cosign tags copied along (`source.image.referrers`).
+    pub mirrored: MirroredReferrers,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +95,9 @@ impl EngineError {
     }
 }
 
+/// A fallback index: the repository and the subject digest.
+type SubjectKey = (Repository, String);
+
 pub struct Engine {
     registry: Arc<RegistryClient>,
     urls: UrlFetcher,
@@ -99,7 +106,7 @@ pub struct Engine {
     /// Registries known to have (or lack) the referrers API.
     referrers_api: Arc<Mutex<HashMap<String, bool>>>,
     /// One lock per fallback index, so writers in this process take turns.
-    subject_locks: Arc<Mutex<HashMap<(Repository, String), Arc<tokio::sync::Mutex<()>>>>>,
+    subject_locks: Arc<Mutex<HashMap<SubjectKey, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl Engine {
@@ -150,6 +157,15 @@ impl Engine {
             registry_processed_subject = self.execute(&resolved.desired, &plan).await?;
         }
         let manifest = &resolved.desired.manifest;
+        let mirrored = match &spec.source.image {
+            Some(image) if image.referrers => {
+                let source = ImageReference::parse(&image.reference)
+                    .map_err(|e| EngineError::source("spec.source.image.reference", e))?;
+                self.mirror_referrers(&source.repository, &repository, manifest, mode)
+                    .await?
+            }
+            _ => MirroredReferrers::default(),
+        };
         let subject = match (&resolved.subject, mode) {
             (Some(subject), Mode::Apply) => {
                 let entry = desired::referrer_descriptor(manifest);
@@ -176,6 +192,7 @@ impl Engine {
             plan,
             subject,
             pins: resolved.pins,
+            mirrored,
         })
     }
 
@@ -186,7 +203,13 @@ impl Engine {
         spec: &GardenArtifactSpec,
         repository: &Repository,
     ) -> Result<Option<Report>, EngineError> {
-        let Some(image) = spec.source.image.as_ref().filter(|i| i.platform.is_none()) else {
+        // Referrers are checked on every run, so a mirror with them takes the full path.
+        let Some(image) = spec
+            .source
+            .image
+            .as_ref()
+            .filter(|i| i.platform.is_none() && !i.referrers)
+        else {
             return Ok(None);
         };
         let Ok(source) = ImageReference::parse(&image.reference) else {
@@ -225,6 +248,7 @@ impl Engine {
             },
             subject: None,
             pins: Vec::new(),
+            mirrored: MirroredReferrers::default(),
         }))
     }
 }

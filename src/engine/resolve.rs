@@ -335,7 +335,7 @@ impl Engine {
     }
 
     /// A manifest copied byte for byte, with the blobs and children it needs in the target.
-    async fn copied_manifest(
+    pub(super) async fn copied_manifest(
         &self,
         source: &Repository,
         raw: RawManifest,

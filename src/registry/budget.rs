@@ -107,14 +107,21 @@ mod tests {
         for _ in 0..5 {
             drop(budgets.acquire("r:1").await);
         }
-        assert!(start.elapsed() >= Duration::from_millis(400), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() >= Duration::from_millis(400),
+            "{:?}",
+            start.elapsed()
+        );
         budgets.pause("r:1", Duration::from_secs(3));
         let before = Instant::now();
         drop(budgets.acquire("r:1").await);
         assert!(before.elapsed() >= Duration::from_secs(3));
         let other = Instant::now();
         drop(budgets.acquire("other:1").await);
-        assert!(other.elapsed() < Duration::from_millis(1), "registries have separate budgets");
+        assert!(
+            other.elapsed() < Duration::from_millis(1),
+            "registries have separate budgets"
+        );
     }
 
     #[tokio::test]
@@ -132,6 +139,9 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiting.is_finished());
         drop(a);
-        tokio::time::timeout(Duration::from_secs(1), waiting).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }

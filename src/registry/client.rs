@@ -176,10 +176,11 @@ impl RegistryClient {
             .read_timeout(Duration::from_secs(120))
             .pool_idle_timeout(Duration::from_secs(90));
         if let Some(pem) = &options.ca_pem {
-            let certificates = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| Error::Invalid {
-                what: "--ca-file".into(),
-                detail: format!("not a PEM certificate bundle: {}", describe_transport(&e)),
-            })?;
+            let certificates =
+                reqwest::Certificate::from_pem_bundle(pem).map_err(|e| Error::Invalid {
+                    what: "--ca-file".into(),
+                    detail: format!("not a PEM certificate bundle: {}", describe_transport(&e)),
+                })?;
             if certificates.is_empty() {
                 return Err(Error::Invalid {
                     what: "--ca-file".into(),
@@ -492,7 +493,8 @@ impl RegistryClient {
                     .map(Duration::from_secs);
                 if status == StatusCode::TOO_MANY_REQUESTS {
                     // Rate limits are per client: everyone here waits, not only this request.
-                    self.budgets.pause(registry, self.backoff(attempt, retry_after));
+                    self.budgets
+                        .pause(registry, self.backoff(attempt, retry_after));
                 }
                 tracing::debug!(%status, url = %strip_query(url), attempt, "registry asked us to retry");
                 tokio::time::sleep(self.backoff(attempt, retry_after)).await;

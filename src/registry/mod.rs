@@ -11,11 +11,11 @@ mod error;
 pub(crate) use error::describe_transport;
 pub mod reference;
 
+pub use budget::BudgetOptions;
 pub use client::{
     ClientOptions, ManifestHead, PutManifestOutcome, RawManifest, RegistryClient, RequestStats,
     RetryPolicy, UploadStart, is_loopback,
 };
-pub use budget::BudgetOptions;
 pub use credentials::{Credential, CredentialSource, DockerConfig, NoCredentials};
 pub use error::Error;
 pub use reference::{ImageReference, Repository};

@@ -3,6 +3,10 @@
 //! reader, Python's http.server for URL sources.
 #![allow(dead_code)]
 
+pub mod cluster;
+pub mod ferro;
+pub mod oras;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

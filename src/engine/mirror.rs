@@ -1,0 +1,108 @@
+//! Mirroring what hangs off an artefact (`source.image.referrers: true`): its OCI 1.1
+//! referrers, found through the source's referrers API or its fallback tag, and the legacy
+//! cosign tags `sha256-<hex>.sig`, `.att`, `.sbom`. Each is copied byte for byte and linked
+//! in the target the way the target supports.
+
+use serde_json::Value;
+
+use super::desired::{Desired, Manifest};
+use super::links::fallback_tag;
+use super::{Engine, EngineError, Mode, plan};
+use crate::registry::Repository;
+
+/// The suffixes of the tags cosign writes next to a signed manifest.
+const COSIGN_SUFFIXES: [&str; 3] = [".sig", ".att", ".sbom"];
+
+/// What a mirror of referrers wrote (or, in a dry run, would write).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MirroredReferrers {
+    pub referrers: usize,
+    pub cosign_tags: usize,
+}
+
+impl Engine {
+    /// Copies the referrers of every manifest of `root` (the index and its children) from
+    /// `source` into `target`.
+    pub(super) async fn mirror_referrers(
+        &self,
+        source: &Repository,
+        target: &Repository,
+        root: &Manifest,
+        mode: Mode,
+    ) -> Result<MirroredReferrers, EngineError> {
+        let mut mirrored = MirroredReferrers::default();
+        let mut subjects = vec![root];
+        subjects.extend(root.children.iter());
+        for subject in subjects {
+            for entry in self.referrers_of(source, &subject.digest).await? {
+                let Some(digest) = entry.get("digest").and_then(Value::as_str) else {
+                    continue;
+                };
+                let Some(raw) = self.registry.get_manifest(source, digest).await? else {
+                    continue;
+                };
+                let copy = Box::pin(self.copied_manifest(source, raw, 1)).await?;
+                let wrote = self.store_copy(target, Vec::new(), copy, mode).await?;
+                if mode == Mode::Apply {
+                    self.link_referrer(target, &subject.digest, &entry, false)
+                        .await?;
+                }
+                mirrored.referrers += usize::from(wrote);
+            }
+            for suffix in COSIGN_SUFFIXES {
+                let tag = format!("{}{suffix}", fallback_tag(&subject.digest));
+                let Some(raw) = self.registry.get_manifest(source, &tag).await? else {
+                    continue;
+                };
+                let copy = Box::pin(self.copied_manifest(source, raw, 1)).await?;
+                let wrote = self.store_copy(target, vec![tag], copy, mode).await?;
+                mirrored.cosign_tags += usize::from(wrote);
+            }
+        }
+        Ok(mirrored)
+    }
+
+    /// The referrer descriptors of `digest` in `repo`: from the referrers API, else from the
+    /// fallback tag.
+    async fn referrers_of(
+        &self,
+        repo: &Repository,
+        digest: &str,
+    ) -> Result<Vec<Value>, EngineError> {
+        let index = match self.registry.referrers(repo, digest).await? {
+            Some(bytes) => serde_json::from_slice::<Value>(&bytes).ok(),
+            None => self
+                .registry
+                .get_manifest(repo, &fallback_tag(digest))
+                .await?
+                .and_then(|raw| serde_json::from_slice::<Value>(&raw.bytes).ok()),
+        };
+        Ok(index
+            .and_then(|i| i.get("manifests").and_then(Value::as_array).cloned())
+            .unwrap_or_default())
+    }
+
+    /// Stores one copied manifest (under `tags`, or by digest); true when something was missing.
+    async fn store_copy(
+        &self,
+        target: &Repository,
+        tags: Vec<String>,
+        manifest: Manifest,
+        mode: Mode,
+    ) -> Result<bool, EngineError> {
+        let desired = Desired {
+            repository: target.clone(),
+            tags,
+            manifest,
+        };
+        let observed = self.observe(&desired, Default::default()).await?;
+        let plan = plan::plan(&desired, &observed);
+        if plan.is_empty() {
+            return Ok(false);
+        }
+        if mode == Mode::Apply {
+            self.execute(&desired, &plan).await?;
+        }
+        Ok(true)
+    }
+}
