@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{Stream, TryStreamExt};
+use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 
 use crate::registry::Error as RegistryError;
@@ -46,47 +46,296 @@ pub async fn file_stream(
     ))
 }
 
-/// Fetches `url` sources. Separate from the registry client: no registry credential is ever
-/// sent to a URL host.
+/// Which URLs may be fetched. URL sources are fetched by the controller on behalf of whoever
+/// may create GardenArtifacts, so an address inside the cluster or on the node must never be
+/// reachable through them unless an operator says so.
+#[derive(Clone, Debug)]
+pub struct UrlPolicy {
+    /// Hosts (`host` or `host:port`) that may be fetched from; `None`: any public host.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// The most bytes one URL may deliver.
+    pub max_bytes: u64,
+}
+
+/// 20 GiB: larger than any Garden Linux image.
+pub const DEFAULT_MAX_SOURCE_BYTES: u64 = 20 * 1024 * 1024 * 1024;
+const MAX_REDIRECTS: usize = 5;
+
+impl Default for UrlPolicy {
+    fn default() -> Self {
+        Self {
+            allowed_hosts: None,
+            max_bytes: DEFAULT_MAX_SOURCE_BYTES,
+        }
+    }
+}
+
+impl UrlPolicy {
+    /// Nothing allowed: the controller's default.
+    pub fn none() -> Self {
+        Self {
+            allowed_hosts: Some(Vec::new()),
+            ..Self::default()
+        }
+    }
+
+    fn explicitly_allowed(&self, host: &str, port: u16) -> bool {
+        self.allowed_hosts.as_ref().is_some_and(|hosts| {
+            hosts.iter().any(|allowed| {
+                allowed.eq_ignore_ascii_case(host)
+                    || allowed.eq_ignore_ascii_case(&format!("{host}:{port}"))
+            })
+        })
+    }
+
+    /// Checks one URL of a fetch (the first, or a redirect target) and returns the addresses it
+    /// may be fetched from.
+    pub async fn admit(&self, url: &reqwest::Url) -> Result<Vec<std::net::SocketAddr>, String> {
+        if url.scheme() != "http" && url.scheme() != "https" {
+            return Err(format!("{url}: only http and https URLs are fetched"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(format!("{}: credentials in URLs are refused", redact(url)));
+        }
+        let host = url
+            .host_str()
+            .ok_or_else(|| format!("{url}: no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        let port = url.port_or_known_default().unwrap_or(443);
+        let explicitly = self.explicitly_allowed(&host, port);
+        if self.allowed_hosts.is_some() && !explicitly {
+            return Err(format!(
+                "{url}: host {host} is not allowed for URL sources (an operator allows hosts with --allow-source-host)"
+            ));
+        }
+        if !explicitly && is_internal_name(&host) {
+            return Err(format!(
+                "{url}: {host} is a cluster-internal name; allow it explicitly with --allow-source-host"
+            ));
+        }
+        let addresses: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|e| format!("{url}: cannot resolve {host}: {e}"))?
+            .collect();
+        if addresses.is_empty() {
+            return Err(format!("{url}: {host} resolves to no address"));
+        }
+        if !explicitly
+            && let Some(internal) = addresses.iter().find(|a| is_internal_address(a.ip()))
+        {
+            return Err(format!(
+                "{url}: {host} resolves to {}, a loopback, link-local or private address; allow it explicitly with --allow-source-host",
+                internal.ip()
+            ));
+        }
+        Ok(addresses)
+    }
+}
+
+/// Names that only mean something inside a cluster or on the node.
+fn is_internal_name(host: &str) -> bool {
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host.ends_with(".svc")
+        || host.contains(".svc.")
+        || host.ends_with(".cluster.local")
+        || host.ends_with(".internal")
+        || !host.contains('.') && host.parse::<std::net::IpAddr>().is_err()
+}
+
+/// Loopback, link-local (cloud metadata lives there), private, shared and unspecified ranges.
+pub fn is_internal_address(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_private()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || (a == 100 && (64..128).contains(&b))
+        }
+        std::net::IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || v6
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| is_internal_address(v4.into()))
+        }
+    }
+}
+
+fn redact(url: &reqwest::Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.to_string()
+}
+
+/// Fetches `url` sources under a [`UrlPolicy`]. Separate from the registry client: no registry
+/// credential is ever sent to a URL host.
 #[derive(Clone)]
 pub struct UrlFetcher {
-    http: reqwest::Client,
+    policy: UrlPolicy,
 }
 
 pub type ByteStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
 
 impl UrlFetcher {
-    pub fn new() -> Result<Self, String> {
+    pub fn new(policy: UrlPolicy) -> Result<Self, String> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("garden-artifacts/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(15))
-            .read_timeout(Duration::from_secs(120))
-            .build()
-            .map_err(|e| crate::registry::describe_transport(&e))?;
-        Ok(Self { http })
+        Ok(Self { policy })
     }
 
-    /// Opens `url`: its announced length (if any) and its bytes.
+    /// Opens `url`: its announced length (if any) and its bytes, at most `max_bytes` of them.
+    /// Redirects are followed by hand, each target admitted by the policy again, and each
+    /// connection pinned to the addresses that were checked (no second DNS answer).
     pub async fn open(&self, url: &str) -> Result<(Option<u64>, ByteStream), RegistryError> {
-        let transport = |e: reqwest::Error| RegistryError::Transport {
-            method: "GET".into(),
-            url: url.to_string(),
-            detail: crate::registry::describe_transport(&e),
+        let refused = |detail: String| RegistryError::Invalid {
+            what: "url source".into(),
+            detail,
         };
-        let response = self.http.get(url).send().await.map_err(transport)?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(RegistryError::Status {
+        let mut current = reqwest::Url::parse(url).map_err(|e| refused(format!("{url}: {e}")))?;
+        for _ in 0..=MAX_REDIRECTS {
+            let addresses = self.policy.admit(&current).await.map_err(refused)?;
+            let host = current.host_str().unwrap_or_default().to_string();
+            let http = reqwest::Client::builder()
+                .user_agent(concat!("garden-artifacts/", env!("CARGO_PKG_VERSION")))
+                .connect_timeout(Duration::from_secs(15))
+                .read_timeout(Duration::from_secs(120))
+                .redirect(reqwest::redirect::Policy::none())
+                .resolve_to_addrs(&host, &addresses)
+                .build()
+                .map_err(|e| refused(crate::registry::describe_transport(&e)))?;
+            let shown = current.to_string();
+            let transport = |e: reqwest::Error| RegistryError::Transport {
                 method: "GET".into(),
-                url: url.to_string(),
-                status: status.as_u16(),
-                code: None,
-                message: None,
+                url: shown.clone(),
+                detail: crate::registry::describe_transport(&e),
+            };
+            let response = http.get(current.clone()).send().await.map_err(transport)?;
+            let status = response.status();
+            if status.is_redirection() {
+                let location = response
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .ok_or_else(|| refused(format!("{current}: redirect without a Location")))?;
+                current = current
+                    .join(location)
+                    .map_err(|e| refused(format!("{current}: bad redirect: {e}")))?;
+                continue;
+            }
+            if !status.is_success() {
+                return Err(RegistryError::Status {
+                    method: "GET".into(),
+                    url: current.to_string(),
+                    status: status.as_u16(),
+                    code: None,
+                    message: None,
+                });
+            }
+            let length = response.content_length();
+            let max = self.policy.max_bytes;
+            if length.is_some_and(|n| n > max) {
+                return Err(refused(format!(
+                    "{current}: {} bytes, more than the {max} a URL source may have",
+                    length.unwrap_or_default()
+                )));
+            }
+            let mut seen = 0u64;
+            let stream = response.bytes_stream().map(move |chunk| {
+                let chunk = chunk.map_err(std::io::Error::other)?;
+                seen += chunk.len() as u64;
+                if seen > max {
+                    return Err(std::io::Error::other(format!(
+                        "more than the {max} bytes a URL source may have"
+                    )));
+                }
+                Ok(chunk)
             });
+            return Ok((length, Box::pin(stream)));
         }
-        let length = response.content_length();
-        let stream = response.bytes_stream().map_err(std::io::Error::other);
-        Ok((length, Box::pin(stream)))
+        Err(refused(format!(
+            "{url}: more than {MAX_REDIRECTS} redirects"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_addresses_are_recognized() {
+        for internal in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(is_internal_address(internal.parse().unwrap()), "{internal}");
+        }
+        for public in ["140.82.112.3", "8.8.8.8", "2606:4700::1111"] {
+            assert!(!is_internal_address(public.parse().unwrap()), "{public}");
+        }
+        assert!(is_internal_name("kubernetes.default.svc"));
+        assert!(is_internal_name("registry.ns.svc.cluster.local"));
+        assert!(is_internal_name("metadata"));
+        assert!(!is_internal_name("github.com"));
+    }
+
+    #[tokio::test]
+    async fn the_policy_refuses_what_an_operator_did_not_allow() {
+        let open = UrlPolicy::default();
+        let url = |s: &str| reqwest::Url::parse(s).unwrap();
+        let err = open
+            .admit(&url("http://127.0.0.1:8080/x"))
+            .await
+            .unwrap_err();
+        assert!(err.contains("loopback, link-local or private"), "{err}");
+        assert!(open.admit(&url("ftp://example.com/x")).await.is_err());
+        let err = open
+            .admit(&url("https://user:pw@example.com/x"))
+            .await
+            .unwrap_err();
+        assert!(!err.contains("pw"), "{err}");
+        assert!(
+            open.admit(&url("http://kubernetes.default.svc/x"))
+                .await
+                .is_err()
+        );
+
+        let closed = UrlPolicy::none();
+        let err = closed
+            .admit(&url("https://github.com/x"))
+            .await
+            .unwrap_err();
+        assert!(err.contains("--allow-source-host"), "{err}");
+
+        let allowed = UrlPolicy {
+            allowed_hosts: Some(vec!["127.0.0.1:8080".into()]),
+            ..UrlPolicy::default()
+        };
+        assert!(allowed.admit(&url("http://127.0.0.1:8080/x")).await.is_ok());
+        assert!(
+            allowed
+                .admit(&url("http://127.0.0.1:9090/x"))
+                .await
+                .is_err(),
+            "another port"
+        );
     }
 }

@@ -272,7 +272,47 @@ spec:
             sha256(&image)
         ),
     );
+    // Loopback is never fetched unless an operator allows the host.
     let out = garden_artifacts(&["apply", "-f", good.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("loopback, link-local or private address"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(Registry::writes(&registry.requests()).is_empty());
+    let allow = files.base_url.trim_start_matches("http://").to_string();
+    // Nor more than the size limit.
+    let out = garden_artifacts(
+        &[
+            "apply",
+            "-f",
+            good.to_str().unwrap(),
+            "--allow-source-host",
+            &allow,
+            "--max-source-bytes",
+            "1000",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("more than the 1000"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(digest_of(&format!("{r}/gl:disk")).is_none());
+
+    let out = garden_artifacts(
+        &[
+            "apply",
+            "-f",
+            good.to_str().unwrap(),
+            "--allow-source-host",
+            &allow,
+        ],
+        &[],
+    );
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     let before = digest_of(&format!("{r}/gl:disk")).unwrap();
     let manifest = skopeo_json(&format!("{r}/gl:disk"));
@@ -302,7 +342,16 @@ spec: {{repository: {r}/gl, tags: [other], source: {{files: [{{name: a.release, 
             "ab".repeat(32)
         ),
     );
-    let out = garden_artifacts(&["apply", "-f", changed.to_str().unwrap()], &[]);
+    let out = garden_artifacts(
+        &[
+            "apply",
+            "-f",
+            changed.to_str().unwrap(),
+            "--allow-source-host",
+            &allow,
+        ],
+        &[],
+    );
     assert_eq!(
         out.status.code(),
         Some(1),

@@ -11,7 +11,7 @@ use super::exit;
 use crate::api::validate::{Frontend, validate};
 use std::collections::BTreeMap;
 
-use super::RegistryArgs;
+use super::{RegistryArgs, SourceArgs};
 use crate::engine::claims::{self, Claim, Conflict};
 use crate::engine::desired::BlobOrigin;
 use crate::engine::order::{self, Node};
@@ -32,6 +32,8 @@ pub struct ApplyArgs {
     output: Output,
     #[command(flatten)]
     registry: RegistryArgs,
+    #[command(flatten)]
+    sources: SourceArgs,
     /// Objects reconciled at once.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
@@ -117,7 +119,7 @@ pub async fn run(args: ApplyArgs) -> u8 {
     };
     let engine = match (
         RegistryClient::new(options, Arc::new(credentials)),
-        UrlFetcher::new(),
+        UrlFetcher::new(args.sources.apply_policy()),
     ) {
         (Ok(registry), Ok(urls)) => Engine::new(Arc::new(registry), urls, args.blob_concurrency),
         (Err(e), _) => {

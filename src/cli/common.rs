@@ -17,7 +17,7 @@ use crate::api::validate::InvalidSpec;
 use crate::engine::media_types::TITLE_ANNOTATION;
 use crate::engine::{Engine, EngineError};
 use crate::registry::{DockerConfig, ImageReference, RawManifest, RegistryClient};
-use crate::sources::UrlFetcher;
+use crate::sources::{UrlFetcher, UrlPolicy};
 
 /// Flags every client verb takes (shared with `apply` and the controller).
 pub use super::RegistryArgs;
@@ -98,7 +98,8 @@ pub fn registry_client(args: &RegistryArgs) -> Result<Arc<RegistryClient>, Failu
 /// An engine over [`registry_client`], for the verbs that write (one way to build manifests).
 pub fn engine(args: &RegistryArgs) -> Result<Engine, Failure> {
     let registry = registry_client(args)?;
-    let urls = UrlFetcher::new().map_err(Failure::invalid)?;
+    // The client verbs name local files, never URLs.
+    let urls = UrlFetcher::new(UrlPolicy::none()).map_err(Failure::invalid)?;
     Ok(Engine::new(registry, urls, 4))
 }
 

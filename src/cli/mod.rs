@@ -3,7 +3,7 @@
 mod apply;
 mod registry_args;
 
-pub use registry_args::RegistryArgs;
+pub use registry_args::{RegistryArgs, SourceArgs};
 mod common;
 mod copy;
 mod discover;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::registry::{BudgetOptions, ClientOptions};
+use crate::sources::UrlPolicy;
 
 #[derive(Args, Clone, Debug, Default)]
 pub struct RegistryArgs {
@@ -39,5 +40,36 @@ impl RegistryArgs {
             },
             ..Default::default()
         })
+    }
+}
+
+/// Flags for `url` file sources.
+#[derive(Args, Clone, Debug, Default)]
+pub struct SourceArgs {
+    /// A host (or host:port) URL sources may be fetched from; repeatable. Loopback, private and
+    /// cluster-internal addresses are only fetched when their host is listed here.
+    #[arg(long = "allow-source-host", value_name = "HOST[:PORT]")]
+    pub allowed_hosts: Vec<String>,
+    /// The most bytes one URL source may have.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::sources::DEFAULT_MAX_SOURCE_BYTES)]
+    pub max_source_bytes: u64,
+}
+
+impl SourceArgs {
+    /// `apply`: any public host unless hosts are listed.
+    pub fn apply_policy(&self) -> UrlPolicy {
+        UrlPolicy {
+            allowed_hosts: (!self.allowed_hosts.is_empty()).then(|| self.allowed_hosts.clone()),
+            max_bytes: self.max_source_bytes,
+        }
+    }
+
+    /// The controller: only the listed hosts (none by default), since whoever may create a
+    /// GardenArtifact would otherwise make the controller fetch for them.
+    pub fn controller_policy(&self) -> UrlPolicy {
+        UrlPolicy {
+            allowed_hosts: Some(self.allowed_hosts.clone()),
+            max_bytes: self.max_source_bytes,
+        }
     }
 }

@@ -23,7 +23,7 @@ use kube::runtime::watcher;
 pub use context::Context;
 
 use crate::api::GardenArtifact;
-use crate::cli::RegistryArgs;
+use crate::cli::{RegistryArgs, SourceArgs};
 use crate::engine::Engine;
 use crate::http::{self, Probes};
 use crate::metrics::Metrics;
@@ -40,6 +40,8 @@ pub struct ControllerArgs {
     pub metrics_addr: SocketAddr,
     #[command(flatten)]
     pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub sources: SourceArgs,
     /// Objects reconciled at once.
     #[arg(long, default_value_t = 4)]
     pub concurrency: u16,
@@ -71,7 +73,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), String> {
         RegistryClient::new(options, Arc::new(NoCredentials)).map_err(|e| e.to_string())?;
     let engine = Arc::new(Engine::new(
         Arc::new(registry),
-        UrlFetcher::new()?,
+        UrlFetcher::new(args.sources.controller_policy())?,
         args.blob_concurrency,
     ));
     let metrics = Arc::new(Metrics::default());
