@@ -60,9 +60,12 @@ impl Engine {
             return Ok(observed);
         }
 
-        // Each manifest not known to be stored: is it there by digest?
+        // Each manifest not known to be stored: is it there by digest? Not worth asking for the
+        // root of a first push (no tag exists yet): its blobs are checked anyway.
+        let first_push = !desired.tags.is_empty() && observed.tags.values().all(Option::is_none);
         let candidates: BTreeSet<String> = plan::manifests_to_inspect(desired, &observed)
             .into_iter()
+            .filter(|m| !(first_push && m.digest == root.digest))
             .map(|m| m.digest.clone())
             .collect();
         let heads: Vec<_> = candidates
@@ -78,11 +81,15 @@ impl Engine {
             .await?;
         observed.manifests.extend(stored.into_iter().flatten());
 
-        // The blobs of the manifests still missing.
+        // The blobs of the manifests still missing: known ones from this process, small local
+        // ones uploaded without asking (a HEAD costs as much as the upload it would save).
+        let known = self.known_blobs(repo);
+        observed.blobs.extend(known.iter().cloned());
         let blobs: BTreeSet<String> = plan::manifests_to_inspect(desired, &observed)
             .into_iter()
-            .flat_map(|m| m.blobs.iter().map(|b| b.digest.clone()))
-            .filter(|d| !observed.blobs.contains(d))
+            .flat_map(|m| m.blobs.iter())
+            .filter(|b| !observed.blobs.contains(&b.digest) && !uploads_without_asking(b))
+            .map(|b| b.digest.clone())
             .collect();
         let heads: Vec<_> = blobs
             .into_iter()
@@ -95,7 +102,9 @@ impl Engine {
             .buffer_unordered(HEAD_CONCURRENCY)
             .try_collect()
             .await?;
-        observed.blobs.extend(present.into_iter().flatten());
+        let present: Vec<String> = present.into_iter().flatten().collect();
+        self.remember_blobs(repo, present.iter().cloned());
+        observed.blobs.extend(present);
         Ok(observed)
     }
 
@@ -120,7 +129,6 @@ impl Engine {
         let mut subject_processed = false;
         for manifest in &plan.manifests {
             let outcome = self
-                .registry
                 .put_manifest(
                     repo,
                     &manifest.digest,
@@ -132,7 +140,6 @@ impl Engine {
         }
         for write in &plan.tags {
             let outcome = self
-                .registry
                 .put_manifest(repo, &write.tag, &root.media_type, root.bytes.clone())
                 .await?;
             subject_processed |= outcome.subject_processed;
@@ -148,10 +155,37 @@ impl Engine {
         Ok(subject_processed)
     }
 
+    /// Stores a manifest; a registry that says a blob is unknown makes us forget what we
+    /// believed present in that repository (garbage collection may have run meanwhile).
+    async fn put_manifest(
+        &self,
+        repo: &Repository,
+        reference: &str,
+        media_type: &str,
+        bytes: Bytes,
+    ) -> Result<crate::registry::PutManifestOutcome, RegistryError> {
+        let result = self
+            .registry
+            .put_manifest(repo, reference, media_type, bytes)
+            .await;
+        if let Err(RegistryError::Status {
+            code: Some(code), ..
+        }) = &result
+            && (code == "MANIFEST_BLOB_UNKNOWN" || code == "BLOB_UNKNOWN")
+        {
+            self.forget_blobs(repo);
+        }
+        result
+    }
+
     async fn push_blob(&self, repo: &Repository, blob: &Blob) -> Result<(), EngineError> {
         let mut attempt = 1;
         loop {
             match self.push_blob_once(repo, blob).await {
+                Ok(()) => {
+                    self.remember_blobs(repo, [blob.digest.clone()]);
+                    return Ok(());
+                }
                 Err(EngineError::Registry(e)) if attempt < BLOB_ATTEMPTS && is_transient(&e) => {
                     tracing::warn!(repository = %repo, digest = %blob.digest, error = %e, attempt, "blob transfer failed, trying again");
                     attempt += 1;
@@ -227,6 +261,13 @@ impl Engine {
             UploadStart::Mounted => Ok(()),
         }
     }
+}
+
+/// Blobs at most this large are uploaded without a HEAD first.
+const SMALL_BLOB: u64 = 64 * 1024;
+
+fn uploads_without_asking(blob: &Blob) -> bool {
+    blob.size <= SMALL_BLOB && matches!(blob.origin, BlobOrigin::Inline(_) | BlobOrigin::File(_))
 }
 
 fn is_transient(e: &RegistryError) -> bool {

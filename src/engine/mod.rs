@@ -12,7 +12,7 @@ pub mod plan;
 mod remove;
 mod resolve;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -105,6 +105,8 @@ pub struct Engine {
     blob_concurrency: usize,
     /// Registries known to have (or lack) the referrers API.
     referrers_api: Arc<Mutex<HashMap<String, bool>>>,
+    /// Blobs this process saw or stored in a repository, so they are not asked for again.
+    known_blobs: Arc<Mutex<HashMap<Repository, HashSet<String>>>>,
     /// One lock per fallback index, so writers in this process take turns.
     subject_locks: Arc<Mutex<HashMap<SubjectKey, Arc<tokio::sync::Mutex<()>>>>>,
 }
@@ -116,6 +118,7 @@ impl Engine {
             urls,
             blob_concurrency: blob_concurrency.max(1),
             referrers_api: Arc::default(),
+            known_blobs: Arc::default(),
             subject_locks: Arc::default(),
         }
     }
@@ -131,8 +134,31 @@ impl Engine {
             urls: self.urls.clone(),
             blob_concurrency: self.blob_concurrency,
             referrers_api: Arc::clone(&self.referrers_api),
+            known_blobs: Arc::clone(&self.known_blobs),
             subject_locks: Arc::clone(&self.subject_locks),
         }
+    }
+
+    fn known_blobs(&self, repo: &Repository) -> HashSet<String> {
+        self.known_blobs
+            .lock()
+            .expect("not poisoned")
+            .get(repo)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn remember_blobs(&self, repo: &Repository, digests: impl IntoIterator<Item = String>) {
+        self.known_blobs
+            .lock()
+            .expect("not poisoned")
+            .entry(repo.clone())
+            .or_default()
+            .extend(digests);
+    }
+
+    fn forget_blobs(&self, repo: &Repository) {
+        self.known_blobs.lock().expect("not poisoned").remove(repo);
     }
 
     /// Makes the registry hold what `spec` describes. The spec must have been validated.
