@@ -11,7 +11,8 @@
 //! process' own exit would stop them. A reaper (`sh`, in a process group of its own, so a
 //! Ctrl-C on the test does not reach it) reads a pipe that only this process holds open; when
 //! this process ends, however it ends (normal exit, failed test, panic, SIGKILL), the pipe
-//! closes and the reaper kills the controllers still listed in the state dir and runs
+//! closes and the reaper kills the test's children still listed in the state dir (controllers,
+//! registries: the processes a test would stop on drop, had it not been killed) and runs
 //! `dev-env.sh down --purge`. At a normal exit an `atexit` hook closes the pipe first and waits
 //! for the reaper, so `cargo test` returns only after the cluster is gone.
 #![allow(dead_code)]
@@ -82,10 +83,10 @@ fn start_reaper(state_dir: &Path) -> Result<(), String> {
     use std::os::unix::process::CommandExt;
     const SCRIPT: &str = r#"
 cat >/dev/null
-for f in "$GA_STATE_DIR"/controllers/*.pid; do
+for f in "$GA_STATE_DIR"/children/*.pid; do
   [ -f "$f" ] || continue
-  pid="$(cat "$f")"
-  if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q garden-artifacts; then
+  { read -r pid; read -r needle; } <"$f" || continue
+  if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$needle"; then
     kill -9 "$pid" 2>/dev/null || true
   fi
 done
@@ -136,7 +137,9 @@ impl Cluster {
             .tempdir()
             .map_err(|e| format!("creating the state dir: {e}"))?
             .keep();
-        std::fs::create_dir_all(state_dir.join("controllers")).map_err(|e| e.to_string())?;
+        for dir in ["controllers", "children"] {
+            std::fs::create_dir_all(state_dir.join(dir)).map_err(|e| e.to_string())?;
+        }
         start_reaper(&state_dir)?;
 
         let mut failures = String::new();
@@ -515,6 +518,12 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
     }
 }
 
+/// Lists a child process for the reaper: killed at exit if `/proc/PID/cmdline` still contains
+/// `needle` (so a reused pid is never hit).
+fn register_child(pidfile: &Path, pid: u32, needle: &str) {
+    std::fs::write(pidfile, format!("{pid}\n{needle}\n")).unwrap();
+}
+
 // ---------------------------------------------------------------------------------------------
 // The controller process.
 
@@ -534,11 +543,12 @@ fn strip_ansi(text: &str) -> String {
 
 impl Controller {
     /// Starts `garden-artifacts controller --metrics-addr 127.0.0.1:<free> --log-format text
-    /// ARGS` and waits until it serves /metrics.
+    /// ARGS` and waits until it serves /metrics. `name` must be unique in the test binary: it
+    /// names the log and the pid file (which the reaper reads).
     pub fn start(cluster: &Cluster, name: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = cluster.state_dir.join("controllers");
         let log = dir.join(format!("{name}.log"));
-        let pidfile = dir.join(format!("{name}.pid"));
+        let pidfile = cluster.state_dir.join(format!("children/{name}.pid"));
         for _ in 0..5 {
             let port = free_port();
             let metrics_addr = format!("127.0.0.1:{port}");
@@ -567,7 +577,7 @@ impl Controller {
                 command.env(k, v);
             }
             let child = command.spawn().expect("the controller starts");
-            std::fs::write(&pidfile, child.id().to_string()).unwrap();
+            register_child(&pidfile, child.id(), BINARY);
             let mut controller = Controller {
                 name: name.to_string(),
                 metrics_addr,
@@ -694,22 +704,41 @@ enum Guard {
 /// Namespaces, a registry and controllers of one test. On drop: when the test failed, the
 /// controllers' log tails, the objects and events of its namespaces and the registry's last
 /// requests on stderr; always, the controllers stopped and the test's objects removed (their
-/// finalizers dropped), so that a later all-namespaces controller does not find them.
+/// finalizers dropped), so that a later all-namespaces controller does not find them. A test
+/// that passed still fails when the API server refused its controller anything (RBAC).
 pub struct Scene {
     pub cluster: &'static Cluster,
     pub namespaces: Vec<String>,
     pub registry: Registry,
     pub controllers: Vec<Controller>,
-    pub dir: tempfile::TempDir,
+    registry_pidfile: PathBuf,
     _guard: Guard,
 }
 
 impl Scene {
     pub fn new(namespaces: &[&str], watch: Watch) -> Self {
-        Self::with_registry(namespaces, watch, Registry::start())
+        Self::with_registry(namespaces, watch, Registry::start)
     }
 
-    pub fn with_registry(namespaces: &[&str], watch: Watch, registry: Registry) -> Self {
+    /// With the registry `start` returns, started once the cluster is up.
+    pub fn with_registry(
+        namespaces: &[&str],
+        watch: Watch,
+        start: impl FnOnce() -> Registry,
+    ) -> Self {
+        let cluster = cluster();
+        let registry = start();
+        // The registry stops on drop; should this process be killed, the reaper stops it.
+        // Listed before waiting for the lock, which may take a while.
+        let registry_pidfile = cluster
+            .state_dir
+            .join(format!("children/{}.registry.pid", namespaces[0]));
+        let config = registry.dir.path().join("config.yml");
+        register_child(
+            &registry_pidfile,
+            registry.child.id(),
+            &config.to_string_lossy(),
+        );
         let guard = match watch {
             Watch::OwnNamespace => {
                 Guard::Shared(ALL_NAMESPACES.read().unwrap_or_else(|p| p.into_inner()))
@@ -718,16 +747,15 @@ impl Scene {
                 Guard::Exclusive(ALL_NAMESPACES.write().unwrap_or_else(|p| p.into_inner()))
             }
         };
-        let cluster = cluster();
         for ns in namespaces {
             cluster.kubectl_ok(&["create", "namespace", ns]);
         }
         Scene {
+            registry_pidfile,
             cluster,
             namespaces: namespaces.iter().map(|s| s.to_string()).collect(),
             registry,
             controllers: Vec::new(),
-            dir: tempfile::tempdir().unwrap(),
             _guard: guard,
         }
     }
@@ -737,9 +765,11 @@ impl Scene {
         &self.namespaces[0]
     }
 
-    /// Starts a controller; `name` names its log and finds it again.
+    /// Starts a controller; `name` finds it again.
     pub fn start_controller(&mut self, name: &str, args: &[&str], env: &[(&str, &str)]) {
-        let controller = Controller::start(self.cluster, name, args, env);
+        let mut controller =
+            Controller::start(self.cluster, &format!("{}.{name}", self.ns()), args, env);
+        controller.name = name.to_string();
         self.controllers.push(controller);
     }
 
@@ -857,11 +887,37 @@ impl Scene {
     }
 }
 
+impl Scene {
+    /// Log lines where the API server refused the controller: the chart's RBAC lacks a
+    /// permission. Some refusals (an event) only reach the log; this catches them too.
+    fn forbidden(&self) -> Vec<String> {
+        self.controllers
+            .iter()
+            .flat_map(|c| {
+                c.log_text()
+                    .lines()
+                    .filter(|l| l.contains("is forbidden: User"))
+                    .map(|l| format!("{}: {l}", c.name))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
 impl Drop for Scene {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        let failed = std::thread::panicking();
+        let forbidden = if failed { Vec::new() } else { self.forbidden() };
+        if failed || !forbidden.is_empty() {
             self.dump();
         }
         self.clean_up();
+        let _ = std::fs::remove_file(&self.registry_pidfile);
+        if !forbidden.is_empty() {
+            panic!(
+                "the API server refused the controller (a permission missing in the chart's RBAC):\n{}",
+                forbidden.join("\n")
+            );
+        }
     }
 }

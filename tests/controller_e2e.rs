@@ -1,0 +1,1112 @@
+//! End to end: `garden-artifacts controller` against a real kube-apiserver v1.20.2 and etcd
+//! (scripts/dev-env.sh, one cluster per test binary, torn down at exit) and real Distribution
+//! registries, one per test. The controller runs as a process with the Helm chart's RBAC and
+//! a ServiceAccount token, never as admin. Tests use namespaces of their own and run in
+//! parallel; the two whose controller watches all namespaces run alone (see `Watch`).
+//!
+//! Needs what scripts/dev-env.sh installs (etcd, kube-apiserver, kubectl, docker-registry,
+//! skopeo, curl, htpasswd) and helm via scripts/helm. Nothing is skipped when it is missing.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use common::cluster::{Scene, Watch, condition, condition_status, wait_for};
+use common::{Registry, digest_of, examples_for, skopeo_json, skopeo_raw};
+
+const API_VERSION: &str = "oci.gardenlinux.io/v1alpha1";
+
+/// A GardenArtifact with one inline text file, as JSON text (which kubectl takes as YAML).
+/// The fields of `spec` (an object) are set on top, replacing what is there.
+fn artifact(
+    ns: &str,
+    name: &str,
+    repository: &str,
+    tags: &[&str],
+    content: &str,
+    spec: Value,
+) -> String {
+    let mut object = json!({
+        "apiVersion": API_VERSION,
+        "kind": "GardenArtifact",
+        "metadata": { "name": name, "namespace": ns },
+        "spec": {
+            "repository": repository,
+            "tags": tags,
+            "source": {
+                "files": [{
+                    "name": format!("{name}.txt"),
+                    "content": content,
+                    "mediaType": "text/plain",
+                }],
+            },
+        },
+    });
+    for (key, value) in spec.as_object().expect("spec is an object") {
+        object["spec"][key] = value.clone();
+    }
+    object.to_string()
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+fn status_digest(object: &Value) -> String {
+    object["status"]["digest"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no status.digest in {object:#}"))
+        .to_string()
+}
+
+fn generation(object: &Value) -> i64 {
+    object["metadata"]["generation"].as_i64().unwrap()
+}
+
+/// `curl` against a registry: (HTTP status, body). `user` is `user:password` for basic auth.
+fn curl(
+    method: &str,
+    url: &str,
+    headers: &[&str],
+    body: Option<&[u8]>,
+    user: Option<&str>,
+) -> (u16, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("body");
+    let mut command = std::process::Command::new("curl");
+    command
+        .args(["-sS", "--max-time", "20", "-o"])
+        .arg(&out_file)
+        .args(["-w", "%{http_code}"]);
+    match method {
+        "HEAD" => command.arg("--head"),
+        _ => command.args(["-X", method]),
+    };
+    for h in headers {
+        command.args(["-H", h]);
+    }
+    if let Some(body) = body {
+        let file = dir.path().join("upload");
+        std::fs::write(&file, body).unwrap();
+        command
+            .arg("--data-binary")
+            .arg(format!("@{}", file.display()));
+    }
+    if let Some(user) = user {
+        command.args(["-u", user]);
+    }
+    let out = command.arg(url).output().expect("curl runs");
+    let code = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| {
+            panic!(
+                "curl {method} {url}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    (code, std::fs::read(&out_file).unwrap_or_default())
+}
+
+/// `host:port/path/to/repo` → (`host:port`, `path/to/repo`).
+fn split_repository(repository: &str) -> (&str, &str) {
+    repository.split_once('/').unwrap()
+}
+
+/// PUTs manifest bytes under `reference`; returns their digest.
+fn put_manifest(repository: &str, reference: &str, manifest: &Value) -> String {
+    let (host, path) = split_repository(repository);
+    let bytes = serde_json::to_vec(manifest).unwrap();
+    let media_type = manifest["mediaType"]
+        .as_str()
+        .expect("manifest has a mediaType");
+    let (code, body) = curl(
+        "PUT",
+        &format!("http://{host}/v2/{path}/manifests/{reference}"),
+        &[&format!("Content-Type: {media_type}")],
+        Some(&bytes),
+        None,
+    );
+    assert_eq!(
+        code,
+        201,
+        "PUT manifest {repository}:{reference}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    sha256(&bytes)
+}
+
+fn delete_manifest(repository: &str, digest: &str) {
+    let (host, path) = split_repository(repository);
+    let (code, body) = curl(
+        "DELETE",
+        &format!("http://{host}/v2/{path}/manifests/{digest}"),
+        &[],
+        None,
+        None,
+    );
+    assert_eq!(
+        code,
+        202,
+        "DELETE {repository}@{digest}: {}",
+        String::from_utf8_lossy(&body)
+    );
+}
+
+fn blob(repository: &str, digest: &str) -> Vec<u8> {
+    let (host, path) = split_repository(repository);
+    let (code, body) = curl(
+        "GET",
+        &format!("http://{host}/v2/{path}/blobs/{digest}"),
+        &["Accept: */*"],
+        None,
+        None,
+    );
+    assert_eq!(code, 200, "GET blob {repository}@{digest}");
+    body
+}
+
+/// The bytes of the layer titled `title` in the manifest `repository@digest`.
+fn layer_bytes(repository: &str, digest: &str, title: &str) -> Vec<u8> {
+    let manifest = skopeo_json(&format!("{repository}@{digest}"));
+    let layer = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["annotations"]["org.opencontainers.image.title"] == title)
+        .unwrap_or_else(|| panic!("no layer {title} in {manifest:#}"));
+    let bytes = blob(repository, layer["digest"].as_str().unwrap());
+    assert_eq!(sha256(&bytes), layer["digest"].as_str().unwrap());
+    bytes
+}
+
+/// Events of a namespace with `reason` whose note contains `needle`.
+fn events_with(scene: &Scene, ns: &str, reason: &str, needle: &str) -> Vec<Value> {
+    scene
+        .cluster
+        .events(ns)
+        .into_iter()
+        .filter(|e| e["reason"] == reason && e["note"].as_str().is_some_and(|n| n.contains(needle)))
+        .collect()
+}
+
+/// How often `reason` was reported about `object`: kube's event recorder folds a repeat of the
+/// same reason and action on the same object within minutes into the first event's `series`
+/// (keeping the first note), as client-go does.
+fn occurrences(scene: &Scene, ns: &str, reason: &str, object: &str) -> u64 {
+    scene
+        .cluster
+        .events(ns)
+        .iter()
+        .filter(|e| e["reason"] == reason && e["regarding"]["name"] == object)
+        .map(|e| e["series"]["count"].as_u64().unwrap_or(1))
+        .sum()
+}
+
+fn wait_for_event(scene: &Scene, ns: &str, reason: &str, needle: &str, timeout: Duration) -> Value {
+    wait_for(
+        &format!("an event {reason} mentioning {needle:?} in {ns}"),
+        timeout,
+        || events_with(scene, ns, reason, needle).into_iter().next(),
+    )
+}
+
+/// Scenario 1: The examples, applied with kubectl, converge; skopeo reads every tag at
+/// `.status.digest`.
+#[test]
+fn examples_converge_under_the_charts_rbac() {
+    let (releases, mirrors) = ("e2e-examples-releases", "e2e-examples-mirrors");
+    let mut scene = Scene::new(&[releases, mirrors], Watch::AllNamespaces);
+    scene.start_controller("all-namespaces", &[], &[]);
+
+    let examples = examples_for(&scene.registry);
+    let dir = examples.path();
+    let mut expected_objects = 0;
+    for folder in [dir.to_path_buf(), dir.join("controller-only")] {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                let text = std::fs::read_to_string(&path)
+                    .unwrap()
+                    .replace("namespace: releases", &format!("namespace: {releases}"))
+                    .replace("namespace: mirrors", &format!("namespace: {mirrors}"));
+                expected_objects += text.matches("kind: GardenArtifact").count();
+                std::fs::write(&path, text).unwrap();
+            }
+        }
+    }
+    assert!(
+        expected_objects >= 4,
+        "the examples hold {expected_objects} GardenArtifacts"
+    );
+    let top = dir.to_string_lossy().into_owned();
+    let controller_only = dir.join("controller-only").to_string_lossy().into_owned();
+    scene
+        .cluster
+        .kubectl_ok(&["apply", "-f", &top, "-f", &controller_only]);
+
+    let started = Instant::now();
+    for ns in [releases, mirrors] {
+        scene.cluster.kubectl_ok(&[
+            "wait",
+            "--for=condition=Ready",
+            "gardenartifact",
+            "--all",
+            "-n",
+            ns,
+            "--timeout=60s",
+        ]);
+    }
+    eprintln!(
+        "examples Ready after {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let mut objects = Vec::new();
+    for ns in [releases, mirrors] {
+        let list: Value = serde_json::from_str(
+            &scene
+                .cluster
+                .kubectl_ok(&["get", "ga", "-n", ns, "-o", "json"]),
+        )
+        .unwrap();
+        objects.extend(list["items"].as_array().unwrap().iter().cloned());
+    }
+    assert_eq!(
+        objects.len(),
+        expected_objects,
+        "every example GardenArtifact exists"
+    );
+    for object in &objects {
+        let name = object["metadata"]["name"].as_str().unwrap();
+        let status = &object["status"];
+        let generation = generation(object);
+        assert_eq!(
+            status["observedGeneration"].as_i64(),
+            Some(generation),
+            "{name}: observedGeneration"
+        );
+        for (type_, expected) in [
+            ("Ready", "True"),
+            ("Reconciling", "False"),
+            ("Stalled", "False"),
+        ] {
+            let c =
+                condition(object, type_).unwrap_or_else(|| panic!("{name}: no {type_} condition"));
+            assert_eq!(c["status"], expected, "{name}: {type_}: {c}");
+            assert_eq!(
+                c["observedGeneration"].as_i64(),
+                Some(generation),
+                "{name}: {type_}"
+            );
+            assert!(
+                c["lastTransitionTime"]
+                    .as_str()
+                    .is_some_and(|t| !t.is_empty()),
+                "{name}: {type_}"
+            );
+        }
+        let digest = status_digest(object);
+        let repository = object["spec"]["repository"].as_str().unwrap();
+        let spec_tags: Vec<&str> = object["spec"]["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        // An artefact found through its subject may have no tag; status.tags is then absent.
+        let status_tags: Vec<(&str, &str)> = status["tags"]
+            .as_array()
+            .map(|tags| {
+                tags.iter()
+                    .map(|t| (t["name"].as_str().unwrap(), t["digest"].as_str().unwrap()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(
+            status_tags.iter().map(|t| t.0).collect::<Vec<_>>(),
+            spec_tags,
+            "{name}: status.tags"
+        );
+        for (tag, tag_digest) in &status_tags {
+            assert_eq!(*tag_digest, digest, "{name}: status.tags[{tag}]");
+            assert_eq!(
+                digest_of(&format!("{repository}:{tag}")).as_deref(),
+                Some(digest.as_str()),
+                "{name}: skopeo reads {repository}:{tag}"
+            );
+        }
+        let raw = skopeo_raw(&format!("{repository}@{digest}"))
+            .unwrap_or_else(|| panic!("{name}: skopeo cannot read {repository}@{digest}"));
+        assert_eq!(
+            status["size"].as_u64(),
+            Some(raw.len() as u64),
+            "{name}: status.size"
+        );
+        let manifest: Value = serde_json::from_slice(&raw).unwrap();
+        assert_eq!(
+            status["mediaType"], manifest["mediaType"],
+            "{name}: status.mediaType"
+        );
+        assert!(
+            status["lastSyncTime"].as_str().is_some(),
+            "{name}: lastSyncTime"
+        );
+        if object["spec"]["subject"].is_object() {
+            assert_eq!(
+                manifest["subject"]["digest"], status["subject"]["digest"],
+                "{name}: the manifest's subject is status.subject"
+            );
+        }
+        // References to other objects resolved to their digests, which the manifest names.
+        for reference in status["references"].as_array().into_iter().flatten() {
+            let Some(other) = reference["reference"]
+                .as_str()
+                .and_then(|r| r.strip_prefix("artifactRef:"))
+            else {
+                continue;
+            };
+            let other = objects
+                .iter()
+                .find(|o| {
+                    o["metadata"]["name"] == other
+                        && o["metadata"]["namespace"] == object["metadata"]["namespace"]
+                })
+                .unwrap_or_else(|| panic!("{name}: references unknown {other}"));
+            assert_eq!(
+                reference["digest"], other["status"]["digest"],
+                "{name}: {reference}"
+            );
+            let text = String::from_utf8_lossy(&raw);
+            assert!(
+                text.contains(reference["digest"].as_str().unwrap()),
+                "{name}: the manifest names {reference}"
+            );
+        }
+    }
+    // Copies (mirror, promotions) are byte for byte the artefact whose tag they name.
+    let mut copies = 0;
+    for copy in &objects {
+        let Some(source) = copy["spec"]["source"]["image"]["reference"].as_str() else {
+            continue;
+        };
+        let (repository, tag) = source.rsplit_once(':').unwrap();
+        let producer = objects
+            .iter()
+            .find(|o| {
+                o["spec"]["repository"] == repository
+                    && o["spec"]["tags"]
+                        .as_array()
+                        .is_some_and(|t| t.iter().any(|t| t == tag))
+            })
+            .unwrap_or_else(|| panic!("no example produces {source}"));
+        assert_eq!(
+            status_digest(copy),
+            status_digest(producer),
+            "{} copies {source}",
+            copy["metadata"]["name"]
+        );
+        copies += 1;
+    }
+    assert!(copies >= 2, "the examples hold a mirror and a promotion");
+
+    // Printer columns.
+    let table = scene.cluster.kubectl_ok(&["get", "ga", "-n", releases]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "READY", "DIGEST", "TAGS", "AGE"],
+        "{table}"
+    );
+    let rows: Vec<&str> = table.lines().skip(1).collect();
+    assert_eq!(
+        rows.len(),
+        objects
+            .iter()
+            .filter(|o| o["metadata"]["namespace"] == releases)
+            .count(),
+        "{table}"
+    );
+    for row in rows {
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        let object = objects
+            .iter()
+            .find(|o| o["metadata"]["name"] == cells[0])
+            .unwrap();
+        assert_eq!(cells[1], "True", "{table}");
+        assert_eq!(cells[2], status_digest(object), "{table}");
+        match object["spec"]["tags"][0].as_str() {
+            Some(tag) => assert!(cells[3].contains(tag), "{table}"),
+            None => assert_eq!(cells[3], "[]", "{table}"),
+        }
+    }
+}
+
+/// Scenario 2: A tag moved or deleted by hand is put back on the next resync, with a DriftRepaired
+/// event.
+#[test]
+fn drift_is_repaired_on_resync() {
+    let ns = "e2e-drift";
+    let mut scene = Scene::new(&[ns], Watch::OwnNamespace);
+    scene.start_namespaced_controller("c");
+    let repository = format!("{}/e2e/drift", scene.registry.addr);
+    scene.cluster.apply(&artifact(
+        ns,
+        "drifty",
+        &repository,
+        &["v1", "v2"],
+        "drift me",
+        json!({ "interval": "5s" }),
+    ));
+    let object = scene.wait_ready(ns, "drifty");
+    let digest = status_digest(&object);
+    let (v1, v2) = (format!("{repository}:v1"), format!("{repository}:v2"));
+    assert_eq!(digest_of(&v1).as_deref(), Some(digest.as_str()));
+    let manifest = skopeo_json(&format!("{repository}@{digest}"));
+
+    // Moved: another manifest (same blobs, one more annotation) under v1.
+    let mut other = manifest.clone();
+    other["annotations"]["e2e.example/moved"] = json!("by hand");
+    let moved = put_manifest(&repository, "v1", &other);
+    assert_ne!(moved, digest);
+    assert_eq!(
+        digest_of(&v1).as_deref(),
+        Some(moved.as_str()),
+        "the tag moved"
+    );
+    let started = Instant::now();
+    wait_for(
+        "v1 back on the object's digest",
+        Duration::from_secs(30),
+        || (digest_of(&v1).as_deref() == Some(digest.as_str())).then_some(()),
+    );
+    eprintln!(
+        "moved tag restored after {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let event = wait_for_event(
+        &scene,
+        ns,
+        "DriftRepaired",
+        "tag v1 had been moved",
+        Duration::from_secs(10),
+    );
+    assert_eq!(event["type"], "Normal");
+    assert_eq!(event["regarding"]["name"], "drifty");
+    assert!(event["note"].as_str().unwrap().contains(&moved), "{event}");
+    let repairs_before = occurrences(&scene, ns, "DriftRepaired", "drifty");
+
+    // Deleted: Distribution deletes manifests, not tags; a manifest only v1 points at, deleted
+    // by digest, takes v1 with it (v2 stays on the object's digest).
+    let mut deleted = false;
+    for attempt in 0..3 {
+        let mut tombstone = manifest.clone();
+        tombstone["annotations"]["e2e.example/tombstone"] = json!(format!("attempt {attempt}"));
+        let tombstone = put_manifest(&repository, "v1", &tombstone);
+        delete_manifest(&repository, &tombstone);
+        let (host, path) = split_repository(&repository);
+        let (code, _) = curl(
+            "HEAD",
+            &format!("http://{host}/v2/{path}/manifests/v1"),
+            &["Accept: application/vnd.oci.image.manifest.v1+json"],
+            None,
+            None,
+        );
+        if code == 404 {
+            deleted = true;
+            break;
+        }
+        // The controller resynced in between and put v1 back first: again.
+    }
+    assert!(deleted, "could not delete tag v1 by hand");
+    assert_eq!(
+        digest_of(&v2).as_deref(),
+        Some(digest.as_str()),
+        "v2 untouched"
+    );
+    let started = Instant::now();
+    wait_for("v1 recreated", Duration::from_secs(30), || {
+        (digest_of(&v1).as_deref() == Some(digest.as_str())).then_some(())
+    });
+    eprintln!(
+        "deleted tag recreated after {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    // A second DriftRepaired on the same object: a new event, or (kube's recorder) the
+    // first one's series count going up.
+    wait_for(
+        "a second DriftRepaired occurrence",
+        Duration::from_secs(10),
+        || (occurrences(&scene, ns, "DriftRepaired", "drifty") > repairs_before).then_some(()),
+    );
+
+    // Resyncs did it, not a change of the object.
+    let object = scene.cluster.artifact(ns, "drifty");
+    assert_eq!(generation(&object), 1);
+    assert_eq!(condition_status(&object, "Ready").as_deref(), Some("True"));
+    assert_eq!(status_digest(&object), digest);
+}
+
+/// Scenario 3: Deletion: Retain leaves the registry alone; Delete removes the object's tags but not
+/// a tag of another object on the same digest.
+#[test]
+fn deletion_policies() {
+    let ns = "e2e-deletion";
+    let mut scene = Scene::new(&[ns], Watch::OwnNamespace);
+    scene.start_namespaced_controller("c");
+    let kept_repo = format!("{}/e2e/deletion/kept", scene.registry.addr);
+    let shared_repo = format!("{}/e2e/deletion/shared", scene.registry.addr);
+    for object in [
+        artifact(
+            ns,
+            "retained",
+            &kept_repo,
+            &["v1"],
+            "retained content",
+            json!({}),
+        ),
+        artifact(
+            ns,
+            "doomed",
+            &shared_repo,
+            &["v1", "v2"],
+            "shared content",
+            json!({ "deletionPolicy": "Delete" }),
+        ),
+        // Same file name and content as `doomed`: the same manifest, hence the same digest.
+        artifact(
+            ns,
+            "bystander",
+            &shared_repo,
+            &["stays"],
+            "shared content",
+            json!({ "source": { "files": [
+                    { "name": "doomed.txt", "content": "shared content", "mediaType": "text/plain" },
+                ] } }),
+        ),
+    ] {
+        scene.cluster.apply(&object);
+    }
+    let retained = scene.wait_ready(ns, "retained");
+    let doomed = scene.wait_ready(ns, "doomed");
+    let bystander = scene.wait_ready(ns, "bystander");
+    assert_eq!(
+        retained["metadata"]["finalizers"],
+        json!(["oci.gardenlinux.io/cleanup"])
+    );
+    let shared = status_digest(&doomed);
+    assert_eq!(
+        status_digest(&bystander),
+        shared,
+        "precondition: one digest, two owners"
+    );
+
+    // Retain (the default).
+    scene
+        .cluster
+        .kubectl_ok(&["delete", "ga", "retained", "-n", ns, "--timeout=30s"]);
+    assert!(
+        scene.cluster.get(ns, "ga", "retained").is_none(),
+        "finalizer removed, object gone"
+    );
+    assert_eq!(
+        digest_of(&format!("{kept_repo}:v1")),
+        Some(status_digest(&retained)),
+        "Retain keeps the tag"
+    );
+
+    // Delete.
+    scene
+        .cluster
+        .kubectl_ok(&["delete", "ga", "doomed", "-n", ns, "--timeout=30s"]);
+    assert!(
+        scene.cluster.get(ns, "ga", "doomed").is_none(),
+        "finalizer removed, object gone"
+    );
+    for tag in ["v1", "v2"] {
+        assert_eq!(
+            digest_of(&format!("{shared_repo}:{tag}")),
+            None,
+            "tag {tag} deleted"
+        );
+    }
+    assert_eq!(
+        digest_of(&format!("{shared_repo}:stays")).as_deref(),
+        Some(shared.as_str()),
+        "another object's tag on the same digest stays"
+    );
+    // Two tags deleted, two TagDeleted occurrences (one event and its series, see
+    // `occurrences`).
+    assert_eq!(occurrences(&scene, ns, "TagDeleted", "doomed"), 2);
+    assert!(
+        !events_with(
+            &scene,
+            ns,
+            "TagDeleted",
+            &format!("of {shared_repo} (deletionPolicy: Delete)")
+        )
+        .is_empty()
+    );
+    let bystander = scene.cluster.artifact(ns, "bystander");
+    assert_eq!(
+        condition_status(&bystander, "Ready").as_deref(),
+        Some("True")
+    );
+}
+
+/// Scenario 4: The API server itself refuses invalid objects, naming the field.
+#[test]
+fn invalid_objects_are_refused_by_the_api_server() {
+    let ns = "e2e-invalid";
+    let scene = Scene::new(&[ns], Watch::OwnNamespace);
+    let repository = format!("{}/e2e/invalid", scene.registry.addr);
+    let refused = |yaml: &str| {
+        let out = scene.cluster.kubectl_stdin(&["apply", "-f", "-"], yaml);
+        assert!(!out.status.success(), "accepted:\n{yaml}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+
+    let bad_tag = refused(&artifact(
+        ns,
+        "bad-tag",
+        &repository,
+        &["-bad"],
+        "x",
+        json!({}),
+    ));
+    assert!(
+        bad_tag.contains("spec.tags") && bad_tag.contains("\"-bad\""),
+        "{bad_tag}"
+    );
+
+    let two_sources = artifact(
+        ns,
+        "two-sources",
+        &repository,
+        &["v1"],
+        "x",
+        json!({ "source": {
+            "files": [{ "name": "x.txt", "content": "x", "mediaType": "text/plain" }],
+            "image": { "reference": format!("{repository}:other") },
+        } }),
+    );
+    let two_sources = refused(&two_sources);
+    assert!(
+        two_sources.contains("spec.source") && two_sources.contains("oneOf"),
+        "{two_sources}"
+    );
+
+    for name in ["bad-tag", "two-sources"] {
+        assert!(
+            scene.cluster.get(ns, "ga", name).is_none(),
+            "{name} was not stored"
+        );
+    }
+    // The same object with a good tag and one source is accepted.
+    scene
+        .cluster
+        .apply(&artifact(ns, "good", &repository, &["v1"], "x", json!({})));
+    assert!(scene.cluster.get(ns, "ga", "good").is_some());
+}
+
+/// Scenario 5: A Secret with a wrong password: Ready=False with the registry's 401; the Secret
+/// fixed, the object converges without being touched. No password anywhere.
+#[test]
+fn a_fixed_secret_re_reconciles() {
+    let ns = "e2e-secret";
+    let (user, password, wrong) = ("e2e-user", "Corr3ct-h0rse-e2e-91f3", "Wr0ng-p0ny-e2e-5c7a");
+    let mut scene = Scene::with_registry(&[ns], Watch::OwnNamespace, || {
+        Registry::start_with_basic_auth(user, password)
+    });
+    scene.start_controller(
+        "c",
+        &["--namespace", ns],
+        &[("RUST_LOG", "info,garden_artifacts=debug")],
+    );
+    let host = scene.registry.addr.clone();
+    let secret = |pass: &str| {
+        let yaml = scene.cluster.kubectl_ok(&[
+            "create",
+            "secret",
+            "docker-registry",
+            "regcred",
+            "-n",
+            ns,
+            &format!("--docker-server={host}"),
+            &format!("--docker-username={user}"),
+            &format!("--docker-password={pass}"),
+            "--dry-run=client",
+            "-o",
+            "yaml",
+        ]);
+        scene.cluster.apply(&yaml);
+    };
+    secret(wrong);
+    let repository = format!("{host}/e2e/secret");
+    scene.cluster.apply(&artifact(
+        ns,
+        "private",
+        &repository,
+        &["v1"],
+        "behind a password",
+        json!({ "credentials": { "secretRef": { "name": "regcred" } } }),
+    ));
+
+    let failing = scene.wait_condition(ns, "private", "Ready", "False", Duration::from_secs(60));
+    let message = condition(&failing, "Ready").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eprintln!("with the wrong password: {message}");
+    assert!(
+        message.contains("401"),
+        "the status names the registry's 401: {message}"
+    );
+    let generation_before = generation(&failing);
+
+    secret(password);
+    let started = Instant::now();
+    let ready = scene.wait_ready(ns, "private");
+    let took = started.elapsed();
+    eprintln!(
+        "Ready {:.1}s after the Secret was fixed",
+        took.as_secs_f64()
+    );
+    // The Secret's watch triggers it; waiting for the 10 s error requeue would take longer.
+    assert!(
+        took < Duration::from_secs(6),
+        "took {took:?}: the Secret change did not trigger a reconcile"
+    );
+    assert_eq!(
+        generation(&ready),
+        generation_before,
+        "the object was not touched"
+    );
+    let digest = status_digest(&ready);
+    let (code, body) = curl(
+        "GET",
+        &format!("http://{host}/v2/e2e/secret/manifests/v1"),
+        &["Accept: application/vnd.oci.image.manifest.v1+json"],
+        None,
+        Some(&format!("{user}:{password}")),
+    );
+    assert_eq!(code, 200);
+    assert_eq!(
+        sha256(&body),
+        digest,
+        "the tag behind basic auth is at status.digest"
+    );
+
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let secrets = [
+        password.to_string(),
+        wrong.to_string(),
+        b64(&format!("{user}:{password}")),
+        b64(&format!("{user}:{wrong}")),
+    ];
+    let object_yaml = scene
+        .cluster
+        .kubectl_ok(&["get", "ga", "private", "-n", ns, "-o", "yaml"]);
+    let events = serde_json::to_string(&scene.cluster.events(ns)).unwrap();
+    let log = scene.controller("c").log_text();
+    assert!(log.contains("private"), "the log is the controller's log");
+    for secret in &secrets {
+        assert!(
+            !log.contains(secret.as_str()),
+            "a credential is in the controller's log"
+        );
+        assert!(
+            !object_yaml.contains(secret.as_str()),
+            "a credential is in the object:\n{object_yaml}"
+        );
+        assert!(
+            !events.contains(secret.as_str()),
+            "a credential is in the events"
+        );
+    }
+}
+
+/// Scenario 6: A layer from a ConfigMap: a new ConfigMap content moves the tag to a new digest.
+#[test]
+fn a_config_map_change_moves_the_tag() {
+    let ns = "e2e-configmap";
+    let mut scene = Scene::new(&[ns], Watch::OwnNamespace);
+    scene.start_namespaced_controller("c");
+    let examples = examples_for(&scene.registry);
+    let manifest = std::fs::read_to_string(
+        examples
+            .path()
+            .join("controller-only/kvm-flavour-from-configmap.yaml"),
+    )
+    .unwrap()
+    .replace("namespace: releases", &format!("namespace: {ns}"));
+    scene.cluster.apply(&manifest);
+    let (name, map, key) = (
+        "gl-1877-5-kvm-gardener-prod-amd64",
+        "gl-1877-5-kvm-build",
+        "kvm-gardener_prod-amd64-1877.5.release",
+    );
+    let first = scene.wait_ready(ns, name);
+    let old_digest = status_digest(&first);
+    let repository = first["spec"]["repository"].as_str().unwrap().to_string();
+    let tag = format!(
+        "{repository}:{}",
+        first["spec"]["tags"][0].as_str().unwrap()
+    );
+    let old_content = scene.cluster.get(ns, "configmap", map).unwrap()["data"][key]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        layer_bytes(&repository, &old_digest, key),
+        old_content.as_bytes()
+    );
+
+    let new_content = format!("{old_content}GARDENLINUX_E2E=changed\n");
+    let patch = json!({ "data": { key: new_content } }).to_string();
+    scene.cluster.kubectl_ok(&[
+        "patch",
+        "configmap",
+        map,
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        &patch,
+    ]);
+    let started = Instant::now();
+    let moved = wait_for("a new status.digest", Duration::from_secs(30), || {
+        let object = scene.cluster.artifact(ns, name);
+        (object["status"]["digest"]
+            .as_str()
+            .is_some_and(|d| d != old_digest)
+            && condition_status(&object, "Ready").as_deref() == Some("True"))
+        .then_some(object)
+    });
+    eprintln!(
+        "new digest {:.1}s after the ConfigMap changed",
+        started.elapsed().as_secs_f64()
+    );
+    let new_digest = status_digest(&moved);
+    assert_eq!(
+        digest_of(&tag).as_deref(),
+        Some(new_digest.as_str()),
+        "the tag moved"
+    );
+    assert_eq!(
+        layer_bytes(&repository, &new_digest, key),
+        new_content.as_bytes()
+    );
+    assert_eq!(
+        generation(&moved),
+        generation(&first),
+        "the object was not touched"
+    );
+}
+
+/// Scenario 7: A converged object costs no status write and no registry write per resync.
+#[test]
+fn a_converged_resync_writes_nothing() {
+    let ns = "e2e-quiet";
+    let mut scene = Scene::new(&[ns], Watch::OwnNamespace);
+    scene.start_namespaced_controller("c");
+    let repository = format!("{}/e2e/quiet", scene.registry.addr);
+    scene.cluster.apply(&artifact(
+        ns,
+        "quiet",
+        &repository,
+        &["v1", "v2"],
+        "nothing to do",
+        json!({ "interval": "2s" }),
+    ));
+    scene.wait_ready(ns, "quiet");
+    // The status write itself is a change the controller sees once more; let that pass.
+    std::thread::sleep(Duration::from_secs(3));
+    let controller = scene.controller("c");
+    let before = scene.cluster.artifact(ns, "quiet");
+    let writes_before = controller.metric("garden_artifacts_status_writes_total");
+    let reconciles_before = controller.metric("garden_artifacts_reconciles_total");
+    let requests_before = scene.registry.requests().len();
+
+    std::thread::sleep(Duration::from_secs(10));
+
+    let after = scene.cluster.artifact(ns, "quiet");
+    let writes_after = controller.metric("garden_artifacts_status_writes_total");
+    let reconciles_after = controller.metric("garden_artifacts_reconciles_total");
+    let window: Vec<_> = scene.registry.requests().split_off(requests_before);
+    let heads = window.iter().filter(|r| r.method == "HEAD").count();
+    let others: Vec<_> = window.iter().filter(|r| r.method != "HEAD").collect();
+    eprintln!(
+        "converged window of 10s at interval 2s: {} reconciles, {} status writes, resourceVersion {} -> {}, {} registry requests: {} HEAD, {} other {:?}",
+        reconciles_after - reconciles_before,
+        writes_after - writes_before,
+        before["metadata"]["resourceVersion"],
+        after["metadata"]["resourceVersion"],
+        window.len(),
+        heads,
+        others.len(),
+        others
+    );
+    assert!(
+        reconciles_after - reconciles_before >= 3.0,
+        "resyncs happened in the window"
+    );
+    assert_eq!(
+        after["metadata"]["resourceVersion"], before["metadata"]["resourceVersion"],
+        "no write to the object"
+    );
+    assert_eq!(after["status"], before["status"]);
+    assert_eq!(writes_after, writes_before, "no status write");
+    assert!(others.is_empty(), "only HEADs: {others:?}");
+    assert!(heads > 0, "the resyncs checked the registry");
+}
+
+/// Scenario 8: Two replicas with leader election: only the leader reconciles; killed, the other
+/// takes over.
+#[test]
+fn leader_election_fails_over() {
+    let ns = "e2e-leader";
+    let mut scene = Scene::new(&[ns], Watch::OwnNamespace);
+    let lease = "e2e-leader";
+    let args = |identity: &'static str| {
+        vec![
+            "--namespace",
+            ns,
+            "--leader-elect",
+            "--lease-namespace",
+            common::cluster::SYSTEM_NAMESPACE,
+            "--lease-name",
+            lease,
+            "--identity",
+            identity,
+        ]
+    };
+    scene.start_controller("a", &args("a"), &[]);
+    wait_for("a to lead", Duration::from_secs(20), || {
+        scene
+            .controller("a")
+            .log_text()
+            .contains("became leader")
+            .then_some(())
+    });
+    scene.start_controller("b", &args("b"), &[]);
+    let holder = || {
+        scene.cluster.kubectl_ok(&[
+            "get",
+            "lease",
+            lease,
+            "-n",
+            common::cluster::SYSTEM_NAMESPACE,
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ])
+    };
+    let repository = format!("{}/e2e/leader", scene.registry.addr);
+    scene.cluster.apply(&artifact(
+        ns,
+        "first",
+        &repository,
+        &["first"],
+        "first",
+        json!({}),
+    ));
+    scene.wait_ready(ns, "first");
+    std::thread::sleep(Duration::from_secs(2));
+    let (a, b) = (scene.controller("a"), scene.controller("b"));
+    let reconciles = "garden_artifacts_reconciles_total";
+    assert!(a.metric(reconciles) >= 1.0, "the leader reconciled");
+    assert_eq!(b.metric(reconciles), 0.0, "the standby did not reconcile");
+    assert!(!b.log_text().contains("became leader"));
+    assert_eq!(holder(), "a");
+
+    scene.controller_mut("a").kill();
+    let killed = Instant::now();
+    scene.cluster.apply(&artifact(
+        ns,
+        "second",
+        &repository,
+        &["second"],
+        "second",
+        json!({}),
+    ));
+    let second = scene.wait_condition(ns, "second", "Ready", "True", Duration::from_secs(45));
+    eprintln!(
+        "after kill -9 of the leader, b reconciled a new object in {:.1}s",
+        killed.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        digest_of(&format!("{repository}:second")),
+        Some(status_digest(&second))
+    );
+    assert_eq!(holder(), "b");
+    let b = scene.controller("b");
+    assert!(b.metric(reconciles) >= 1.0, "b reconciles now");
+    assert!(b.log_text().contains("became leader"));
+}
+
+/// Scenario 9: Two objects claim one repository:tag from different namespaces: the older keeps it.
+#[test]
+fn the_older_object_keeps_a_contested_tag() {
+    let (ns_a, ns_b) = ("e2e-conflict-a", "e2e-conflict-b");
+    let mut scene = Scene::new(&[ns_a, ns_b], Watch::AllNamespaces);
+    scene.start_controller("all-namespaces", &[], &[]);
+    let repository = format!("{}/e2e/conflict", scene.registry.addr);
+    scene.cluster.apply(&artifact(
+        ns_a,
+        "older",
+        &repository,
+        &["shared", "a-only"],
+        "older content",
+        json!({}),
+    ));
+    let older = scene.wait_ready(ns_a, "older");
+    let digest = status_digest(&older);
+    let shared = format!("{repository}:shared");
+    assert_eq!(digest_of(&shared).as_deref(), Some(digest.as_str()));
+
+    let requests_before = scene.registry.requests().len();
+    scene.cluster.apply(&artifact(
+        ns_b,
+        "newer",
+        &repository,
+        &["shared"],
+        "newer content",
+        json!({}),
+    ));
+    let newer = scene.wait_condition(ns_b, "newer", "Stalled", "True", Duration::from_secs(30));
+    let stalled = condition(&newer, "Stalled").unwrap();
+    assert_eq!(stalled["reason"], "TagConflict", "{stalled}");
+    let message = stalled["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("{ns_a}/older")) && message.contains("shared"),
+        "names the owner: {message}"
+    );
+    assert_eq!(condition_status(&newer, "Ready").as_deref(), Some("False"));
+
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_secs(1));
+        assert_eq!(
+            digest_of(&shared).as_deref(),
+            Some(digest.as_str()),
+            "the tag did not move"
+        );
+    }
+    let older = scene.cluster.artifact(ns_a, "older");
+    assert_eq!(condition_status(&older, "Ready").as_deref(), Some("True"));
+    let writes = Registry::writes(&scene.registry.requests()[requests_before..]);
+    assert!(
+        writes.is_empty(),
+        "the registry was not written: {writes:?}"
+    );
+    wait_for_event(
+        &scene,
+        ns_b,
+        "TagConflict",
+        "older",
+        Duration::from_secs(10),
+    );
+}
