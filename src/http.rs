@@ -15,9 +15,15 @@ pub struct Probes {
     pub metrics: Box<dyn Fn() -> String + Send + Sync>,
 }
 
-pub async fn serve(addr: SocketAddr, probes: Arc<Probes>) -> std::io::Result<()> {
-    let listener = TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+/// Binds the address now, so a taken port fails the start instead of leaving probes unanswered.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+pub async fn serve(listener: TcpListener, probes: Arc<Probes>) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+    }
     loop {
         let (mut socket, _) = listener.accept().await?;
         let probes = Arc::clone(&probes);

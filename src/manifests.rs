@@ -9,6 +9,8 @@ use serde::Deserialize;
 
 use crate::api::{API_VERSION, GROUP, GardenArtifactSpec, KIND, patterns::OBJECT_NAME_RE};
 
+mod bounded;
+
 /// Files larger than this are refused before parsing.
 const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
 
@@ -136,12 +138,14 @@ fn load_file(file: &Path, loaded: &mut Loaded) {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
+    // Aliases may not expand the file's documents beyond a multiple of its size.
+    let budget = bounded::Budget::for_text(&text);
     for (i, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
         let origin = Origin {
             file: file.to_path_buf(),
             document: i + 1,
         };
-        let value = match serde_yaml::Value::deserialize(document) {
+        let value = match budget.value(document) {
             Ok(serde_yaml::Value::Null) => continue,
             Ok(value) => value,
             Err(e) => {
@@ -174,6 +178,12 @@ fn parse_object(
 ) -> Result<Option<LoadedObject>, String> {
     let header: Header = serde_yaml::from_value(value.clone())
         .map_err(|e| format!("apiVersion, kind and metadata are not readable: {e}"))?;
+    if header.api_version.is_none() && header.kind.as_deref() == Some(KIND) {
+        // A typo (`apiversion:`) or a forgotten line, not a document of another kind.
+        return Err(format!(
+            "a {KIND} without apiVersion (expected {API_VERSION})"
+        ));
+    }
     let api_version = header.api_version.unwrap_or_default();
     let is_ours = api_version.split('/').next() == Some(GROUP);
     if header.kind.as_deref() != Some(KIND) || !is_ours {
@@ -208,8 +218,16 @@ fn parse_object(
     let spec_value = value
         .get("spec")
         .ok_or_else(|| format!("{namespace}/{name}: spec is required"))?;
-    let spec: GardenArtifactSpec = serde_path_to_error::deserialize(spec_value.clone())
-        .map_err(|e| format!("{namespace}/{name}: spec.{}: {}", e.path(), e.inner()))?;
+    let spec: GardenArtifactSpec =
+        serde_path_to_error::deserialize(spec_value.clone()).map_err(|e| {
+            // The path of an error at the top of the spec is `.`.
+            let path = e.path().to_string();
+            let field = match path.as_str() {
+                "." => "spec".to_string(),
+                path => format!("spec.{path}"),
+            };
+            format!("{namespace}/{name}: {field}: {}", e.inner())
+        })?;
     Ok(Some(LoadedObject {
         namespace,
         name,

@@ -638,15 +638,14 @@ fn deletion_policies() {
         Some(shared.as_str()),
         "another object's tag on the same digest stays"
     );
-    // Two tags deleted, two TagDeleted occurrences (one event and its series, see
-    // `occurrences`).
-    assert_eq!(occurrences(&scene, ns, "TagDeleted", "doomed"), 2);
+    // Both tags deleted in one round: one event that names both.
+    assert_eq!(occurrences(&scene, ns, "TagDeleted", "doomed"), 1);
     assert!(
         !events_with(
             &scene,
             ns,
             "TagDeleted",
-            &format!("of {shared_repo} (deletionPolicy: Delete)")
+            &format!("deleted tags v1, v2 of {shared_repo} (deletionPolicy: Delete)")
         )
         .is_empty()
     );

@@ -47,6 +47,15 @@ impl std::error::Error for InvalidSpec {}
 const MAX_ANNOTATION_KEY: usize = 253;
 const MAX_ANNOTATION_VALUE: usize = 16 * 1024;
 const MAX_INLINE_CONTENT: usize = 1024 * 1024;
+/// The `maxItems` / `maxLength` of the CRD schema (src/api/mod.rs), checked here too so that
+/// `apply` refuses what the API server refuses.
+const MAX_TAGS: usize = 64;
+const MAX_REPOSITORY: usize = 255;
+const MAX_FILE_NAME: usize = 255;
+const MAX_REFERENCE: usize = 512;
+const MAX_LINK_URL: usize = 2048;
+/// The shortest `spec.interval`.
+const MIN_INTERVAL_MS: u128 = 1_000;
 
 struct Checker {
     errors: Vec<FieldError>,
@@ -62,7 +71,33 @@ impl Checker {
 
     fn pattern(&mut self, field: &str, value: &str, re: &regex::Regex, expected: &str) {
         if !re.is_match(value) {
-            self.fail(field, format!("{value:?} is not {expected}"));
+            let shown = without_userinfo(value);
+            self.fail(field, format!("{shown:?} is not {expected}"));
+        }
+    }
+
+    fn max_len(&mut self, field: &str, value: &str, max: usize) {
+        if value.len() > max {
+            self.fail(
+                field,
+                format!("is {} characters long, at most {max} allowed", value.len()),
+            );
+        }
+    }
+
+    /// The port of a registry host, when there is one, must be a TCP port: the pattern allows
+    /// five digits, which is up to 99999.
+    fn registry_port(&mut self, field: &str, reference: &str) {
+        let Some((host, _)) = reference.split_once('/') else {
+            return;
+        };
+        if host.ends_with(']') {
+            return;
+        }
+        if let Some((_, port)) = host.rsplit_once(':')
+            && !port.parse::<u16>().is_ok_and(|p| p > 0)
+        {
+            self.fail(field, format!("port {port} is not a TCP port (1 to 65535)"));
         }
     }
 
@@ -101,6 +136,10 @@ pub fn validate(spec: &GardenArtifactSpec, frontend: Frontend) -> Result<(), Inv
         &REPOSITORY_RE,
         "a repository with its registry host (e.g. registry.example.com/gardenlinux/gardenlinux; lowercase path)",
     );
+    c.max_len("spec.repository", &spec.repository, MAX_REPOSITORY);
+    if REPOSITORY_RE.is_match(&spec.repository) {
+        c.registry_port("spec.repository", &spec.repository);
+    }
 
     let mut seen_tags = BTreeSet::new();
     for (i, tag) in spec.tags.iter().enumerate() {
@@ -114,6 +153,12 @@ pub fn validate(spec: &GardenArtifactSpec, frontend: Frontend) -> Result<(), Inv
         if !seen_tags.insert(tag) {
             c.fail(field, format!("tag {tag:?} is listed twice"));
         }
+    }
+    if spec.tags.len() > MAX_TAGS {
+        c.fail(
+            "spec.tags",
+            format!("{} tags, at most {MAX_TAGS} allowed", spec.tags.len()),
+        );
     }
     if spec.tags.is_empty() && spec.subject.is_none() {
         c.fail(
@@ -193,11 +238,20 @@ pub fn validate(spec: &GardenArtifactSpec, frontend: Frontend) -> Result<(), Inv
             &HTTP_URL_RE,
             "an http or https URL without credentials",
         );
+        c.max_len(&format!("{field}.url"), &link.url, MAX_LINK_URL);
         c.pattern(
             &format!("{field}.rel"),
             &link.rel,
             &LINK_REL_RE,
             "a link relation such as release-notes (lowercase letters, digits, ._-)",
+        );
+    }
+    if let Some(credentials) = &spec.credentials {
+        c.pattern(
+            "spec.credentials.secretRef.name",
+            &credentials.secret_ref.name,
+            &OBJECT_NAME_RE,
+            "a Kubernetes object name",
         );
     }
     if let Some(interval) = &spec.interval {
@@ -207,12 +261,55 @@ pub fn validate(spec: &GardenArtifactSpec, frontend: Frontend) -> Result<(), Inv
             &DURATION_RE,
             "a duration such as 10m, 1h30m or 45s",
         );
+        if DURATION_RE.is_match(interval) && duration_ms(interval) < MIN_INTERVAL_MS {
+            // `1ms` would have the controller re-check the registry a thousand times a second.
+            c.fail("spec.interval", format!("{interval:?} is shorter than 1s"));
+        }
     }
 
     if c.errors.is_empty() {
         Ok(())
     } else {
         Err(InvalidSpec(c.errors))
+    }
+}
+
+/// A duration that matches [`DURATION_RE`] in milliseconds (saturating).
+fn duration_ms(text: &str) -> u128 {
+    let mut total: u128 = 0;
+    let mut number: u128 = 0;
+    let mut chars = text.chars().peekable();
+    while let Some(ch) = chars.next() {
+        if let Some(digit) = ch.to_digit(10) {
+            number = number.saturating_mul(10).saturating_add(u128::from(digit));
+            continue;
+        }
+        let unit: u128 = match ch {
+            'm' if chars.peek() == Some(&'s') => {
+                chars.next();
+                1
+            }
+            's' => 1_000,
+            'm' => 60_000,
+            'h' => 3_600_000,
+            _ => 0,
+        };
+        total = total.saturating_add(number.saturating_mul(unit));
+        number = 0;
+    }
+    total
+}
+
+/// A value as it may be shown in an error: the user info of a URL (`https://user:password@host`)
+/// replaced, so a refused URL does not put its password into logs.
+fn without_userinfo(value: &str) -> std::borrow::Cow<'_, str> {
+    let Some((scheme, rest)) = value.split_once("://") else {
+        return value.into();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://<redacted>@{}", &rest[at + 1..]).into(),
+        None => value.into(),
     }
 }
 
@@ -229,6 +326,7 @@ fn check_files(c: &mut Checker, files: &[FileSource], frontend: Frontend) {
             &FILE_NAME_RE,
             "a plain file name (letters, digits, ._+@=,~-; no directory)",
         );
+        c.max_len(&format!("{field}.name"), &file.name, MAX_FILE_NAME);
         if file.name == "." || file.name == ".." {
             c.fail(format!("{field}.name"), "must not be . or ..");
         }
@@ -369,12 +467,19 @@ fn check_reference(
             &OBJECT_NAME_RE,
             "a GardenArtifact name",
         ),
-        (None, Some(reference)) => c.pattern(
-            &format!("{field}.reference"),
-            reference,
-            &ARTIFACT_REFERENCE_RE,
-            "a tag, a digest, or a reference host/repo:tag or host/repo@sha256:...",
-        ),
+        (None, Some(reference)) => {
+            let field = format!("{field}.reference");
+            c.pattern(
+                &field,
+                reference,
+                &ARTIFACT_REFERENCE_RE,
+                "a tag, a digest, or a reference host/repo:tag or host/repo@sha256:...",
+            );
+            c.max_len(&field, reference, MAX_REFERENCE);
+            if ARTIFACT_REFERENCE_RE.is_match(reference) {
+                c.registry_port(&field, reference);
+            }
+        }
         _ => c.fail(field, "exactly one of artifactRef, reference must be set"),
     }
 }
@@ -429,6 +534,14 @@ fn check_image(c: &mut Checker, spec: &GardenArtifactSpec, image: &ImageSource) 
         &IMAGE_REFERENCE_RE,
         "an image reference with registry host and a tag or digest (host/repo:tag or host/repo@sha256:...)",
     );
+    c.max_len(
+        "spec.source.image.reference",
+        &image.reference,
+        MAX_REFERENCE,
+    );
+    if IMAGE_REFERENCE_RE.is_match(&image.reference) {
+        c.registry_port("spec.source.image.reference", &image.reference);
+    }
     if let Some(platform) = &image.platform {
         c.pattern(
             "spec.source.image.platform",
@@ -578,5 +691,111 @@ mod tests {
             fields(validate(&spec, Frontend::Apply).unwrap_err()),
             ["spec.annotations"]
         );
+    }
+    #[test]
+    fn the_schema_limits_are_checked_here_too() {
+        let mut spec = files_spec(vec![FileSource {
+            name: format!("{}.release", "a".repeat(248)),
+            content: Some("x".into()),
+            ..Default::default()
+        }]);
+        spec.tags = (0..65).map(|i| format!("t{i}")).collect();
+        spec.repository = format!("127.0.0.1:5000/{}", "a".repeat(241));
+        spec.links = vec![crate::api::Link {
+            url: format!("https://example.com/{}", "a".repeat(2029)),
+            rel: "release-notes".into(),
+        }];
+        spec.credentials = Some(crate::api::Credentials {
+            secret_ref: crate::api::LocalObjectRef {
+                name: "Reg_Cred".into(),
+            },
+        });
+        assert_eq!(
+            fields(validate(&spec, Frontend::Apply).unwrap_err()),
+            [
+                "spec.repository",
+                "spec.tags",
+                "spec.source.files[0].name",
+                "spec.links[0].url",
+                "spec.credentials.secretRef.name",
+            ]
+        );
+    }
+
+    #[test]
+    fn registry_ports_are_tcp_ports() {
+        let mut spec = files_spec(vec![FileSource {
+            name: "a.release".into(),
+            content: Some("x".into()),
+            ..Default::default()
+        }]);
+        for ok in ["127.0.0.1:65535/a", "[::1]:5000/a", "[::1]/a", "ghcr.io/a"] {
+            spec.repository = ok.into();
+            assert_eq!(validate(&spec, Frontend::Apply), Ok(()), "{ok}");
+        }
+        for bad in ["127.0.0.1:99999/a", "registry:0/a", "[::1]:65536/a"] {
+            spec.repository = bad.into();
+            assert_eq!(
+                fields(validate(&spec, Frontend::Apply).unwrap_err()),
+                ["spec.repository"],
+                "{bad}"
+            );
+        }
+        spec.repository = "127.0.0.1:5000/a".into();
+        spec.source = Source {
+            image: Some(ImageSource {
+                reference: "127.0.0.1:70000/a:v1".into(),
+                platform: None,
+                referrers: false,
+            }),
+            ..Default::default()
+        };
+        let err = validate(&spec, Frontend::Apply).unwrap_err();
+        assert_eq!(fields(err.clone()), ["spec.source.image.reference"]);
+        assert!(err.to_string().contains("port 70000"), "{err}");
+    }
+
+    #[test]
+    fn a_refused_url_does_not_show_its_password() {
+        let spec = files_spec(vec![FileSource {
+            name: "a.raw".into(),
+            url: Some("https://alice:s3cr3t@example.com/a.raw".into()),
+            digest: Some(format!("sha256:{}", "0".repeat(64))),
+            ..Default::default()
+        }]);
+        let err = validate(&spec, Frontend::Apply).unwrap_err().to_string();
+        assert!(err.contains("spec.source.files[0].url"), "{err}");
+        assert!(!err.contains("s3cr3t"), "{err}");
+        assert!(
+            err.contains("https://<redacted>@example.com/a.raw"),
+            "{err}"
+        );
+    }
+    #[test]
+    fn an_interval_is_at_least_a_second() {
+        let mut spec = files_spec(vec![FileSource {
+            name: "a.release".into(),
+            content: Some("x".into()),
+            ..Default::default()
+        }]);
+        for ok in [
+            "1s",
+            "1000ms",
+            "2s",
+            "10m",
+            "1h30m",
+            "99999999999999999999999h",
+        ] {
+            spec.interval = Some(ok.into());
+            assert_eq!(validate(&spec, Frontend::Apply), Ok(()), "{ok}");
+        }
+        for bad in ["0s", "1ms", "999ms", "0h0m"] {
+            spec.interval = Some(bad.into());
+            assert_eq!(
+                fields(validate(&spec, Frontend::Apply).unwrap_err()),
+                ["spec.interval"],
+                "{bad}"
+            );
+        }
     }
 }

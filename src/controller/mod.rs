@@ -85,7 +85,10 @@ pub async fn run(args: ControllerArgs) -> Result<(), String> {
             Box::new(move || metrics.render(engine.registry().stats()))
         },
     });
-    let server = tokio::spawn(http::serve(args.metrics_addr, Arc::clone(&probes)));
+    let listener = http::bind(args.metrics_addr)
+        .await
+        .map_err(|e| format!("--metrics-addr {}: {e}", args.metrics_addr))?;
+    let server = tokio::spawn(http::serve(listener, Arc::clone(&probes)));
 
     let identity = args
         .identity

@@ -1,6 +1,7 @@
 //! One reconciliation of one GardenArtifact: validate, check tag ownership, gather inputs, run
 //! the engine, then report (status by server-side apply, events, metrics).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -307,34 +308,29 @@ async fn publish_changes(object: &GardenArtifact, ctx: &Context, report: &Report
         );
         publish(ctx, object, EventType::Normal, "Pushed", "Push", &note).await;
     }
+    // One event per reason and round: the event recorder folds repeats of a reason into the
+    // first event's note, so tags written together are named together.
+    let mut by_reason: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for write in &report.plan.tags {
         let (reason, note) = match &write.previous {
             Some(previous) if was_converged_here => (
                 "DriftRepaired",
-                format!(
-                    "tag {} had been moved to {previous}; put back on {}",
-                    write.tag, report.digest
-                ),
+                format!("tag {} had been moved to {previous}; put back", write.tag),
             ),
             None if was_converged_here && had_tag(&write.tag) => (
                 "DriftRepaired",
-                format!(
-                    "tag {} had been deleted; recreated on {}",
-                    write.tag, report.digest
-                ),
+                format!("tag {} had been deleted; recreated", write.tag),
             ),
             Some(previous) => (
                 "Retagged",
-                format!(
-                    "tag {} moved from {previous} to {}",
-                    write.tag, report.digest
-                ),
+                format!("tag {} moved from {previous}", write.tag),
             ),
-            None => (
-                "Tagged",
-                format!("tag {} set to {}", write.tag, report.digest),
-            ),
+            None => ("Tagged", format!("tag {} set", write.tag)),
         };
+        by_reason.entry(reason).or_default().push(note);
+    }
+    for (reason, notes) in by_reason {
+        let note = format!("{} (now {})", notes.join("; "), report.digest);
         publish(ctx, object, EventType::Normal, reason, "Tag", &note).await;
     }
 }
@@ -405,6 +401,8 @@ async fn cleanup(namespace: &str, object: &GardenArtifact, ctx: &Context) -> Res
             .await;
         }
     }
+    let mut deleted = Vec::new();
+    let mut left = Vec::new();
     for tag in status
         .tags
         .iter()
@@ -412,26 +410,32 @@ async fn cleanup(namespace: &str, object: &GardenArtifact, ctx: &Context) -> Res
         .filter(|t| !lost.contains(t))
     {
         match engine.remove_tag(&repository, tag, digest).await? {
-            TagRemoval::Removed => {
-                let note = format!("deleted tag {tag} of {repository} (deletionPolicy: Delete)");
-                publish(
-                    ctx,
-                    object,
-                    EventType::Normal,
-                    "TagDeleted",
-                    "Delete",
-                    &note,
-                )
-                .await;
-            }
-            TagRemoval::Elsewhere(other) => {
-                let note = format!(
-                    "tag {tag} of {repository} points at {other}, not at {digest}: left in place"
-                );
-                publish(ctx, object, EventType::Warning, "TagLeft", "Delete", &note).await;
-            }
+            TagRemoval::Removed => deleted.push(tag.clone()),
+            TagRemoval::Elsewhere(other) => left.push(format!("{tag} (points at {other})")),
             TagRemoval::Absent => {}
         }
+    }
+    if !deleted.is_empty() {
+        let note = format!(
+            "deleted tags {} of {repository} (deletionPolicy: Delete)",
+            deleted.join(", ")
+        );
+        publish(
+            ctx,
+            object,
+            EventType::Normal,
+            "TagDeleted",
+            "Delete",
+            &note,
+        )
+        .await;
+    }
+    if !left.is_empty() {
+        let note = format!(
+            "tags {} of {repository} do not point at {digest}: left in place",
+            left.join(", ")
+        );
+        publish(ctx, object, EventType::Warning, "TagLeft", "Delete", &note).await;
     }
     Ok(Action::await_change())
 }
