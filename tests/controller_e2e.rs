@@ -1109,3 +1109,106 @@ fn the_older_object_keeps_a_contested_tag() {
         Duration::from_secs(10),
     );
 }
+
+/// Namespaces are walls: an object names Secrets, ConfigMaps and other GardenArtifacts of its
+/// own namespace only, so one that exists next door is not found, and says so.
+#[test]
+fn another_namespaces_secrets_and_objects_are_out_of_reach() {
+    let (mine, theirs) = ("e2e-wall-mine", "e2e-wall-theirs");
+    let mut scene = Scene::new(&[mine, theirs], Watch::AllNamespaces);
+    scene.start_controller("all-namespaces", &[], &[]);
+    let repository = format!("{}/e2e/wall", scene.registry.addr);
+
+    // Next door: a Secret, a ConfigMap and a converged GardenArtifact.
+    let secret = scene.cluster.kubectl_ok(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "regcred",
+        "-n",
+        theirs,
+        &format!("--docker-server={}", scene.registry.addr),
+        "--docker-username=u",
+        "--docker-password=p",
+        "--dry-run=client",
+        "-o",
+        "yaml",
+    ]);
+    scene.cluster.apply(&secret);
+    scene.cluster.apply(
+        &json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "build", "namespace": theirs},
+            "data": {"notes.txt": "theirs"},
+        })
+        .to_string(),
+    );
+    scene.cluster.apply(&artifact(
+        theirs,
+        "flavour",
+        &repository,
+        &["theirs"],
+        "x",
+        json!({}),
+    ));
+    scene.wait_ready(theirs, "flavour");
+
+    scene.cluster.apply(&artifact(
+        mine,
+        "with-secret",
+        &repository,
+        &["a"],
+        "a",
+        json!({ "credentials": { "secretRef": { "name": "regcred" } } }),
+    ));
+    scene.cluster.apply(
+        &json!({
+            "apiVersion": API_VERSION, "kind": "GardenArtifact",
+            "metadata": {"name": "with-config-map", "namespace": mine},
+            "spec": {"repository": repository, "tags": ["b"], "source": {"files": [{
+                "name": "notes.txt", "mediaType": "text/plain",
+                "configMapKeyRef": {"name": "build", "key": "notes.txt"}}]}},
+        })
+        .to_string(),
+    );
+    scene.cluster.apply(
+        &json!({
+            "apiVersion": API_VERSION, "kind": "GardenArtifact",
+            "metadata": {"name": "with-index", "namespace": mine},
+            "spec": {"repository": repository, "tags": ["c"], "source": {"index": {"manifests": [
+                {"artifactRef": {"name": "flavour"}}]}}},
+        })
+        .to_string(),
+    );
+
+    for (name, needle) in [
+        (
+            "with-secret",
+            format!("spec.credentials.secretRef: Secret {mine}/regcred does not exist"),
+        ),
+        (
+            "with-config-map",
+            format!("spec.source.files[0].configMapKeyRef: ConfigMap {mine}/build does not exist"),
+        ),
+        (
+            "with-index",
+            format!(
+                "spec.source.index.manifests[0].artifactRef: GardenArtifact {mine}/flavour does not exist"
+            ),
+        ),
+    ] {
+        let stalled = scene.wait_condition(mine, name, "Stalled", "True", Duration::from_secs(60));
+        let message = condition(&stalled, "Stalled").unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(message.contains(&needle), "{name}: {message}");
+    }
+    for tag in ["a", "b", "c"] {
+        assert_eq!(
+            digest_of(&format!("{repository}:{tag}")),
+            None,
+            "nothing written for tag {tag}"
+        );
+    }
+}
