@@ -14,6 +14,8 @@ use crate::registry::{Error as RegistryError, Repository, UploadStart};
 
 /// How often one blob transfer is tried before the object fails.
 const BLOB_ATTEMPTS: u32 = 3;
+/// Pause before the second transfer of a blob (doubled before the third).
+const BLOB_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
 /// HEAD requests in flight at once for one object.
 const HEAD_CONCURRENCY: usize = 8;
 
@@ -187,6 +189,8 @@ impl Engine {
                     return Ok(());
                 }
                 Err(EngineError::Registry(e)) if attempt < BLOB_ATTEMPTS && is_transient(&e) => {
+                    // A pause of our own; a 429's Retry-After already paused the registry's budget.
+                    tokio::time::sleep(BLOB_RETRY_PAUSE * attempt).await;
                     tracing::warn!(repository = %repo, digest = %blob.digest, error = %e, attempt, "blob transfer failed, trying again");
                     attempt += 1;
                 }

@@ -825,6 +825,12 @@ impl RegistryClient {
             }
         })?;
         self.count(&Method::PUT, response.status().as_u16());
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            // A streamed body is not replayed here: the engine starts the upload over. Until
+            // Retry-After has passed, that and every other request to the registry waits.
+            let wait = self.backoff(1, retry_after(response.headers()));
+            self.budgets.pause(&repo.registry, wait);
+        }
         check(Method::PUT, &shown, response).await?;
         if let Some(size) = size {
             self.stats.bytes_uploaded.fetch_add(size, Ordering::Relaxed);
@@ -976,6 +982,15 @@ fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
         .and_then(|v| v.to_str().ok())
         .map(|v| v.split(';').next().unwrap_or(v).trim().to_string())
         .filter(|v| !v.is_empty())
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is not used by registries).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
 }
 
 fn strip_query(url: &str) -> String {
