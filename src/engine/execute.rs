@@ -181,6 +181,14 @@ impl Engine {
     }
 
     async fn push_blob(&self, repo: &Repository, blob: &Blob) -> Result<(), EngineError> {
+        // One upload of a digest per repository at a time: Distribution answers manifest PUTs
+        // that race with a second commit of the same blob with 400 DIGEST_INVALID. Whoever
+        // waited finds the blob known and skips it.
+        let lock = self.upload_lock(repo, &blob.digest);
+        let _single = lock.lock().await;
+        if self.known_blobs(repo).contains(&blob.digest) {
+            return Ok(());
+        }
         let mut attempt = 1;
         loop {
             match self.push_blob_once(repo, blob).await {

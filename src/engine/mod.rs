@@ -95,8 +95,8 @@ impl EngineError {
     }
 }
 
-/// A fallback index: the repository and the subject digest.
-type SubjectKey = (Repository, String);
+/// A repository and a digest in it (a blob being uploaded, a subject's fallback index).
+type RepositoryDigest = (Repository, String);
 
 pub struct Engine {
     registry: Arc<RegistryClient>,
@@ -107,8 +107,10 @@ pub struct Engine {
     referrers_api: Arc<Mutex<HashMap<String, bool>>>,
     /// Blobs this process saw or stored in a repository, so they are not asked for again.
     known_blobs: Arc<Mutex<HashMap<Repository, HashSet<String>>>>,
+    /// One lock per blob upload (repository, digest), so a blob is uploaded once at a time.
+    upload_locks: Arc<Mutex<HashMap<RepositoryDigest, Arc<tokio::sync::Mutex<()>>>>>,
     /// One lock per fallback index, so writers in this process take turns.
-    subject_locks: Arc<Mutex<HashMap<SubjectKey, Arc<tokio::sync::Mutex<()>>>>>,
+    subject_locks: Arc<Mutex<HashMap<RepositoryDigest, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl Engine {
@@ -119,6 +121,7 @@ impl Engine {
             blob_concurrency: blob_concurrency.max(1),
             referrers_api: Arc::default(),
             known_blobs: Arc::default(),
+            upload_locks: Arc::default(),
             subject_locks: Arc::default(),
         }
     }
@@ -135,6 +138,7 @@ impl Engine {
             blob_concurrency: self.blob_concurrency,
             referrers_api: Arc::clone(&self.referrers_api),
             known_blobs: Arc::clone(&self.known_blobs),
+            upload_locks: Arc::clone(&self.upload_locks),
             subject_locks: Arc::clone(&self.subject_locks),
         }
     }
@@ -155,6 +159,15 @@ impl Engine {
             .entry(repo.clone())
             .or_default()
             .extend(digests);
+    }
+
+    fn upload_lock(&self, repo: &Repository, digest: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.upload_locks.lock().expect("not poisoned");
+        // Finished uploads leave their lock unused; drop those now and then.
+        if locks.len() > 1024 {
+            locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        }
+        Arc::clone(locks.entry((repo.clone(), digest.to_string())).or_default())
     }
 
     fn forget_blobs(&self, repo: &Repository) {
