@@ -3,7 +3,7 @@
 //!
 //! serde_yaml refuses the classic billion laughs (more than 100 alias jumps per event of the
 //! document), but one alias of a long list still copies the whole list: an anchored list of 4000
-//! items aliased 4000 times is 16 million values from 24 KB of text, within serde_yaml's limit,
+//! items aliased 4000 times is 16 million values from 20 KB of text, within serde_yaml's limit,
 //! and takes seconds and gigabytes. Here every value and every byte of a string counts against a
 //! budget shared by all documents of a file. Without aliases a document costs at most 2.5 units
 //! per byte of its text (`{a,b,c}`: a key and a null value for every two bytes), so a budget of

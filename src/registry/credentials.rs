@@ -83,8 +83,12 @@ pub struct DockerConfig {
 impl DockerConfig {
     /// Parses one config (`origin` names it in error messages, e.g. a file path or a Secret).
     pub fn parse(origin: &str, json: &[u8]) -> Result<Self, String> {
-        let file: ConfigFile = serde_json::from_slice(json)
-            .map_err(|e| format!("{origin}: not a docker config JSON document: {e}"))?;
+        let file: ConfigFile = serde_json::from_slice(json).map_err(|e| {
+            format!(
+                "{origin}: not a docker config JSON document: {}",
+                without_values(&e)
+            )
+        })?;
         for (host, entry) in &file.auths {
             if let Some(auth) = &entry.auth {
                 decode_auth(auth).map_err(|e| format!("{origin}: auths[{host:?}].auth: {e}"))?;
@@ -145,6 +149,27 @@ impl CredentialSource for DockerConfig {
             }
         }
         Ok(None)
+    }
+}
+
+/// A JSON error without the values it quotes: serde_json says `invalid type: string "<value>",
+/// expected struct AuthEntry`, and in a docker config that value may be a credential (an `auths`
+/// entry written as a bare base64 string, a token where an object belongs). Errors end up in
+/// logs, events and status conditions, which more people read than the Secret.
+fn without_values(e: &serde_json::Error) -> String {
+    let at = format!("at line {} column {}", e.line(), e.column());
+    match e.classify() {
+        serde_json::error::Category::Data => {
+            let message = e.to_string();
+            match message.split_once(", expected ") {
+                Some((_, expected)) => format!("a value of the wrong type, expected {expected}"),
+                None if !message.contains('"') => message,
+                None => format!("a value of the wrong type {at}"),
+            }
+        }
+        serde_json::error::Category::Syntax => format!("invalid JSON {at}"),
+        serde_json::error::Category::Eof => format!("the JSON ends early {at}"),
+        serde_json::error::Category::Io => e.to_string(),
     }
 }
 
@@ -267,6 +292,28 @@ mod tests {
         };
         assert!(!format!("{c:?}").contains("s3cr3t"));
         assert!(!format!("{:?}", Credential::IdentityToken("tok3n".into())).contains("tok3n"));
+    }
+
+    #[test]
+    fn a_config_of_the_wrong_shape_is_refused_without_echoing_its_values() {
+        // Found by fuzz/fuzz_targets/docker_config.rs: an auths entry that is a bare string.
+        for json in [
+            &br#"{"auths":{"ghcr.io":"YWxpY2U6czNjcjN0LXZhbHVl"}}"#[..],
+            br#"{"auths":{"ghcr.io":{"auth":["YWxpY2U6czNjcjN0LXZhbHVl"]}}}"#,
+            br#"{"auths":["YWxpY2U6czNjcjN0LXZhbHVl"]}"#,
+            br#"{"auths":{"ghcr.io":{"identitytoken":{"t":"YWxpY2U6czNjcjN0LXZhbHVl"}}}}"#,
+            br#"{"credsStore":"YWxpY2U6czNjcjN0LXZhbHVl","auths":7}"#,
+        ] {
+            let err = DockerConfig::parse("secret ns/regcred", json)
+                .err()
+                .unwrap();
+            assert!(err.contains("secret ns/regcred"), "{err}");
+            assert!(!err.contains("YWxpY2U6czNjcjN0LXZhbHVl"), "{err}");
+        }
+        let err = DockerConfig::parse("s", br#"{"auths":{"h":"x"}}"#)
+            .err()
+            .unwrap();
+        assert!(err.contains("expected struct AuthEntry"), "{err}");
     }
 
     #[test]
