@@ -112,6 +112,33 @@ fn files_of(path: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
+/// Deeper `[`/`{` nesting than any manifest needs.
+const MAX_FLOW_NESTING: usize = 64;
+
+/// The depth of `[` and `{` nesting outside quoted strings and comments, when it passes `max`.
+fn flow_nesting_beyond(text: &str, max: usize) -> Option<usize> {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let mut quote: Option<char> = None;
+    let mut comment = false;
+    for c in text.chars() {
+        match (quote, c) {
+            (_, '\n') if comment => comment = false,
+            _ if comment => {}
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '#') => comment = true,
+            (None, '[' | '{') => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            (None, ']' | '}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    (deepest > max).then_some(deepest)
+}
+
 fn load_file(file: &Path, loaded: &mut Loaded) {
     let text = match std::fs::metadata(file) {
         Ok(meta) if meta.len() > MAX_FILE_BYTES => {
@@ -138,6 +165,15 @@ fn load_file(file: &Path, loaded: &mut Loaded) {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
+    // The YAML parser spends time quadratic in the nesting of flow collections (`[[[[...`),
+    // before any budget applies; manifests nest a handful of levels.
+    if let Some(depth) = flow_nesting_beyond(&text, MAX_FLOW_NESTING) {
+        loaded.errors.push(format!(
+            "{}: flow collections nest {depth} levels deep, at most {MAX_FLOW_NESTING} allowed",
+            file.display()
+        ));
+        return;
+    }
     // Aliases may not expand the file's documents beyond a multiple of its size.
     let budget = bounded::Budget::for_text(&text);
     for (i, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
@@ -246,6 +282,23 @@ mod tests {
         let file = dir.path().join("m.yaml");
         std::fs::write(&file, text).unwrap();
         load(&[file])
+    }
+
+    #[test]
+    fn deep_flow_nesting_is_refused_before_parsing() {
+        let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+        let started = std::time::Instant::now();
+        let loaded = load_text(&deep);
+        assert!(
+            loaded.errors[0].contains("nest 5000 levels deep"),
+            "{:?}",
+            loaded.errors
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        assert_eq!(
+            flow_nesting_beyond("a: '[[[[' # {{{{\nb: [1, {c: 2}]", 2),
+            None
+        );
     }
 
     #[test]

@@ -26,6 +26,7 @@ impl Engine {
         &self,
         desired: &Desired,
         blobs_present: BTreeSet<String>,
+        manifests_present: BTreeSet<String>,
     ) -> Result<Observed, EngineError> {
         let repo = &desired.repository;
         let root = &desired.manifest;
@@ -46,7 +47,7 @@ impl Engine {
         let mut observed = Observed {
             tags: heads.into_iter().collect(),
             blobs: blobs_present,
-            ..Default::default()
+            manifests: manifests_present,
         };
         if observed.tags.values().flatten().any(|d| d == &root.digest)
             || (desired.tags.is_empty()

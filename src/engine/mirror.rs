@@ -95,7 +95,9 @@ impl Engine {
             tags,
             manifest,
         };
-        let observed = self.observe(&desired, Default::default()).await?;
+        let observed = self
+            .observe(&desired, Default::default(), Default::default())
+            .await?;
         let plan = plan::plan(&desired, &observed);
         if plan.is_empty() {
             return Ok(false);

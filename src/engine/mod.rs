@@ -188,7 +188,11 @@ impl Engine {
         }
         let resolved = self.resolve(spec, &repository, inputs, mode).await?;
         let observed = self
-            .observe(&resolved.desired, resolved.blobs_present)
+            .observe(
+                &resolved.desired,
+                resolved.blobs_present,
+                resolved.manifests_present,
+            )
             .await?;
         let plan = plan::plan(&resolved.desired, &observed);
         let mut registry_processed_subject = false;

@@ -22,6 +22,8 @@ pub(super) struct Resolved {
     pub desired: Desired,
     /// Blobs that resolving already found (or put) in the target repository.
     pub blobs_present: BTreeSet<String>,
+    /// Manifests known to be in the target: a copy within one repository was read from there.
+    pub manifests_present: BTreeSet<String>,
     /// Every reference of the spec, resolved (the subject first).
     pub pins: Vec<Pin>,
     pub subject: Option<Pin>,
@@ -36,6 +38,7 @@ impl Engine {
         mode: Mode,
     ) -> Result<Resolved, EngineError> {
         let mut blobs_present = BTreeSet::new();
+        let mut manifests_present = BTreeSet::new();
         let mut pins = Vec::new();
         let subject = match &spec.subject {
             Some(subject) => {
@@ -83,7 +86,13 @@ impl Engine {
                 }
                 desired::files_manifest(spec, subject_descriptor, resolved_layers)
             }
-            (None, Some(image), None) => self.resolve_image(image).await?,
+            (None, Some(image), None) => {
+                let (source, manifest) = self.resolve_image(image).await?;
+                if source == *repository {
+                    manifests_present.insert(manifest.digest.clone());
+                }
+                manifest
+            }
             (None, None, Some(index)) => {
                 let (manifest, index_pins) = self
                     .resolve_index(spec, index, repository, inputs, subject_descriptor)
@@ -105,6 +114,7 @@ impl Engine {
                 manifest,
             },
             blobs_present,
+            manifests_present,
             pins,
             subject,
         })
@@ -306,7 +316,11 @@ impl Engine {
         }
     }
 
-    async fn resolve_image(&self, image: &ImageSource) -> Result<Manifest, EngineError> {
+    /// The source repository and the manifest copied from it.
+    async fn resolve_image(
+        &self,
+        image: &ImageSource,
+    ) -> Result<(Repository, Manifest), EngineError> {
         let field = "spec.source.image.reference";
         let source =
             ImageReference::parse(&image.reference).map_err(|e| EngineError::source(field, e))?;
@@ -331,7 +345,8 @@ impl Engine {
             }
             _ => raw,
         };
-        Box::pin(self.copied_manifest(&source.repository, raw, 0)).await
+        let manifest = Box::pin(self.copied_manifest(&source.repository, raw, 0)).await?;
+        Ok((source.repository, manifest))
     }
 
     /// A manifest copied byte for byte, with the blobs and children it needs in the target.
