@@ -566,7 +566,10 @@ fn the_api_server_restarted_under_the_controller_is_followed() {
         Duration::from_secs(60),
         || controller_may_watch(&scene, ns).then(|| back.elapsed()),
     );
-    scene.excuse_refusals_between(stopping_at, SystemTime::now() + Duration::from_secs(2));
+    // A restarted kube-apiserver 1.20 can still refuse for a while after it first allows the
+    // controller (its RBAC caches fill in the background): refusals up to 30 s later are the
+    // restart, not the chart. A permission truly missing shows in tests/controller_e2e.rs too.
+    scene.excuse_refusals_between(stopping_at, SystemTime::now() + Duration::from_secs(30));
     let new_pid = scene
         .cluster
         .apiserver_pid()
