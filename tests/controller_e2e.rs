@@ -13,13 +13,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use common::cluster::{Scene, Watch, condition, condition_status, wait_for};
+use common::cluster::{Scene, Watch, artifact_object, condition, condition_status, wait_for};
 use common::{Registry, digest_of, examples_for, skopeo_json, skopeo_raw};
 
 const API_VERSION: &str = "oci.gardenlinux.io/v1alpha1";
 
-/// A GardenArtifact with one inline text file, as JSON text (which kubectl takes as YAML).
-/// The fields of `spec` (an object) are set on top, replacing what is there.
+/// [`artifact_object`] as JSON text (which kubectl takes as YAML).
 fn artifact(
     ns: &str,
     name: &str,
@@ -28,26 +27,7 @@ fn artifact(
     content: &str,
     spec: Value,
 ) -> String {
-    let mut object = json!({
-        "apiVersion": API_VERSION,
-        "kind": "GardenArtifact",
-        "metadata": { "name": name, "namespace": ns },
-        "spec": {
-            "repository": repository,
-            "tags": tags,
-            "source": {
-                "files": [{
-                    "name": format!("{name}.txt"),
-                    "content": content,
-                    "mediaType": "text/plain",
-                }],
-            },
-        },
-    });
-    for (key, value) in spec.as_object().expect("spec is an object") {
-        object["spec"][key] = value.clone();
-    }
-    object.to_string()
+    artifact_object(ns, name, repository, tags, content, spec).to_string()
 }
 
 fn sha256(bytes: &[u8]) -> String {

@@ -22,44 +22,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 
-use common::cluster::{Scene, Watch, condition_status, wait_for};
+use common::cluster::{Scene, Watch, artifact_object as artifact, condition_status, wait_for};
 use common::digest_of;
 
-const API_VERSION: &str = "oci.gardenlinux.io/v1alpha1";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
-
-/// A GardenArtifact with one inline text file, as JSON (which kubectl takes as YAML). The
-/// fields of `spec` are set on top.
-fn artifact(
-    ns: &str,
-    name: &str,
-    repository: &str,
-    tags: &[&str],
-    content: &str,
-    spec: Value,
-) -> Value {
-    let mut object = json!({
-        "apiVersion": API_VERSION,
-        "kind": "GardenArtifact",
-        "metadata": { "name": name, "namespace": ns },
-        "spec": {
-            "repository": repository,
-            "tags": tags,
-            "source": {
-                "files": [{
-                    "name": format!("{name}.txt"),
-                    "content": content,
-                    "mediaType": "text/plain",
-                }],
-            },
-        },
-    });
-    for (key, value) in spec.as_object().expect("spec is an object") {
-        object["spec"][key] = value.clone();
-    }
-    object
-}
 
 fn status_digest(object: &Value) -> String {
     object["status"]["digest"]

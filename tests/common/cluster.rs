@@ -24,7 +24,7 @@ use std::sync::{Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::{BINARY, Registry, free_port};
 
@@ -1023,4 +1023,36 @@ impl Drop for Scene {
             );
         }
     }
+}
+
+/// A GardenArtifact with one inline text file, as JSON (which kubectl takes as YAML). The
+/// fields of `spec` are set on top.
+pub fn artifact_object(
+    ns: &str,
+    name: &str,
+    repository: &str,
+    tags: &[&str],
+    content: &str,
+    spec: Value,
+) -> Value {
+    let mut object = json!({
+        "apiVersion": "oci.gardenlinux.io/v1alpha1",
+        "kind": "GardenArtifact",
+        "metadata": { "name": name, "namespace": ns },
+        "spec": {
+            "repository": repository,
+            "tags": tags,
+            "source": {
+                "files": [{
+                    "name": format!("{name}.txt"),
+                    "content": content,
+                    "mediaType": "text/plain",
+                }],
+            },
+        },
+    });
+    for (key, value) in spec.as_object().expect("spec is an object") {
+        object["spec"][key] = value.clone();
+    }
+    object
 }
