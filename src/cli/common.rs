@@ -327,6 +327,26 @@ pub struct Written {
 }
 
 /// Prints an engine report: `REPOSITORY:TAG@DIGEST` per tag, or one JSON object.
+/// What `tag` and `copy` share: a spec built from the arguments, validated (errors named by
+/// argument), reconciled by the engine, and its report printed.
+pub async fn reconcile_and_print(
+    spec: &crate::api::GardenArtifactSpec,
+    renames: &[(&str, &str)],
+    registry: &RegistryArgs,
+    format: Format,
+    shown: &str,
+) -> Result<(), Failure> {
+    use crate::api::validate::{Frontend, validate};
+    use crate::engine::{Inputs, Mode};
+    validate(spec, Frontend::Apply).map_err(|e| invalid_spec(&e, renames))?;
+    let report = engine(registry)?
+        .reconcile(spec, &Inputs::default(), Mode::Apply)
+        .await
+        .map_err(|e| engine_failure(e, renames))?;
+    print_report(format, shown, &report);
+    Ok(())
+}
+
 pub fn print_report(format: Format, reference: &str, report: &crate::engine::Report) {
     match format {
         Format::Text => {

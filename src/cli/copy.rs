@@ -6,9 +6,7 @@ use clap::Args;
 
 use super::common::{self, Failure, Format, Outcome, RegistryArgs};
 use crate::api::patterns::PLATFORM_RE;
-use crate::api::validate::{Frontend, validate};
 use crate::api::{GardenArtifactSpec, ImageSource, Source};
-use crate::engine::{Inputs, Mode};
 
 #[derive(Args)]
 pub struct CopyArgs {
@@ -74,12 +72,12 @@ async fn copy(args: CopyArgs) -> Outcome {
         ("spec.repository", "DST"),
         ("spec.tags", "DST tag"),
     ];
-    validate(&spec, Frontend::Apply).map_err(|e| common::invalid_spec(&e, &renames))?;
-    let engine = common::engine(&args.registry)?;
-    let report = engine
-        .reconcile(&spec, &Inputs::default(), Mode::Apply)
-        .await
-        .map_err(|e| common::engine_failure(e, &renames))?;
-    common::print_report(args.output, &args.destination, &report);
-    Ok(())
+    common::reconcile_and_print(
+        &spec,
+        &renames,
+        &args.registry,
+        args.output,
+        &args.destination,
+    )
+    .await
 }
