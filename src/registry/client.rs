@@ -869,15 +869,7 @@ impl RegistryClient {
             })?;
             tags.extend(page.tags.unwrap_or_default());
             match next {
-                Some(next) => {
-                    url = reqwest::Url::parse(&url)
-                        .and_then(|base| base.join(&next))
-                        .map(String::from)
-                        .map_err(|_| Error::Invalid {
-                            what: format!("GET {url}"),
-                            detail: "the Link header is not a URL".into(),
-                        })?
-                }
+                Some(next) => url = next_page(&url, &next)?,
                 None => return Ok(tags),
             }
         }
@@ -935,15 +927,7 @@ impl RegistryClient {
                 }
             });
             match next {
-                Some(next) => {
-                    url = reqwest::Url::parse(&url)
-                        .and_then(|base| base.join(&next))
-                        .map(String::from)
-                        .map_err(|_| Error::Invalid {
-                            what: format!("GET {}", strip_query(&url)),
-                            detail: "the Link header is not a URL".into(),
-                        })?
-                }
+                Some(next) => url = next_page(&url, &next)?,
                 None => break,
             }
         }
@@ -1114,6 +1098,17 @@ fn parse_challenge(value: &str) -> Option<AuthScheme> {
         realm: realm?,
         service,
     })
+}
+
+/// The URL of the next page: a `Link` target resolved against the current page.
+fn next_page(current: &str, target: &str) -> Result<String, Error> {
+    reqwest::Url::parse(current)
+        .and_then(|base| base.join(target))
+        .map(String::from)
+        .map_err(|_| Error::Invalid {
+            what: format!("GET {}", strip_query(current)),
+            detail: "the Link header is not a URL".into(),
+        })
 }
 
 /// The `rel="next"` target of a `Link` header.
