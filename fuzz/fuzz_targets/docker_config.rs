@@ -17,10 +17,13 @@ fn secrets(value: &Value, out: &mut Vec<String>) {
     }
 }
 
-fn check(error: &str, secrets: &[String]) {
+/// `hosts` are the keys under `auths`: an error may name its entry's host, so a secret that
+/// also occurs in some host name proves nothing when the error contains it.
+fn check(error: &str, secrets: &[String], hosts: &[String]) {
     for secret in secrets {
+        let in_a_host_name = hosts.iter().any(|host| host.contains(secret.as_str()));
         // Short strings match by accident ("a" is in every message).
-        if secret.len() >= 6 {
+        if secret.len() >= 6 && !in_a_host_name {
             assert!(
                 !error.contains(secret.as_str()),
                 "the error repeats a credential: {error}"
@@ -35,10 +38,16 @@ fuzz_target!(|data: &[u8]| {
     if let Some(auths) = value.as_ref().and_then(|v| v.get("auths")) {
         secrets(auths, &mut found);
     }
+    let mut hosts: Vec<String> = value
+        .as_ref()
+        .and_then(|v| v.get("auths"))
+        .and_then(Value::as_object)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
     let config = match DockerConfig::parse("secret ns/regcred", data) {
         Ok(config) => config,
         Err(e) => {
-            check(&e, &found);
+            check(&e, &found, &hosts);
             return;
         }
     };
@@ -49,12 +58,7 @@ fuzz_target!(|data: &[u8]| {
     if runs_helpers {
         return;
     }
-    let mut hosts: Vec<String> = value
-        .as_ref()
-        .and_then(|v| v.get("auths"))
-        .and_then(Value::as_object)
-        .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default();
+    let auth_hosts = hosts.clone();
     hosts.push("registry.example.com".into());
     for host in &hosts {
         for candidate in [
@@ -76,7 +80,7 @@ fuzz_target!(|data: &[u8]| {
                     assert_eq!(shown, expected);
                 }
                 Ok(None) => {}
-                Err(e) => check(&e, &found),
+                Err(e) => check(&e, &found, &auth_hosts),
             }
         }
     }
