@@ -15,9 +15,11 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
 /// Passes bytes through, hashing and counting them; at the end of the input it yields an error
 /// instead of the end when the digest (or the size, when known) differs from the expected one.
 /// An HTTP upload fed by it is aborted, so the registry never completes the blob.
+/// `size_only` counts without hashing, for a receiver that verifies the digest itself.
 pub struct VerifyingStream<S> {
     inner: S,
-    hasher: Sha256,
+    /// `None`: only the size is checked (someone downstream verifies the digest).
+    hasher: Option<Sha256>,
     seen: u64,
     expected_digest: String,
     expected_size: Option<u64>,
@@ -28,10 +30,22 @@ impl<S> VerifyingStream<S> {
     pub fn new(inner: S, expected_digest: &str, expected_size: Option<u64>) -> Self {
         Self {
             inner,
-            hasher: Sha256::new(),
+            hasher: Some(Sha256::new()),
             seen: 0,
             expected_digest: expected_digest.to_string(),
             expected_size,
+            done: false,
+        }
+    }
+
+    /// Checks the length only, for content whose digest the receiver verifies anyway.
+    pub fn size_only(inner: S, expected_size: u64) -> Self {
+        Self {
+            inner,
+            hasher: None,
+            seen: 0,
+            expected_digest: String::new(),
+            expected_size: Some(expected_size),
             done: false,
         }
     }
@@ -39,7 +53,10 @@ impl<S> VerifyingStream<S> {
 
 impl<S> VerifyingStream<S> {
     fn check_digest(&self) -> Result<(), DigestMismatch> {
-        let actual = format!("sha256:{}", hex::encode(self.hasher.clone().finalize()));
+        let Some(hasher) = &self.hasher else {
+            return Ok(());
+        };
+        let actual = format!("sha256:{}", hex::encode(hasher.clone().finalize()));
         if actual == self.expected_digest {
             Ok(())
         } else {
@@ -74,7 +91,9 @@ where
                         "content is longer than the expected {size} bytes"
                     )))));
                 }
-                self.hasher.update(&chunk);
+                if let Some(hasher) = &mut self.hasher {
+                    hasher.update(&chunk);
+                }
                 // With a known size, judge on the last chunk instead of after it: a body with a
                 // Content-Length is complete once that chunk is sent, and must not be.
                 if self.expected_size == Some(self.seen)
@@ -161,6 +180,28 @@ mod tests {
             .await;
         let err = out.last().unwrap().as_ref().unwrap_err();
         assert!(err.to_string().contains("expected sha256:"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn size_only_passes_any_content_of_the_right_length() {
+        let out: Vec<_> = VerifyingStream::size_only(chunks(&["hel", "lo"]), 5)
+            .collect()
+            .await;
+        assert_eq!(out.len(), 2);
+        assert!(out.iter().all(Result::is_ok));
+    }
+
+    #[tokio::test]
+    async fn size_only_still_refuses_short_or_long_content() {
+        let short: Vec<_> = VerifyingStream::size_only(chunks(&["hel"]), 5)
+            .collect()
+            .await;
+        let err = short.last().unwrap().as_ref().unwrap_err();
+        assert!(err.to_string().contains("3 bytes, expected 5"), "{err}");
+        let long: Vec<_> = VerifyingStream::size_only(chunks(&["hello", "!"]), 5)
+            .collect()
+            .await;
+        assert!(long.last().unwrap().is_err());
     }
 
     #[tokio::test]

@@ -20,7 +20,8 @@ pub async fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
     tokio::task::spawn_blocking(move || {
         let mut file = std::fs::File::open(&path)?;
         let mut hasher = Sha256::new();
-        let mut buffer = vec![0u8; READ_CHUNK];
+        // Sized to the file: thousands of small files must not each map and zero a megabyte.
+        let mut buffer = vec![0u8; read_buffer_size(file.metadata()?.len())];
         let mut size = 0u64;
         loop {
             let n = file.read(&mut buffer)?;
@@ -41,9 +42,16 @@ pub async fn file_stream(
     path: &Path,
 ) -> std::io::Result<impl Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin + 'static> {
     let file = tokio::fs::File::open(path).await?;
-    Ok(tokio_util::io::ReaderStream::with_capacity(
-        file, READ_CHUNK,
-    ))
+    let capacity = read_buffer_size(file.metadata().await?.len());
+    Ok(tokio_util::io::ReaderStream::with_capacity(file, capacity))
+}
+
+/// A read buffer for a file of `len` bytes: the whole file when small (one read, plus one to
+/// see the end), at most `READ_CHUNK`.
+fn read_buffer_size(len: u64) -> usize {
+    usize::try_from(len.saturating_add(1))
+        .unwrap_or(READ_CHUNK)
+        .clamp(4096, READ_CHUNK)
 }
 
 /// Which URLs may be fetched. URL sources are fetched by the controller on behalf of whoever

@@ -928,3 +928,83 @@ spec:
     assert!(!uploads.is_empty(), "{}", registry.log());
     println!("{summary}");
 }
+
+/// A source registry that serves a blob whose bytes do not match its digest (the proxy
+/// changes the last byte): `copy` to another registry streams without hashing, and the
+/// target registry, which verifies the `?digest=` of the upload, refuses to commit it. The
+/// copy fails naming the digest problem, the destination tag does not exist and the tampered
+/// blob is not in the target; the next copy, with the source healthy, converges.
+#[test]
+fn a_source_serving_tampered_bytes_is_never_committed_to_the_target() {
+    let source = Registry::start();
+    let target = Registry::start();
+    let proxy = FaultProxy::start(&source.addr);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("disk.raw"), random_bytes(256 * 1024)).unwrap();
+    let digest = sha256sum(&dir.path().join("disk.raw"));
+    let hex = digest.trim_start_matches("sha256:");
+    let file = write_manifest(
+        dir.path(),
+        "source.yaml",
+        &format!(
+            r#"
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: source}}
+spec:
+  repository: {}/src/app
+  tags: [v1]
+  source:
+    files:
+      - {{name: disk.raw, path: disk.raw}}
+"#,
+            source.addr
+        ),
+    );
+    let out = apply(&file, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    proxy.inject(Rule::new(
+        "GET",
+        &format!("^/v2/src/app/blobs/sha256:{hex}"),
+        Action::CorruptResponseBody,
+    ));
+    let from = format!("{}/src/app:v1", proxy.addr);
+    let to = format!("{}/dst/app:v1", target.addr);
+    let out = garden_artifacts(&["copy", &from, &to], &[]);
+    let seen = proxy.seen();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}\n{}",
+        stderr(&out),
+        table(&seen)
+    );
+    assert!(
+        stderr(&out).contains("DIGEST_INVALID"),
+        "the error names the refused digest: {}",
+        stderr(&out)
+    );
+    assert!(
+        seen.iter()
+            .any(|s| s.method == "GET" && s.fault.is_some() && s.target.contains(hex)),
+        "the tampered blob was served: {}",
+        table(&seen)
+    );
+    assert_eq!(digest_of(&to), None, "no tag after a refused blob");
+    let (code, _) = curl_head(
+        &format!("http://{}/v2/dst/app/blobs/{digest}", target.addr),
+        None,
+    );
+    assert_eq!(code, 404, "the tampered blob is not in the target");
+
+    proxy.clear();
+    let out = garden_artifacts(&["copy", &from, &to], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        digest_of(&to),
+        digest_of(&format!("{}/src/app:v1", source.addr))
+    );
+    let copied = skopeo_copy_dir(&to);
+    assert_eq!(sha256sum(&copied.path().join(hex)), digest);
+}

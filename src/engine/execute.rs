@@ -16,6 +16,8 @@ use crate::registry::{Error as RegistryError, Repository, UploadStart};
 const BLOB_ATTEMPTS: u32 = 3;
 /// Pause before the second transfer of a blob (doubled before the third).
 const BLOB_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
+/// Pause before a manifest PUT refused as DIGEST_INVALID is sent again.
+const MANIFEST_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
 /// HEAD requests in flight at once for one object.
 const HEAD_CONCURRENCY: usize = 8;
 
@@ -167,10 +169,22 @@ impl Engine {
         media_type: &str,
         bytes: Bytes,
     ) -> Result<crate::registry::PutManifestOutcome, RegistryError> {
-        let result = self
+        let mut result = self
             .registry
-            .put_manifest(repo, reference, media_type, bytes)
+            .put_manifest(repo, reference, media_type, bytes.clone())
             .await;
+        // Distribution 2.8 rewrites a repository's blob link in place when a second process
+        // commits the same blob, and a manifest PUT reading the link at that moment is refused
+        // as DIGEST_INVALID although the manifest is sound. Our own uploads take turns
+        // (`upload_lock`); another process's do not, so the refusal is worth one more try.
+        if result.as_ref().is_err_and(RegistryError::is_digest_invalid) {
+            tokio::time::sleep(MANIFEST_RETRY_PAUSE).await;
+            tracing::warn!(repository = %repo, reference, "manifest refused as DIGEST_INVALID, trying once more");
+            result = self
+                .registry
+                .put_manifest(repo, reference, media_type, bytes)
+                .await;
+        }
         if let Err(RegistryError::Status {
             code: Some(code), ..
         }) = &result
@@ -245,7 +259,10 @@ impl Engine {
                     UploadStart::Session(session) => session,
                 };
                 let body = Box::pin(self.registry.get_blob(source, &blob.digest).await?);
-                let body = VerifyingStream::new(body, &blob.digest, Some(blob.size));
+                // No hashing here: the upload is committed with `?digest=`, which the target
+                // registry verifies itself (a mismatch is never committed), and the source is
+                // content-addressed. Hashing would be a third of our CPU for a large copy.
+                let body = VerifyingStream::size_only(body, blob.size);
                 self.registry
                     .finish_upload(repo, session, &blob.digest, Some(blob.size), body)
                     .await?;

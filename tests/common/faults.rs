@@ -38,6 +38,9 @@ pub enum Action {
     /// Pass the request on, then send the client only the first half of the registry's
     /// response head and close the connection.
     DropResponse,
+    /// Pass the request on and the response back with the last byte of its body changed
+    /// (same length): a source serving bytes that do not match their digest.
+    CorruptResponseBody,
 }
 
 /// `429 Too Many Requests` with `Retry-After: seconds`.
@@ -420,6 +423,7 @@ fn handle(shared: &Shared, client: TcpStream) -> io::Result<()> {
             format!("dropped the connection after {after} request body bytes")
         }
         Action::DropResponse => "dropped the connection in the middle of the response".into(),
+        Action::CorruptResponseBody => "changed the last byte of the response body".into(),
     });
     let index = {
         let mut log = shared.log.lock().unwrap();
@@ -564,7 +568,17 @@ fn handle(shared: &Shared, client: TcpStream) -> io::Result<()> {
     }
     record(status, body_bytes);
     writer.write_all(&response_head)?;
-    io::copy(&mut from_upstream, &mut writer)?;
+    if matches!(action, Action::CorruptResponseBody) {
+        // Test bodies are small enough to hold; a Content-Length body's last byte is content.
+        let mut body = Vec::new();
+        from_upstream.read_to_end(&mut body)?;
+        if let Some(last) = body.last_mut() {
+            *last ^= 0xff;
+        }
+        writer.write_all(&body)?;
+    } else {
+        io::copy(&mut from_upstream, &mut writer)?;
+    }
     writer.flush()?;
     let _ = writer.shutdown(Shutdown::Write);
     Ok(())
