@@ -613,3 +613,96 @@ spec:
         stdout(&again)
     );
 }
+
+/// Many new tags in one repository: after a few HEADs that find nothing, one tag listing
+/// answers for the rest, so the push costs little more than its writes. Tags that exist (one
+/// made beforehand by another client, and all of them on the second apply) are still HEADed:
+/// the existing tag is reported as moved, and a converged apply sends exactly one HEAD per tag
+/// and no listing.
+#[test]
+fn many_new_tags_in_one_repository_are_looked_up_with_one_listing() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let objects = 60;
+    let mut yaml = String::new();
+    for i in 0..objects {
+        yaml.push_str(&format!(
+            "---\napiVersion: oci.gardenlinux.io/v1alpha1\nkind: GardenArtifact\nmetadata: {{name: a{i}}}\nspec:\n  repository: {}/fan/out\n  tags: [a{i}, b{i}]\n  source:\n    files:\n      - {{name: n.release, content: \"{i}\\n\"}}\n",
+            registry.addr
+        ));
+    }
+    let file = write_manifest(dir.path(), "fan.yaml", &yaml);
+    // One tag exists already, pointing elsewhere: it must be seen and reported as moved.
+    let other = write_manifest(
+        dir.path(),
+        "other.yaml",
+        &format!(
+            "apiVersion: oci.gardenlinux.io/v1alpha1\nkind: GardenArtifact\nmetadata: {{name: other}}\nspec:\n  repository: {}/fan/out\n  tags: [b59]\n  source:\n    files:\n      - {{name: n.release, content: \"other\\n\"}}\n",
+            registry.addr
+        ),
+    );
+    let out = garden_artifacts(&["apply", "-f", other.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before = registry.requests().len();
+
+    let out = garden_artifacts(
+        &[
+            "apply",
+            "-f",
+            file.to_str().unwrap(),
+            "--concurrency",
+            "4",
+            "-o",
+            "json",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let results: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(results.len(), objects);
+    let moved: Vec<_> = results
+        .iter()
+        .filter(|r| r["result"] == "updated")
+        .collect();
+    assert_eq!(moved.len(), 1, "{results:#?}");
+    assert_eq!(moved[0]["name"], "a59");
+    let first: Vec<_> = registry.requests().split_off(before);
+    let tag_heads = first
+        .iter()
+        .filter(|r| {
+            r.method == "HEAD" && r.uri.contains("/manifests/") && !r.uri.contains("sha256:")
+        })
+        .count();
+    let listings = first
+        .iter()
+        .filter(|r| r.method == "GET" && r.uri.contains("/tags/list"))
+        .count();
+    println!("{tag_heads} tag HEADs and {listings} listing for {} new tags", 2 * objects);
+    assert_eq!(listings, 1, "{first:#?}");
+    assert!(
+        tag_heads < 2 * objects / 2,
+        "{tag_heads} tag HEADs for {} new tags: the listing should have stood in for most",
+        2 * objects
+    );
+    for i in [0, 30, 59] {
+        let tagged = format!("{}/fan/out:a{i}", registry.addr);
+        assert_eq!(
+            digest_of(&tagged),
+            digest_of(&format!("{}/fan/out:b{i}", registry.addr)),
+            "a{i} and b{i} name one manifest"
+        );
+        assert!(digest_of(&tagged).is_some());
+    }
+
+    let before = registry.requests().len();
+    let out = garden_artifacts(&["apply", "-f", file.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let second: Vec<_> = registry.requests().split_off(before);
+    assert_eq!(second.len(), 2 * objects, "{second:#?}");
+    assert!(
+        second
+            .iter()
+            .all(|r| r.method == "HEAD" && r.uri.contains("/manifests/") && r.status == 200),
+        "{second:#?}"
+    );
+}

@@ -2,6 +2,7 @@
 //! order the plan gives (blobs, child manifests, tags).
 
 use std::collections::BTreeSet;
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt, stream};
@@ -10,7 +11,7 @@ use super::desired::{Blob, BlobOrigin, Desired};
 use super::plan::{self, Observed, Plan};
 use super::{Engine, EngineError};
 use crate::digest::VerifyingStream;
-use crate::registry::{Error as RegistryError, Repository, UploadStart};
+use crate::registry::{Error as RegistryError, ManifestHead, Repository, UploadStart};
 
 /// How often one blob transfer is tried before the object fails.
 const BLOB_ATTEMPTS: u32 = 3;
@@ -38,7 +39,7 @@ impl Engine {
             .tags
             .iter()
             .map(|tag| async move {
-                let head = self.registry.head_manifest(repo, tag).await?;
+                let head = self.head_tag(repo, tag).await?;
                 Ok::<_, RegistryError>((tag.clone(), head.map(|h| h.digest)))
             })
             .collect();
@@ -88,8 +89,11 @@ impl Engine {
 
         // The blobs of the manifests still missing: known ones from this process, small local
         // ones uploaded without asking (a HEAD costs as much as the upload it would save).
-        let known = self.known_blobs(repo);
-        observed.blobs.extend(known.iter().cloned());
+        let wanted: BTreeSet<&String> = plan::manifests_to_inspect(desired, &observed)
+            .into_iter()
+            .flat_map(|m| m.blobs.iter().map(|b| &b.digest))
+            .collect();
+        observed.blobs.extend(self.known_blobs(repo, wanted));
         let blobs: BTreeSet<String> = plan::manifests_to_inspect(desired, &observed)
             .into_iter()
             .flat_map(|m| m.blobs.iter())
@@ -111,6 +115,40 @@ impl Engine {
         self.remember_blobs(repo, present.iter().cloned());
         observed.blobs.extend(present);
         Ok(observed)
+    }
+
+    /// The digest a tag points to. After many missing tags in a repository, one tag listing
+    /// stands in for the HEADs of tags it lacks (see `tag_listing`).
+    pub(super) async fn head_tag(
+        &self,
+        repo: &Repository,
+        tag: &str,
+    ) -> Result<Option<ManifestHead>, RegistryError> {
+        if self
+            .tag_listings
+            .lock()
+            .expect("not poisoned")
+            .known_absent(repo, tag, Instant::now())
+        {
+            return Ok(None);
+        }
+        let head = self.registry.head_manifest(repo, tag).await?;
+        if head.is_none() {
+            let list_now = self.tag_listings.lock().expect("not poisoned").missed(repo);
+            if list_now {
+                let taken = Instant::now();
+                let listed = self.registry.list_tags(repo).await;
+                let mut listings = self.tag_listings.lock().expect("not poisoned");
+                match listed {
+                    Ok(tags) => listings.listed(repo, tags, taken),
+                    Err(e) => {
+                        tracing::debug!(repository = %repo, error = %e, "tag listing failed, HEADing tags one by one");
+                        listings.listing_failed(repo);
+                    }
+                }
+            }
+        }
+        Ok(head)
     }
 
     /// Carries the plan out; true when the registry said (`OCI-Subject`) that it processed the
@@ -185,6 +223,9 @@ impl Engine {
                 .put_manifest(repo, reference, media_type, bytes)
                 .await;
         }
+        if result.is_ok() && !reference.contains(':') {
+            self.tag_written(repo, reference);
+        }
         if let Err(RegistryError::Status {
             code: Some(code), ..
         }) = &result
@@ -201,7 +242,7 @@ impl Engine {
         // waited finds the blob known and skips it.
         let lock = self.upload_lock(repo, &blob.digest);
         let _single = lock.lock().await;
-        if self.known_blobs(repo).contains(&blob.digest) {
+        if !self.known_blobs(repo, [&blob.digest]).is_empty() {
             return Ok(());
         }
         let mut attempt = 1;

@@ -288,6 +288,7 @@ impl Engine {
         self.registry
             .put_manifest(repo, tag, OCI_INDEX, bytes)
             .await?;
+        self.tag_written(repo, tag);
         Ok(true)
     }
 

@@ -11,6 +11,7 @@ pub mod order;
 pub mod plan;
 mod remove;
 mod resolve;
+mod tag_listing;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -111,6 +112,8 @@ pub struct Engine {
     upload_locks: Arc<Mutex<HashMap<RepositoryDigest, Arc<tokio::sync::Mutex<()>>>>>,
     /// One lock per fallback index, so writers in this process take turns.
     subject_locks: Arc<Mutex<HashMap<RepositoryDigest, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Recent tag listings of repositories where many tags were missing.
+    tag_listings: Arc<Mutex<tag_listing::TagListings>>,
 }
 
 impl Engine {
@@ -123,6 +126,7 @@ impl Engine {
             known_blobs: Arc::default(),
             upload_locks: Arc::default(),
             subject_locks: Arc::default(),
+            tag_listings: Arc::default(),
         }
     }
 
@@ -140,16 +144,27 @@ impl Engine {
             known_blobs: Arc::clone(&self.known_blobs),
             upload_locks: Arc::clone(&self.upload_locks),
             subject_locks: Arc::clone(&self.subject_locks),
+            tag_listings: Arc::clone(&self.tag_listings),
         }
     }
 
-    fn known_blobs(&self, repo: &Repository) -> HashSet<String> {
-        self.known_blobs
-            .lock()
-            .expect("not poisoned")
-            .get(repo)
+    /// Which of `digests` this process knows to be in `repo`. Asks about given digests rather
+    /// than copying the set out: in a fan-out into one repository the set holds every blob
+    /// pushed so far, and copying it per object made the run quadratic.
+    fn known_blobs<'a>(
+        &self,
+        repo: &Repository,
+        digests: impl IntoIterator<Item = &'a String>,
+    ) -> Vec<String> {
+        let known = self.known_blobs.lock().expect("not poisoned");
+        let Some(known) = known.get(repo) else {
+            return Vec::new();
+        };
+        digests
+            .into_iter()
+            .filter(|digest| known.contains(*digest))
             .cloned()
-            .unwrap_or_default()
+            .collect()
     }
 
     fn remember_blobs(&self, repo: &Repository, digests: impl IntoIterator<Item = String>) {
@@ -168,6 +183,14 @@ impl Engine {
             locks.retain(|_, lock| Arc::strong_count(lock) > 1);
         }
         Arc::clone(locks.entry((repo.clone(), digest.to_string())).or_default())
+    }
+
+    /// A tag this process wrote, so a tag listing taken before does not call it absent.
+    fn tag_written(&self, repo: &Repository, tag: &str) {
+        self.tag_listings
+            .lock()
+            .expect("not poisoned")
+            .written(repo, tag);
     }
 
     fn forget_blobs(&self, repo: &Repository) {
@@ -271,7 +294,7 @@ impl Engine {
         };
         let mut current = None;
         for tag in &spec.tags {
-            match self.registry.head_manifest(repository, tag).await? {
+            match self.head_tag(repository, tag).await? {
                 Some(head) if head.digest == wanted => current = Some(head),
                 _ => return Ok(None),
             }
