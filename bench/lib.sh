@@ -337,8 +337,9 @@ bench_meets() {
 
 # One line about the machine, for the table header.
 bench_machine() {
-  printf 'nproc %s, memory %s, kernel %s' "$(nproc)" \
-    "$(free -h | awk '/^Mem:/ {print $2}')" "$(uname -r)"
+  printf 'nproc %s, memory %s, kernel %s, registry storage %s (%s)' "$(nproc)" \
+    "$(free -h | awk '/^Mem:/ {print $2}')" "$(uname -r)" \
+    "${BENCH_TMPDIR:-/tmp}" "$(stat -f -c %T "${BENCH_TMPDIR:-/tmp}")"
 }
 
 # Prints the notes collected by bench_wait_quiet and others.
