@@ -9,6 +9,7 @@ use futures::{Stream, StreamExt, TryStreamExt, stream};
 
 use super::desired::{Blob, BlobOrigin, Desired};
 use super::plan::{self, Observed, Plan};
+use super::tag_listing;
 use super::{Engine, EngineError};
 use crate::digest::VerifyingStream;
 use crate::registry::{Error as RegistryError, ManifestHead, Repository, UploadStart};
@@ -134,13 +135,24 @@ impl Engine {
         }
         let head = self.registry.head_manifest(repo, tag).await?;
         if head.is_none() {
-            let list_now = self.tag_listings.lock().expect("not poisoned").missed(repo);
+            let list_now = self
+                .tag_listings
+                .lock()
+                .expect("not poisoned")
+                .missed(repo, Instant::now());
             if list_now {
                 let taken = Instant::now();
-                let listed = self.registry.list_tags(repo).await;
+                let listed = self
+                    .registry
+                    .list_tags(repo, tag_listing::MAX_LISTING_PAGES)
+                    .await;
                 let mut listings = self.tag_listings.lock().expect("not poisoned");
                 match listed {
-                    Ok(tags) => listings.listed(repo, tags, taken),
+                    Ok(Some(tags)) => listings.listed(repo, tags, taken),
+                    Ok(None) => {
+                        tracing::debug!(repository = %repo, "too many tags to list, HEADing tags one by one");
+                        listings.listing_failed(repo);
+                    }
                     Err(e) => {
                         tracing::debug!(repository = %repo, error = %e, "tag listing failed, HEADing tags one by one");
                         listings.listing_failed(repo);

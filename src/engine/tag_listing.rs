@@ -11,8 +11,11 @@ use std::time::{Duration, Instant};
 
 use crate::registry::Repository;
 
-/// HEADs of one repository that found no tag before it is listed.
+/// HEADs of one repository that found no tag, within one [`LISTING_LIFETIME`], before it is
+/// listed: a burst of new tags, not the odd deleted tag of a long-running controller.
 pub const MISSES_BEFORE_LISTING: u32 = 16;
+/// A listing longer than this many pages of 1000 tags costs more than the HEADs it saves.
+pub const MAX_LISTING_PAGES: usize = 10;
 /// How long a listing may stand in for HEADs. A tag someone else creates after the listing
 /// would be overwritten as "created" instead of "moved"; the overwrite itself would happen
 /// anyway (the object wants the tag), so only the wording can be that stale, and not for long.
@@ -25,7 +28,9 @@ pub struct TagListings {
 
 #[derive(Debug, Default)]
 struct RepositoryState {
+    /// Misses since `first_miss`.
     misses: u32,
+    first_miss: Option<Instant>,
     listing_running: bool,
     listing: Option<Listing>,
 }
@@ -57,8 +62,15 @@ impl TagListings {
 
     /// Notes a HEAD that found no tag; true when the caller should list the repository now
     /// (then exactly one caller is told so, until it reports back).
-    pub fn missed(&mut self, repo: &Repository) -> bool {
+    pub fn missed(&mut self, repo: &Repository, now: Instant) -> bool {
         let state = self.repositories.entry(repo.clone()).or_default();
+        match state.first_miss {
+            Some(first) if now.duration_since(first) < LISTING_LIFETIME => {}
+            _ => {
+                state.first_miss = Some(now);
+                state.misses = 0;
+            }
+        }
         state.misses += 1;
         let list_now = state.misses >= MISSES_BEFORE_LISTING
             && !state.listing_running
@@ -85,6 +97,7 @@ impl TagListings {
         let state = self.repositories.entry(repo.clone()).or_default();
         state.listing_running = false;
         state.misses = 0;
+        state.first_miss = None;
     }
 
     /// A tag this process just wrote: no listing taken before may call it absent.
@@ -111,7 +124,8 @@ mod tests {
     fn a_repository_is_listed_once_after_enough_misses() {
         let mut listings = TagListings::default();
         let r = repo("fan/out");
-        let asked: Vec<bool> = (0..40).map(|_| listings.missed(&r)).collect();
+        let now = Instant::now();
+        let asked: Vec<bool> = (0..40).map(|_| listings.missed(&r, now)).collect();
         assert_eq!(asked.iter().filter(|&&a| a).count(), 1, "one caller lists");
         assert!(asked[MISSES_BEFORE_LISTING as usize - 1]);
         assert!(
@@ -136,9 +150,24 @@ mod tests {
         assert!(!listings.known_absent(&r, "new", later), "expired");
         // After expiry the count starts again.
         let asked = (0..MISSES_BEFORE_LISTING)
-            .filter(|_| listings.missed(&r))
+            .filter(|_| listings.missed(&r, later))
             .count();
         assert_eq!(asked, 1);
+    }
+
+    #[test]
+    fn misses_spread_over_time_never_add_up_to_a_listing() {
+        let mut listings = TagListings::default();
+        let r = repo("long/running");
+        let start = Instant::now();
+        let asked = (0..10 * MISSES_BEFORE_LISTING)
+            .filter(|&i| {
+                // One miss every few seconds: fewer than the threshold in any lifetime.
+                let at = start + LISTING_LIFETIME / MISSES_BEFORE_LISTING * 2 * i;
+                listings.missed(&r, at)
+            })
+            .count();
+        assert_eq!(asked, 0);
     }
 
     #[test]
@@ -156,14 +185,15 @@ mod tests {
     fn a_failed_listing_falls_back_to_heads_and_is_tried_again_later() {
         let mut listings = TagListings::default();
         let r = repo("fan/out");
+        let now = Instant::now();
         let first = (0..MISSES_BEFORE_LISTING)
-            .filter(|_| listings.missed(&r))
+            .filter(|_| listings.missed(&r, now))
             .count();
         assert_eq!(first, 1);
         listings.listing_failed(&r);
-        assert!(!listings.known_absent(&r, "v1", Instant::now()));
+        assert!(!listings.known_absent(&r, "v1", now));
         let again = (0..MISSES_BEFORE_LISTING)
-            .filter(|_| listings.missed(&r))
+            .filter(|_| listings.missed(&r, now))
             .count();
         assert_eq!(again, 1);
     }

@@ -838,15 +838,20 @@ impl RegistryClient {
         Ok(())
     }
 
-    /// All tags of a repository, following `Link` pagination.
-    pub async fn list_tags(&self, repo: &Repository) -> Result<Vec<String>, Error> {
+    /// All tags of a repository, following `Link` pagination for at most `max_pages` pages of
+    /// 1000; `None` when the repository has more.
+    pub async fn list_tags(
+        &self,
+        repo: &Repository,
+        max_pages: usize,
+    ) -> Result<Option<Vec<String>>, Error> {
         #[derive(Deserialize)]
         struct TagList {
             tags: Option<Vec<String>>,
         }
         let mut tags = Vec::new();
         let mut url = self.url(repo, "tags/list?n=1000");
-        loop {
+        for _ in 0..max_pages {
             let response = self
                 .send(
                     Method::GET,
@@ -858,7 +863,7 @@ impl RegistryClient {
                 )
                 .await?;
             if response.status() == StatusCode::NOT_FOUND {
-                return Ok(tags);
+                return Ok(Some(tags));
             }
             let response = check(Method::GET, &url, response).await?;
             let next = header_str(response.headers(), header::LINK.as_str())
@@ -870,9 +875,10 @@ impl RegistryClient {
             tags.extend(page.tags.unwrap_or_default());
             match next {
                 Some(next) => url = next_page(&url, &next)?,
-                None => return Ok(tags),
+                None => return Ok(Some(tags)),
             }
         }
+        Ok(None)
     }
 
     /// `GET /v2/<name>/referrers/<digest>`: the referrers index, or `None` when the registry has
