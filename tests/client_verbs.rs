@@ -470,6 +470,13 @@ fn copy_across_registries_keeps_the_digest() {
     let destination = format!("{}/mirror/gl:1.0", to.addr);
     let out = run_ok(&["copy", &source, &destination]);
     assert_eq!(out.trim(), format!("{destination}@{digest}"));
+    // The destination tag is looked at once, not once to decide and again to plan.
+    let tag_heads = to
+        .requests()
+        .iter()
+        .filter(|r| r.method == "HEAD" && r.uri == "/v2/mirror/gl/manifests/1.0")
+        .count();
+    assert_eq!(tag_heads, 1, "{:#?}", to.requests());
     assert_eq!(digest_of(&destination).as_deref(), Some(digest.as_str()));
     // The blobs went to the other registry and arrive intact (read back by the ORAS SDK).
     let pulled = tempfile::tempdir().unwrap();

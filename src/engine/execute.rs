@@ -1,7 +1,7 @@
 //! The imperative shell of the engine: looks at the registry, then carries a plan out in the
 //! order the plan gives (blobs, child manifests, tags).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -26,9 +26,11 @@ const HEAD_CONCURRENCY: usize = 8;
 impl Engine {
     /// Reads the least that decides the plan: one HEAD per tag, and only when that shows drift,
     /// HEADs of the manifests and blobs that may be missing.
+    /// `tags_seen`: tags already HEADed in this reconciliation, not asked again.
     pub(super) async fn observe(
         &self,
         desired: &Desired,
+        mut tags_seen: BTreeMap<String, Option<String>>,
         blobs_present: BTreeSet<String>,
         manifests_present: BTreeSet<String>,
     ) -> Result<Observed, EngineError> {
@@ -39,6 +41,7 @@ impl Engine {
         let heads: Vec<_> = desired
             .tags
             .iter()
+            .filter(|tag| !tags_seen.contains_key(*tag))
             .map(|tag| async move {
                 let head = self.head_tag(repo, tag).await?;
                 Ok::<_, RegistryError>((tag.clone(), head.map(|h| h.digest)))
@@ -48,8 +51,14 @@ impl Engine {
             .buffered(HEAD_CONCURRENCY)
             .try_collect()
             .await?;
+        let mut tags: BTreeMap<String, Option<String>> = heads.into_iter().collect();
+        for tag in &desired.tags {
+            if let Some(seen) = tags_seen.remove(tag) {
+                tags.insert(tag.clone(), seen);
+            }
+        }
         let mut observed = Observed {
-            tags: heads.into_iter().collect(),
+            tags,
             blobs: blobs_present,
             manifests: manifests_present,
         };

@@ -96,7 +96,12 @@ impl Engine {
             manifest,
         };
         let observed = self
-            .observe(&desired, Default::default(), Default::default())
+            .observe(
+                &desired,
+                Default::default(),
+                Default::default(),
+                Default::default(),
+            )
             .await?;
         let plan = plan::plan(&desired, &observed);
         if plan.is_empty() {

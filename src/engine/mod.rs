@@ -99,6 +99,16 @@ impl EngineError {
 /// A repository and a digest in it (a blob being uploaded, a subject's fallback index).
 type RepositoryDigest = (Repository, String);
 
+/// What a look at a copy's source and tags found.
+enum CopyCheck {
+    /// Every tag already names the source's manifest.
+    Unchanged(Report),
+    /// The copy must be made (or the spec is not a plain copy); the tags already HEADed.
+    Changed {
+        tags_seen: BTreeMap<String, Option<String>>,
+    },
+}
+
 pub struct Engine {
     registry: Arc<RegistryClient>,
     urls: UrlFetcher,
@@ -206,13 +216,15 @@ impl Engine {
     ) -> Result<Report, EngineError> {
         let repository = Repository::parse(&spec.repository)
             .map_err(|detail| EngineError::source("spec.repository", detail))?;
-        if let Some(report) = self.unchanged_copy(spec, &repository).await? {
-            return Ok(report);
-        }
+        let tags_seen = match self.unchanged_copy(spec, &repository).await? {
+            CopyCheck::Unchanged(report) => return Ok(report),
+            CopyCheck::Changed { tags_seen } => tags_seen,
+        };
         let resolved = self.resolve(spec, &repository, inputs, mode).await?;
         let observed = self
             .observe(
                 &resolved.desired,
+                tags_seen,
                 resolved.blobs_present,
                 resolved.manifests_present,
             )
@@ -263,12 +275,14 @@ impl Engine {
     }
 
     /// A converged copy costs a HEAD of the source (none when pinned by digest) and one HEAD
-    /// per tag; without this, deciding would need the source manifest and its children.
+    /// per tag; without this, deciding would need the source manifest and its children. The
+    /// tags it saw are handed on, so a copy that must be made does not HEAD them twice.
     async fn unchanged_copy(
         &self,
         spec: &GardenArtifactSpec,
         repository: &Repository,
-    ) -> Result<Option<Report>, EngineError> {
+    ) -> Result<CopyCheck, EngineError> {
+        let changed = |tags_seen| Ok(CopyCheck::Changed { tags_seen });
         // Referrers are checked on every run, so a mirror with them takes the full path.
         let Some(image) = spec
             .source
@@ -276,10 +290,10 @@ impl Engine {
             .as_ref()
             .filter(|i| i.platform.is_none() && !i.referrers)
         else {
-            return Ok(None);
+            return changed(BTreeMap::new());
         };
         let Ok(source) = ImageReference::parse(&image.reference) else {
-            return Ok(None);
+            return changed(BTreeMap::new());
         };
         let wanted = match &source.digest {
             Some(digest) => digest.clone(),
@@ -289,17 +303,23 @@ impl Engine {
                 .await?
             {
                 Some(head) => head.digest,
-                None => return Ok(None),
+                None => return changed(BTreeMap::new()),
             },
         };
-        let mut current = None;
+        let mut tags_seen = BTreeMap::new();
+        let mut last = None;
         for tag in &spec.tags {
-            match self.head_tag(repository, tag).await? {
-                Some(head) if head.digest == wanted => current = Some(head),
-                _ => return Ok(None),
-            }
+            let head = self.head_tag(repository, tag).await?;
+            tags_seen.insert(tag.clone(), head.as_ref().map(|h| h.digest.clone()));
+            last = head;
         }
-        Ok(current.map(|head| Report {
+        let all_there = tags_seen
+            .values()
+            .all(|digest| digest.as_deref() == Some(wanted.as_str()));
+        let Some(head) = last.filter(|_| all_there) else {
+            return changed(tags_seen);
+        };
+        Ok(CopyCheck::Unchanged(Report {
             repository: repository.clone(),
             digest: head.digest,
             media_type: head.media_type,
