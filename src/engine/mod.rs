@@ -102,7 +102,7 @@ type RepositoryDigest = (Repository, String);
 /// What a look at a copy's source and tags found.
 enum CopyCheck {
     /// Every tag already names the source's manifest.
-    Unchanged(Report),
+    Unchanged(Box<Report>),
     /// The copy must be made (or the spec is not a plain copy); the tags already HEADed.
     Changed {
         tags_seen: BTreeMap<String, Option<String>>,
@@ -217,7 +217,7 @@ impl Engine {
         let repository = Repository::parse(&spec.repository)
             .map_err(|detail| EngineError::source("spec.repository", detail))?;
         let tags_seen = match self.unchanged_copy(spec, &repository).await? {
-            CopyCheck::Unchanged(report) => return Ok(report),
+            CopyCheck::Unchanged(report) => return Ok(*report),
             CopyCheck::Changed { tags_seen } => tags_seen,
         };
         let resolved = self.resolve(spec, &repository, inputs, mode).await?;
@@ -319,7 +319,7 @@ impl Engine {
         let Some(head) = last.filter(|_| all_there) else {
             return changed(tags_seen);
         };
-        Ok(CopyCheck::Unchanged(Report {
+        Ok(CopyCheck::Unchanged(Box::new(Report {
             repository: repository.clone(),
             digest: head.digest,
             media_type: head.media_type,
@@ -335,6 +335,6 @@ impl Engine {
             subject: None,
             pins: Vec::new(),
             mirrored: MirroredReferrers::default(),
-        }))
+        })))
     }
 }
