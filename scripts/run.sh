@@ -62,7 +62,8 @@ up() {
   echo
   for repo in gardenlinux/gardenlinux mirror/gardenlinux; do
     printf 'registry %s/%s tags: ' "${REGISTRY}" "${repo}"
-    curl -fsS "http://${REGISTRY}/v2/${repo}/tags/list" | jq -c '.tags | sort'
+    # No jq: the main job must run on a machine that has only what dev-env.sh installs.
+    curl -fsS "http://${REGISTRY}/v2/${repo}/tags/list" | sed -E 's/.*"tags":(\[[^]]*\]).*/\1/'
   done
   echo
   echo "Use it:   eval \"\$(scripts/dev-env.sh env)\"; kubectl get gardenartifacts -A"

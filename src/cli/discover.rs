@@ -25,7 +25,13 @@ pub struct DiscoverArgs {
     #[arg(value_name = "REF")]
     reference: String,
     /// A tree (text) or one nested JSON object.
-    #[arg(long = "format", value_enum, default_value = "text")]
+    #[arg(
+        short = 'o',
+        long = "format",
+        visible_alias = "output",
+        value_enum,
+        default_value = "text"
+    )]
     format: Format,
     #[command(flatten)]
     registry: RegistryArgs,
