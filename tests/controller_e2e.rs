@@ -1194,3 +1194,122 @@ fn another_namespaces_secrets_and_objects_are_out_of_reach() {
         );
     }
 }
+
+/// The descriptors of the fallback index `sha256-<hex>` of `subject` in `repository`.
+fn fallback_descriptors(repository: &str, subject: &str) -> Vec<String> {
+    let tag = subject.replace(':', "-");
+    skopeo_raw(&format!("{repository}:{tag}"))
+        .map(|raw| {
+            let index: Value = serde_json::from_slice(&raw).unwrap();
+            index["manifests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["digest"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Two referrers of another object (`spec.subject.artifactRef`, no tags) on Distribution,
+/// which has no referrers API: both are linked through the fallback tag and status says so;
+/// when the subject's content changes, both follow it to the new digest and a `Relinked` event
+/// names the move; deleting one with `deletionPolicy: Delete` takes its descriptor out of the
+/// fallback index and deletes its manifest, and the other's descriptor stays.
+#[test]
+fn referrers_follow_their_subject_and_are_unlinked_on_delete() {
+    let ns = "e2e-referrers";
+    let mut scene = Scene::new(&[ns], Watch::OwnNamespace);
+    scene.start_namespaced_controller("c");
+    let repo = format!("{}/e2e/referrers/app", scene.registry.addr);
+    let subject = json!({ "artifactRef": { "name": "base" } });
+    scene
+        .cluster
+        .apply(&artifact(ns, "base", &repo, &["v1"], "base 1", json!({})));
+    scene.cluster.apply(&artifact(
+        ns,
+        "sbom",
+        &repo,
+        &[],
+        "sbom",
+        json!({ "subject": subject, "deletionPolicy": "Delete" }),
+    ));
+    scene.cluster.apply(&artifact(
+        ns,
+        "notes",
+        &repo,
+        &[],
+        "notes",
+        json!({ "subject": subject }),
+    ));
+    let first = status_digest(&scene.wait_ready(ns, "base"));
+    let sbom = scene.wait_ready(ns, "sbom");
+    let notes = scene.wait_ready(ns, "notes");
+    for referrer in [&sbom, &notes] {
+        assert_eq!(
+            referrer["status"]["subject"],
+            json!({ "digest": first, "via": "fallback-tag" }),
+            "{referrer:#}"
+        );
+    }
+    let linked = fallback_descriptors(&repo, &first);
+    assert!(
+        linked.contains(&status_digest(&sbom)) && linked.contains(&status_digest(&notes)),
+        "{linked:?}"
+    );
+
+    // The subject changes: both referrers follow.
+    scene
+        .cluster
+        .apply(&artifact(ns, "base", &repo, &["v1"], "base 2", json!({})));
+    let second = wait_for("base at a new digest", Duration::from_secs(60), || {
+        let base = scene.cluster.artifact(ns, "base");
+        let digest = base["status"]["digest"].as_str()?.to_string();
+        (digest != first && base["status"]["observedGeneration"] == base["metadata"]["generation"])
+            .then_some(digest)
+    });
+    let follows = |name: &str| {
+        wait_for(
+            &format!("{name} linked to {second}"),
+            Duration::from_secs(60),
+            || {
+                let object = scene.cluster.artifact(ns, name);
+                (object["status"]["subject"]["digest"] == second.as_str()
+                    && condition_status(&object, "Ready").as_deref() == Some("True"))
+                .then_some(object)
+            },
+        )
+    };
+    let sbom = follows("sbom");
+    let notes = follows("notes");
+    wait_for_event(
+        &scene,
+        ns,
+        "Relinked",
+        &format!("moved from {first} to {second}; relinked"),
+        Duration::from_secs(30),
+    );
+    let relinked = fallback_descriptors(&repo, &second);
+    assert!(
+        relinked.contains(&status_digest(&sbom)) && relinked.contains(&status_digest(&notes)),
+        "{relinked:?}"
+    );
+
+    // Delete: the sbom's descriptor and manifest go, the notes' descriptor stays.
+    let sbom_digest = status_digest(&sbom);
+    scene
+        .cluster
+        .kubectl_ok(&["delete", "ga", "sbom", "-n", ns, "--timeout=30s"]);
+    assert!(scene.cluster.get(ns, "ga", "sbom").is_none());
+    let left = fallback_descriptors(&repo, &second);
+    assert!(!left.contains(&sbom_digest), "{left:?}");
+    assert!(left.contains(&status_digest(&notes)), "{left:?}");
+    assert_eq!(skopeo_raw(&format!("{repo}@{sbom_digest}")), None);
+    wait_for_event(
+        &scene,
+        ns,
+        "ReferrerDeleted",
+        &sbom_digest,
+        Duration::from_secs(30),
+    );
+}
