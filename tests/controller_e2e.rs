@@ -1313,3 +1313,45 @@ fn referrers_follow_their_subject_and_are_unlinked_on_delete() {
         Duration::from_secs(30),
     );
 }
+
+/// The registry behind the fault-injecting proxy of tests/common/faults.rs answers 503 to
+/// every request: the object is `Ready=False` and `Reconciling=True` (it is retried) with the
+/// registry's status in the message, and nothing is tagged; once the registry answers again,
+/// the object converges without anyone touching it.
+#[test]
+fn a_failing_registry_shows_in_ready_and_the_object_converges_when_it_recovers() {
+    use common::faults::{FaultProxy, Rule, status};
+    let ns = "e2e-registry-faults";
+    let mut scene = Scene::new(&[ns], Watch::OwnNamespace);
+    scene.start_namespaced_controller("c");
+    let proxy = FaultProxy::start(&scene.registry.addr);
+    proxy.inject(Rule::new("*", "^/v2/", status(503)));
+    let repo = format!("{}/e2e/faults/app", proxy.addr);
+    scene
+        .cluster
+        .apply(&artifact(ns, "flaky", &repo, &["v1"], "flaky", json!({})));
+    let failing = scene.wait_condition(ns, "flaky", "Ready", "False", Duration::from_secs(60));
+    let ready = condition(&failing, "Ready").unwrap();
+    println!("while failing: Ready={}", ready);
+    assert!(
+        ready["message"].as_str().unwrap_or("").contains("503"),
+        "the registry's status is named: {ready:#}"
+    );
+    assert_eq!(
+        condition_status(&failing, "Reconciling").as_deref(),
+        Some("True"),
+        "{failing:#}"
+    );
+    assert!(
+        proxy
+            .seen()
+            .iter()
+            .all(|s| !s.is_write() || s.status == Some(503))
+    );
+    let direct = format!("{}/e2e/faults/app:v1", scene.registry.addr);
+    assert_eq!(digest_of(&direct), None, "nothing tagged while failing");
+
+    proxy.clear();
+    let recovered = scene.wait_condition(ns, "flaky", "Ready", "True", Duration::from_secs(60));
+    assert_eq!(digest_of(&direct), Some(status_digest(&recovered)));
+}
