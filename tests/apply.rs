@@ -709,3 +709,87 @@ fn many_new_tags_in_one_repository_are_looked_up_with_one_listing() {
         "{second:#?}"
     );
 }
+
+/// A server on a free loopback port that answers every request with `302 Found` to `location`.
+fn redirector(location: String) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let _ = write!(
+                stream,
+                "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    addr
+}
+
+/// A URL source on an allowed host that redirects to a host nobody allowed is refused, naming
+/// the redirect target, and nothing is written; allowing the target too makes it converge.
+#[test]
+fn a_redirect_to_a_host_not_allowed_is_refused() {
+    let registry = Registry::start();
+    let files = FileServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let image = vec![5u8; 10_000];
+    let target = files.put("disk.raw", &image);
+    let hop = redirector(target.clone());
+    let r = &registry.addr;
+    let manifest = write_manifest(
+        dir.path(),
+        "hop.yaml",
+        &format!(
+            r#"
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: hop}}
+spec:
+  repository: {r}/gl
+  tags: [hop]
+  source: {{files: [{{name: disk.raw, url: "http://{hop}/disk.raw", digest: "{}"}}]}}
+"#,
+            sha256(&image)
+        ),
+    );
+    let file_host = files.base_url.trim_start_matches("http://").to_string();
+    let out = garden_artifacts(
+        &[
+            "apply",
+            "-f",
+            manifest.to_str().unwrap(),
+            "--allow-source-host",
+            &hop,
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&target) && text.contains("is not allowed for URL sources"),
+        "the refusal names the redirect target: {text}"
+    );
+    assert!(Registry::writes(&registry.requests()).is_empty());
+
+    let out = garden_artifacts(
+        &[
+            "apply",
+            "-f",
+            manifest.to_str().unwrap(),
+            "--allow-source-host",
+            &hop,
+            "--allow-source-host",
+            &file_host,
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(digest_of(&format!("{r}/gl:hop")).is_some());
+}
