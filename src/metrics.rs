@@ -143,4 +143,17 @@ mod tests {
         assert!(text.contains("garden_artifacts_reconcile_duration_seconds_bucket{le=\"5\"} 2"));
         assert!(text.contains("garden_artifacts_status_writes_total 1"));
     }
+
+    #[test]
+    fn stalled_rounds_are_failures() {
+        let m = Metrics::default();
+        m.reconciled("success", Duration::from_millis(30));
+        m.reconciled("stalled", Duration::from_millis(30));
+        m.reconciled("stalled", Duration::from_millis(30));
+        m.reconciled("error", Duration::from_millis(30));
+        let text = m.render(&RequestStats::default());
+        assert!(text.contains("garden_artifacts_reconciles_total{result=\"stalled\"} 2"));
+        assert!(text.contains("garden_artifacts_reconciles_total{result=\"success\"} 1"));
+        assert!(text.contains("garden_artifacts_reconcile_failures_total 3"));
+    }
 }

@@ -2,6 +2,8 @@
 //! only here; the engine below knows nothing of it.
 
 mod context;
+#[cfg(test)]
+mod fake_api;
 pub mod leader;
 pub mod reconcile;
 pub mod status;

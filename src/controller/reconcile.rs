@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kube::api::{Api, Patch, PatchParams};
@@ -48,20 +49,44 @@ pub async fn reconcile(object: Arc<GardenArtifact>, ctx: Arc<Context>) -> Result
         // The patch is itself a change the controller sees; reconcile then.
         return Ok(Action::await_change());
     }
+    // kube's finalizer helper wants a bare `Action` back; whether the round stalled comes out
+    // beside it.
+    let stalled = AtomicBool::new(false);
     let result = finalizer(&api, FINALIZER, object, |event| async {
         match event {
-            FinalizerEvent::Apply(object) => apply(&api, &namespace, &object, &ctx).await,
+            FinalizerEvent::Apply(object) => match apply(&api, &namespace, &object, &ctx).await? {
+                Settled::Done(action) => Ok(action),
+                Settled::Stalled(action) => {
+                    stalled.store(true, Ordering::Relaxed);
+                    Ok(action)
+                }
+            },
             FinalizerEvent::Cleanup(object) => cleanup(&namespace, &object, &ctx).await,
         }
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
-    let label = match &result {
-        Ok(_) => "success",
-        Err(_) => "error",
-    };
+    let label = round_result(&result, stalled.load(Ordering::Relaxed));
     ctx.metrics.reconciled(label, started.elapsed());
     result
+}
+
+/// How an apply round ended when nothing failed: done (converged, or suspended), or stalled on
+/// something only a person can fix (the `Stalled` condition was set; no retry helps).
+enum Settled {
+    Done(Action),
+    Stalled(Action),
+}
+
+/// The `result` label of a round in `garden_artifacts_reconciles_total`. A stalled round
+/// returns `Ok` to kube (retrying would not help) yet did not converge: it is `stalled`, and so
+/// counts in `garden_artifacts_reconcile_failures_total`.
+fn round_result<T, E>(result: &Result<T, E>, stalled: bool) -> &'static str {
+    match result {
+        Err(_) => "error",
+        Ok(_) if stalled => "stalled",
+        Ok(_) => "success",
+    }
 }
 
 /// kube's finalizer helper guards its first finalizer with a JSON-patch `test` of a null
@@ -143,16 +168,16 @@ async fn apply(
     namespace: &str,
     object: &GardenArtifact,
     ctx: &Context,
-) -> Result<Action, Error> {
+) -> Result<Settled, Error> {
     let every = interval(object);
     if object.spec.suspend {
         write_status(api, object, ctx, &Observation::Suspended).await?;
-        return Ok(Action::await_change());
+        return Ok(Settled::Done(Action::await_change()));
     }
     if let Err(invalid) = validate(&object.spec, Frontend::Controller) {
         let message = invalid.to_string();
         stall(api, object, ctx, "InvalidSpec", &message).await?;
-        return Ok(Action::await_change());
+        return Ok(Settled::Stalled(Action::await_change()));
     }
     // Ownership is decided over all objects; a cache still filling would let a newer object
     // take a tag for one round.
@@ -165,7 +190,7 @@ async fn apply(
             .collect::<Vec<_>>()
             .join("; ");
         stall(api, object, ctx, "TagConflict", &message).await?;
-        return Ok(Action::requeue(every));
+        return Ok(Settled::Stalled(Action::requeue(every)));
     }
 
     let gathered = async {
@@ -179,7 +204,7 @@ async fn apply(
         Ok(gathered) => gathered,
         Err(e) if e.is_permanent() => {
             stall(api, object, ctx, "InputUnavailable", &e.to_string()).await?;
-            return Ok(Action::requeue(every));
+            return Ok(Settled::Stalled(Action::requeue(every)));
         }
         Err(e) => {
             retrying(api, object, ctx, "InputUnavailable", &e.to_string()).await?;
@@ -191,11 +216,11 @@ async fn apply(
         Ok(report) => {
             publish_changes(object, ctx, &report).await;
             write_status(api, object, ctx, &Observation::Converged(&report)).await?;
-            Ok(Action::requeue(every))
+            Ok(Settled::Done(Action::requeue(every)))
         }
         Err(e) if e.is_permanent() => {
             stall(api, object, ctx, "RegistryRefused", &e.to_string()).await?;
-            Ok(Action::requeue(every))
+            Ok(Settled::Stalled(Action::requeue(every)))
         }
         Err(e) => {
             retrying(api, object, ctx, "RegistryError", &e.to_string()).await?;
@@ -443,6 +468,117 @@ async fn cleanup(namespace: &str, object: &GardenArtifact, ctx: &Context) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::fake_api::{self, FakeApi};
+    use crate::engine::Engine;
+    use crate::metrics::Metrics;
+    use crate::registry::{ClientOptions, NoCredentials, RegistryClient, RequestStats};
+    use crate::sources::{UrlFetcher, UrlPolicy};
+    use kube::runtime::events::{Recorder, Reporter};
+    use kube::runtime::reflector;
+
+    fn context(client: kube::Client) -> Arc<Context> {
+        let registry = RegistryClient::new(ClientOptions::default(), Arc::new(NoCredentials))
+            .expect("a registry client");
+        let urls = UrlFetcher::new(UrlPolicy::default()).expect("a URL fetcher");
+        let engine = Arc::new(Engine::new(Arc::new(registry), urls, 1));
+        let (store, _writer) = reflector::store();
+        let recorder = Recorder::new(client.clone(), Reporter::from("garden-artifacts"));
+        Arc::new(Context::new(
+            client,
+            engine,
+            recorder,
+            Arc::new(Metrics::default()),
+            store,
+        ))
+    }
+
+    /// `e2e/a` in namespace `ns`, with the finalizer already set.
+    fn object(spec: serde_json::Value, status: serde_json::Value) -> GardenArtifact {
+        serde_json::from_value(json!({
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {
+                "name": "a", "namespace": "ns", "uid": "0000-a", "resourceVersion": "7",
+                "generation": 1, "finalizers": [FINALIZER],
+            },
+            "spec": spec,
+            "status": status,
+        }))
+        .expect("a GardenArtifact")
+    }
+
+    /// Events the fake API server was asked to create: (type, reason, note).
+    fn events(api: &FakeApi) -> Vec<(String, String, String)> {
+        api.requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path.contains("/events"))
+            .map(|r| {
+                let event: serde_json::Value = serde_json::from_str(&r.body).expect("JSON");
+                let field = |name: &str| event[name].as_str().unwrap_or_default().to_string();
+                (field("type"), field("reason"), field("note"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_round_is_labelled_by_how_it_ended() {
+        let ok: Result<Action, Error> = Ok(Action::await_change());
+        let failed: Result<Action, Error> = Err(Error::NoNamespace);
+        assert_eq!(round_result(&ok, false), "success");
+        assert_eq!(round_result(&ok, true), "stalled");
+        assert_eq!(round_result(&failed, false), "error");
+        assert_eq!(round_result(&failed, true), "error");
+    }
+
+    /// An invalid spec stalls the object; kube sees `Ok` (no retry), the metrics a failure.
+    #[tokio::test]
+    async fn a_stalled_round_counts_as_a_failure() {
+        let stalled = object(
+            json!({ "repository": "registry.example.com/e2e/a", "tags": ["v1"], "source": {} }),
+            json!(null),
+        );
+        let echo = serde_json::to_string(&stalled).expect("JSON");
+        let api = FakeApi::start(move |request| match request.method.as_str() {
+            "PATCH"
+                if request
+                    .path
+                    .contains("/namespaces/ns/gardenartifacts/a/status?") =>
+            {
+                (200, echo.clone())
+            }
+            "POST" if request.path.contains("/events") => (201, request.body.clone()),
+            _ => fake_api::status(404, "NotFound", "not here"),
+        })
+        .await;
+        let ctx = context(api.client.clone());
+
+        let action = reconcile(Arc::new(stalled), Arc::clone(&ctx)).await;
+
+        assert_eq!(
+            action.expect("a stalled round is Ok"),
+            Action::await_change()
+        );
+        let status_patch = api
+            .requests()
+            .into_iter()
+            .find(|r| r.method == "PATCH")
+            .expect("the status was written");
+        assert!(
+            status_patch.body.contains("InvalidSpec"),
+            "{}",
+            status_patch.body
+        );
+        let text = ctx.metrics.render(&RequestStats::default());
+        assert!(text.contains("garden_artifacts_reconciles_total{result=\"stalled\"} 1"));
+        assert!(text.contains("garden_artifacts_reconciles_total{result=\"success\"} 0"));
+        assert!(text.contains("garden_artifacts_reconcile_failures_total 1"));
+        let warnings = events(&api);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(
+            (warnings[0].0.as_str(), warnings[0].1.as_str()),
+            ("Warning", "InvalidSpec")
+        );
+    }
 
     #[test]
     fn intervals_parse_like_go_durations() {
