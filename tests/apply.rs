@@ -167,9 +167,9 @@ fn examples_converge_and_a_second_apply_writes_nothing() {
     assert!(Registry::writes(&second).is_empty(), "{second:#?}");
     let heads = second.iter().filter(|r| r.method == "HEAD").count();
     let gets: Vec<_> = second.iter().filter(|r| r.method == "GET").collect();
-    // One HEAD per tag (10 tags), one per copied source (3), one per index child pinned (3),
+    // One HEAD per tag (11 tags), one per copied source (3), one per index child pinned (3),
     // and for the tagless SBOM: its subject and itself by digest (2).
-    assert_eq!(heads, 18, "{second:#?}");
+    assert_eq!(heads, 19, "{second:#?}");
     // The SBOM's link: the referrers API probe (404 here) and the fallback index.
     assert_eq!(gets.len(), 2, "{gets:#?}");
     assert!(

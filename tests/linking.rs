@@ -81,7 +81,7 @@ fn the_release_example_is_found_the_way_gardenlinux_update_finds_it() {
 
     // `latest` and the major version are the same index; the release notes are linked.
     let index_digest = digest_of(&format!("{}/{repo}:1877.5", registry.addr)).unwrap();
-    for tag in ["latest", "1877"] {
+    for tag in ["latest", "1877", "1877.5.0"] {
         assert_eq!(
             digest_of(&format!("{}/{repo}:{tag}", registry.addr)).unwrap(),
             index_digest
