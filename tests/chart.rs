@@ -30,12 +30,11 @@ fn helm_home() -> &'static Path {
         .path()
 }
 
-/// Runs `scripts/helm ARGS` in the repository root and returns stdout; panics (the test
-/// fails) when helm cannot be fetched or the command fails.
-fn helm(args: &[&str]) -> String {
+/// Runs `scripts/helm ARGS` in the repository root.
+fn run_helm(args: &[&str]) -> std::process::Output {
     let script: PathBuf = root().join("scripts/helm");
     let home = helm_home();
-    let out = Command::new(&script)
+    Command::new(&script)
         .args(args)
         .current_dir(root())
         .env("HELM_CONFIG_HOME", home.join("config"))
@@ -47,7 +46,13 @@ fn helm(args: &[&str]) -> String {
                 "could not run {} ({e}); it must exist and be executable (chmod +x scripts/helm)",
                 script.display()
             )
-        });
+        })
+}
+
+/// Runs `scripts/helm ARGS` in the repository root and returns stdout; panics (the test
+/// fails) when helm cannot be fetched or the command fails.
+fn helm(args: &[&str]) -> String {
+    let out = run_helm(args);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
@@ -86,6 +91,25 @@ fn render(extra: &[&str]) -> Vec<Value> {
     }
     assert!(!docs.is_empty(), "helm template rendered nothing:\n{text}");
     docs
+}
+
+/// `helm template` with EXTRA that must fail (a value the chart refuses); returns stderr.
+fn render_error(extra: &[&str]) -> String {
+    let mut args = vec!["template", RELEASE, CHART, "--namespace", NAMESPACE];
+    args.extend_from_slice(extra);
+    let out = run_helm(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "`helm {}` should have failed but rendered:\n{stdout}",
+        args.join(" ")
+    );
+    assert!(
+        !stderr.contains("[helm] ERROR"),
+        "scripts/helm could not install helm (see helm()):\n{stderr}"
+    );
+    stderr
 }
 
 fn kinds(docs: &[Value]) -> Vec<String> {
@@ -301,6 +325,15 @@ fn chart_lints() {
         CHART,
         "--set",
         "watchNamespace=releases,serviceMonitor.enabled=true,leaderElection.enabled=false",
+    ]);
+    helm(&[
+        "lint",
+        "--strict",
+        CHART,
+        "--set",
+        "registryCA.secretName=registry-ca,allowedSourceHosts={downloads.example.com},\
+         maxSourceBytes=1024,blobConcurrency=2,registryMaxInFlight=8,registryQps=1.5,\
+         leaderElection.leaseName=b",
     ]);
 }
 
@@ -539,5 +572,175 @@ fn values_turn_into_flags_and_optional_objects() {
             Some(v),
             "ServiceMonitor selector {k} does not match the Service"
         );
+    }
+}
+
+/// The flags the chart passes only when their value is set.
+const OPTIONAL_FLAGS: [&str; 7] = [
+    "--ca-file",
+    "--registry-max-in-flight",
+    "--registry-qps",
+    "--allow-source-host",
+    "--max-source-bytes",
+    "--blob-concurrency",
+    "--lease-name",
+];
+
+const CA_DIR: &str = "/etc/garden-artifacts/registry-ca";
+
+fn pod_volumes(docs: &[Value]) -> &Vec<Value> {
+    one(docs, "Deployment", FULLNAME)["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .expect("volumes")
+}
+
+#[test]
+fn controller_flags_are_values_and_the_registry_ca_is_a_read_only_mount() {
+    // Defaults: none of these flags, no CA volume or mount (the exact default args are
+    // checked in default_render_is_cluster_wide_least_privilege_and_hardened).
+    let defaults = render(&[]);
+    for arg in args(&defaults) {
+        let flag = arg.split('=').next().unwrap_or_default();
+        assert!(
+            !OPTIONAL_FLAGS.contains(&flag),
+            "default render passes {arg}: {flag} must need its value"
+        );
+    }
+    assert_eq!(
+        container(&defaults)["volumeMounts"],
+        json!([{"name": "tmp", "mountPath": "/tmp"}]),
+        "default render mounts only /tmp"
+    );
+    let names: Vec<&Value> = pod_volumes(&defaults).iter().map(|v| &v["name"]).collect();
+    assert_eq!(
+        names,
+        [&json!("tmp")],
+        "default render has only the /tmp volume"
+    );
+
+    // Every value set, from a values file as users write one: its numbers reach the template
+    // as float64, and 50 GiB must still print as digits.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let values = dir.path().join("values.yaml");
+    std::fs::write(
+        &values,
+        "registryCA:\n  secretName: registry-ca\n  key: bundle.pem\n\
+         registryMaxInFlight: 16\n\
+         registryQps: 2.5\n\
+         allowedSourceHosts: [downloads.example.com, \"files.internal:8443\"]\n\
+         maxSourceBytes: 53687091200\n\
+         blobConcurrency: 8\n\
+         leaderElection:\n  leaseName: garden-artifacts-b\n",
+    )
+    .expect("write values.yaml");
+    let docs = render(&["-f", values.to_str().expect("utf-8 temp path")]);
+    assert_eq!(
+        args(&docs),
+        [
+            "controller",
+            "--metrics-addr=0.0.0.0:8080",
+            "--concurrency=4",
+            "--ca-file=/etc/garden-artifacts/registry-ca/bundle.pem",
+            "--registry-max-in-flight=16",
+            "--registry-qps=2.5",
+            "--allow-source-host=downloads.example.com",
+            "--allow-source-host=files.internal:8443",
+            "--max-source-bytes=53687091200",
+            "--blob-concurrency=8",
+            "--leader-elect",
+            "--lease-namespace=garden-artifacts",
+            "--lease-name=garden-artifacts-b",
+            "--log-format=json",
+        ]
+    );
+    // The CA Secret: only its key, mounted read-only (the root filesystem is read-only
+    // anyway) at the directory --ca-file points into.
+    assert_eq!(
+        container(&docs)["volumeMounts"],
+        json!([
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "registry-ca", "mountPath": CA_DIR, "readOnly": true},
+        ])
+    );
+    let volumes = pod_volumes(&docs);
+    assert_eq!(volumes.len(), 2, "{volumes:?}");
+    assert_eq!(
+        volumes[1],
+        json!({
+            "name": "registry-ca",
+            "secret": {
+                "secretName": "registry-ca",
+                "items": [{"key": "bundle.pem", "path": "bundle.pem"}],
+            },
+        })
+    );
+    assert_eq!(
+        container(&docs)["securityContext"]["readOnlyRootFilesystem"],
+        true
+    );
+
+    // The ConfigMap alternative, with the default key; 0 is a value, not "unset".
+    let docs = render(&[
+        "--set",
+        "registryCA.configMapName=ca-bundle,registryQps=0,maxSourceBytes=0",
+    ]);
+    let got = args(&docs);
+    for want in [
+        "--ca-file=/etc/garden-artifacts/registry-ca/ca.crt",
+        "--registry-qps=0",
+        "--max-source-bytes=0",
+    ] {
+        assert!(got.iter().any(|a| a == want), "{want} missing from {got:?}");
+    }
+    assert_eq!(
+        container(&docs)["volumeMounts"][1],
+        json!({"name": "registry-ca", "mountPath": CA_DIR, "readOnly": true})
+    );
+    assert_eq!(
+        pod_volumes(&docs)[1],
+        json!({
+            "name": "registry-ca",
+            "configMap": {"name": "ca-bundle", "items": [{"key": "ca.crt", "path": "ca.crt"}]},
+        })
+    );
+
+    // The Lease name belongs to leader election: without it, no --lease-name.
+    let docs = render(&[
+        "--set",
+        "leaderElection.enabled=false,leaderElection.leaseName=x",
+    ]);
+    assert!(
+        !args(&docs).iter().any(|a| a.starts_with("--lease-name=")),
+        "{:?}",
+        args(&docs)
+    );
+
+    // Values the controller would refuse fail the render instead.
+    for (set, message) in [
+        (
+            "registryCA.secretName=a,registryCA.configMapName=b",
+            "not both",
+        ),
+        ("registryCA.secretName=a,registryCA.key=", "registryCA.key"),
+        (
+            "registryCA.secretName=a,registryCA.key=../x",
+            "registryCA.key",
+        ),
+        (
+            "maxSourceBytes=1.5",
+            "maxSourceBytes must be a non-negative integer",
+        ),
+        (
+            "blobConcurrency=-1",
+            "blobConcurrency must be a non-negative integer",
+        ),
+        ("registryMaxInFlight=many", "registryMaxInFlight must be"),
+        (
+            "registryQps=fast",
+            "registryQps must be a non-negative number",
+        ),
+    ] {
+        let stderr = render_error(&["--set", set]);
+        assert!(stderr.contains(message), "--set {set}: {stderr}");
     }
 }

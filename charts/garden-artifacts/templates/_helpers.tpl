@@ -66,3 +66,67 @@ Controller image reference.
 {{- define "garden-artifacts.image" -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
 {{- end }}
+
+{{/*
+A non-negative integer flag value, printed as digits: YAML numbers from a values file reach
+the template as float64, which would print large ones as 2.147483648e+10. Fails on anything
+else. Argument: list of the value's name and the value.
+*/}}
+{{- define "garden-artifacts.uint" -}}
+{{- $name := index . 0 }}
+{{- $v := index . 1 }}
+{{- if kindIs "float64" $v }}
+{{- if or (lt $v 0.0) (ne $v (floor $v)) }}
+{{- fail (printf "%s must be a non-negative integer, got %v" $name $v) }}
+{{- end }}
+{{- int64 $v }}
+{{- else if regexMatch "^[0-9]+$" (toString $v) }}
+{{- toString $v }}
+{{- else }}
+{{- fail (printf "%s must be a non-negative integer, got %v" $name $v) }}
+{{- end }}
+{{- end }}
+
+{{/*
+A non-negative number flag value (fractions allowed), as the controller parses it. Fails on
+anything else. Argument: list of the value's name and the value.
+*/}}
+{{- define "garden-artifacts.number" -}}
+{{- $name := index . 0 }}
+{{- $v := toString (index . 1) }}
+{{- if not (regexMatch "^[0-9]+(\\.[0-9]*)?([eE][-+]?[0-9]+)?$" $v) }}
+{{- fail (printf "%s must be a non-negative number, got %s" $name $v) }}
+{{- end }}
+{{- $v }}
+{{- end }}
+
+{{/*
+Whether an optional value is set: neither null nor "". (0 is set.)
+*/}}
+{{- define "garden-artifacts.isSet" -}}
+{{- if and (not (kindIs "invalid" .)) (ne (toString .) "") }}true{{ end }}
+{{- end }}
+
+{{/*
+Where the registry CA bundle (registryCA) is mounted.
+*/}}
+{{- define "garden-artifacts.registryCADir" -}}
+/etc/garden-artifacts/registry-ca
+{{- end }}
+
+{{/*
+The CA file the controller reads (--ca-file), inside that directory; empty when registryCA
+names neither a Secret nor a ConfigMap. Fails when it names both, or on a bad key.
+*/}}
+{{- define "garden-artifacts.registryCAFile" -}}
+{{- $ca := .Values.registryCA | default dict }}
+{{- if and $ca.secretName $ca.configMapName }}
+{{- fail "registryCA: set secretName or configMapName, not both" }}
+{{- end }}
+{{- if or $ca.secretName $ca.configMapName }}
+{{- if not (regexMatch "^[-._a-zA-Z0-9]+$" (toString $ca.key)) }}
+{{- fail (printf "registryCA.key must be the key (a file name) holding the PEM bundle, e.g. ca.crt; got %q" (toString $ca.key)) }}
+{{- end }}
+{{- printf "%s/%s" (include "garden-artifacts.registryCADir" .) $ca.key }}
+{{- end }}
+{{- end }}
