@@ -1,6 +1,7 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease, so of two replicas only one writes to
 //! registries. The holder renews every few seconds; another replica takes over only after the
-//! lease has gone unrenewed for its whole duration.
+//! lease has gone unrenewed for its whole duration, or at once when the holder, stopping
+//! gracefully, released it.
 
 use std::time::Duration;
 
@@ -32,6 +33,18 @@ pub fn may_hold(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> boo
                 .unwrap_or(Timestamp::UNIX_EPOCH);
             now.as_second() - renewed.as_second() > duration
         }
+    }
+}
+
+/// Pure: the lease as a holder leaves it on release (as client-go does): no holder, so any
+/// replica may take it at once; its transitions stay counted.
+pub fn released(spec: LeaseSpec, now: Timestamp) -> LeaseSpec {
+    LeaseSpec {
+        holder_identity: None,
+        lease_duration_seconds: Some(1),
+        acquire_time: Some(MicroTime(now)),
+        renew_time: Some(MicroTime(now)),
+        ..spec
     }
 }
 
@@ -80,6 +93,47 @@ impl LeaderElector {
                     }
                 }
             }
+        }
+    }
+
+    /// Gives the lease up if this replica still holds it, so a standby takes over at its next
+    /// try instead of after the lease's whole duration. Only for when nothing writes any more.
+    /// Best effort: should it fail, the lease expires as it would have.
+    pub async fn release(&self) {
+        match self.try_release().await {
+            Ok(true) => {
+                tracing::info!(lease = %self.name, identity = %self.identity, "released the leader lease")
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(lease = %self.name, error = %e, "releasing the leader lease failed; it expires unrenewed")
+            }
+        }
+    }
+
+    /// True when it released the lease; false when it was not this replica's (any more).
+    /// The replace carries the resourceVersion read, so a lease changed in between is a 409
+    /// and left alone.
+    async fn try_release(&self) -> Result<bool, kube::Error> {
+        let Some(lease) = self.api.get_opt(&self.name).await? else {
+            return Ok(false);
+        };
+        let spec = lease.spec.unwrap_or_default();
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return Ok(false);
+        }
+        let free = Lease {
+            metadata: lease.metadata,
+            spec: Some(released(spec, Timestamp::now())),
+        };
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &free)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
@@ -140,6 +194,7 @@ impl LeaderElector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::fake_api::{self, FakeApi};
 
     fn spec(holder: &str, renewed: i64) -> LeaseSpec {
         LeaseSpec {
@@ -157,5 +212,68 @@ mod tests {
         assert!(may_hold(Some(&spec("a", 995)), "a", now));
         assert!(may_hold(Some(&spec("b", 980)), "a", now), "expired");
         assert!(may_hold(None, "a", now));
+    }
+
+    #[test]
+    fn a_released_lease_is_free_at_once() {
+        let now = Timestamp::from_second(1000).unwrap();
+        let held = LeaseSpec {
+            lease_transitions: Some(3),
+            ..spec("a", 999)
+        };
+        let free = released(held, now);
+        assert!(may_hold(Some(&free), "b", now), "b need not wait");
+        assert_eq!(free.holder_identity, None);
+        assert_eq!(free.lease_transitions, Some(3));
+    }
+
+    fn lease(holder: &str) -> String {
+        serde_json::json!({
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": { "name": "l", "namespace": "ns", "resourceVersion": "42" },
+            "spec": {
+                "holderIdentity": holder,
+                "leaseDurationSeconds": 15,
+                "renewTime": "2030-01-01T00:00:00.000000Z",
+                "leaseTransitions": 2,
+            },
+        })
+        .to_string()
+    }
+
+    /// Release writes only a lease this replica holds, with the resourceVersion it read.
+    #[tokio::test]
+    async fn release_frees_only_our_own_lease() {
+        for (holder, writes) in [("a", true), ("b", false)] {
+            let read = lease(holder);
+            let api = FakeApi::start(move |request| match request.method.as_str() {
+                "GET" => (200, read.clone()),
+                "PUT" => (200, request.body.clone()),
+                _ => fake_api::status(405, "MethodNotAllowed", "no"),
+            })
+            .await;
+            LeaderElector::new(api.client.clone(), "ns", "l", "a")
+                .release()
+                .await;
+            let puts: Vec<_> = api
+                .requests()
+                .into_iter()
+                .filter(|r| r.method == "PUT")
+                .collect();
+            assert_eq!(puts.len(), usize::from(writes), "holder {holder}");
+            if let Some(put) = puts.first() {
+                assert!(
+                    put.path.contains("/namespaces/ns/leases/l?"),
+                    "{}",
+                    put.path
+                );
+                let written: Lease = serde_json::from_str(&put.body).unwrap();
+                assert_eq!(written.metadata.resource_version.as_deref(), Some("42"));
+                let spec = written.spec.unwrap();
+                assert_eq!(spec.holder_identity, None);
+                assert_eq!(spec.lease_transitions, Some(2));
+            }
+        }
     }
 }

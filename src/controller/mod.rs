@@ -23,6 +23,8 @@ use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::utils::Backoff;
 use kube::runtime::watcher;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
 
 pub use context::Context;
 
@@ -107,7 +109,54 @@ impl Backoff for WatchBackoff {
     }
 }
 
+/// SIGTERM (what the kubelet sends, and what a PID 1 would otherwise ignore) and SIGINT,
+/// counted. The first stops the controller gracefully, whatever it is doing: waiting for the
+/// leader lease, or reconciling (the reconciliations in flight finish first); the second stops
+/// it at once. Listening starts before anything else, so no signal falls between two phases.
+struct Signals(watch::Receiver<u32>);
+
+impl Signals {
+    fn listen() -> Result<Self, String> {
+        let listen = |kind: SignalKind, name: &str| {
+            signal(kind).map_err(|e| format!("listening for {name}: {e}"))
+        };
+        let mut terminate = listen(SignalKind::terminate(), "SIGTERM")?;
+        let mut interrupt = listen(SignalKind::interrupt(), "SIGINT")?;
+        let (received, counted) = watch::channel(0u32);
+        tokio::spawn(async move {
+            loop {
+                let name = tokio::select! {
+                    Some(()) = terminate.recv() => "SIGTERM",
+                    Some(()) = interrupt.recv() => "SIGINT",
+                    else => return,
+                };
+                received.send_modify(|n| *n += 1);
+                if *received.borrow() == 1 {
+                    tracing::info!(
+                        signal = name,
+                        "stopping: reconciliations in flight finish first; a second signal stops at once"
+                    );
+                } else {
+                    tracing::info!(signal = name, "stopping at once");
+                }
+            }
+        });
+        Ok(Self(counted))
+    }
+
+    /// Resolves once `n` signals have arrived (never, should the listener be gone).
+    fn received(&self, n: u32) -> impl Future<Output = ()> + Send + Sync + 'static {
+        let mut counted = self.0.clone();
+        async move {
+            if counted.wait_for(|received| *received >= n).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
 pub async fn run(args: ControllerArgs) -> Result<(), String> {
+    let signals = Signals::listen()?;
     let client = kube::Client::try_default()
         .await
         .map_err(|e| format!("Kubernetes client: {e}"))?;
@@ -151,7 +200,13 @@ pub async fn run(args: ControllerArgs) -> Result<(), String> {
     if let Some(elector) = &elector {
         tokio::select! {
             _ = elector.acquire() => {}
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = signals.received(1) => {
+                // The round of `acquire` cut short may have taken the lease after all.
+                elector.release().await;
+                server.abort();
+                tracing::info!("stopped while waiting for the leader lease");
+                return Ok(());
+            }
         }
     }
 
@@ -210,7 +265,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), String> {
         )
         .with_config(ControllerConfig::default().concurrency(args.concurrency))
         .trigger_backoff(WatchBackoff::default())
-        .shutdown_on_signal()
+        .graceful_shutdown_on(signals.received(1))
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|result| async move {
             match result {
@@ -219,15 +274,28 @@ pub async fn run(args: ControllerArgs) -> Result<(), String> {
             }
         });
 
+    // `running` ends only after a graceful stop, once no reconciliation runs any more; a
+    // second signal drops it at once, and with it (aborted) the reconciliations in flight.
+    let forced = async {
+        signals.received(2).await;
+        tracing::warn!("stopped without waiting for the reconciliations in flight");
+    };
     let outcome = match &elector {
         Some(elector) => tokio::select! {
-            _ = running => Ok(()),
+            _ = running => {
+                // Nothing writes any more: a standby may take over now rather than once the
+                // lease has gone unrenewed for its whole duration. Not so after a forced stop,
+                // whose aborted reconciliations may still have requests on the wire.
+                elector.release().await;
+                Ok(())
+            }
+            _ = forced => Ok(()),
             _ = elector.keep() => Err("lost the leader lease; stopping so that only the leader writes".to_string()),
         },
-        None => {
-            running.await;
-            Ok(())
-        }
+        None => tokio::select! {
+            _ = running => Ok(()),
+            _ = forced => Ok(()),
+        },
     };
     server.abort();
     tracing::info!("controller stopped");
