@@ -399,7 +399,47 @@ async fn cleanup(namespace: &str, object: &GardenArtifact, ctx: &Context) -> Res
         .into_iter()
         .map(|c| c.tag)
         .collect();
-    let engine = ctx.engine_for(namespace, object).await?;
+    let engine = match ctx.engine_for(namespace, object).await {
+        Ok(engine) => engine,
+        // The credentials Secret is gone (engine_for reads no other Secret), as when the
+        // whole namespace is deleted. No one can bring it back for this object, so waiting
+        // would only keep the finalizer forever: leave the registry as it is and say so.
+        // Any other error (an API error, a Secret of the wrong shape) is retried.
+        Err(InputError::Missing {
+            kind: "Secret",
+            name,
+            ..
+        }) => {
+            let mut left: Vec<String> = status
+                .tags
+                .iter()
+                .map(|t| t.name.clone())
+                .filter(|t| !lost.contains(t))
+                .collect();
+            if status.subject.is_some() {
+                left.push(format!("referrer {digest}"));
+            }
+            if !left.is_empty() {
+                let note = format!(
+                    "credentials Secret {namespace}/{name} does not exist: {} of {repository} left in the registry (deletionPolicy: Delete)",
+                    left.join(", ")
+                );
+                // The event may be refused too, in a namespace being deleted.
+                tracing::warn!(object = %watches::key(object), "{note}");
+                publish(
+                    ctx,
+                    object,
+                    EventType::Warning,
+                    "CleanupSkipped",
+                    "Delete",
+                    &note,
+                )
+                .await;
+            }
+            return Ok(Action::await_change());
+        }
+        Err(e) => return Err(e.into()),
+    };
     if let Some(subject) = &status.subject {
         engine
             .unlink_referrer(&repository, &subject.digest, digest)
@@ -518,6 +558,128 @@ mod tests {
                 (field("type"), field("reason"), field("note"))
             })
             .collect()
+    }
+
+    /// Deleted (deletionPolicy Delete) after its credentials Secret `gone`.
+    fn deleted_with_credentials(subject: bool) -> GardenArtifact {
+        let digest = format!("sha256:{}", "1".repeat(64));
+        let mut status = json!({
+            "observedGeneration": 1,
+            "digest": digest,
+            "tags": [{ "name": "v1", "digest": digest }, { "name": "latest", "digest": digest }],
+        });
+        if subject {
+            status["subject"] =
+                json!({ "digest": format!("sha256:{}", "2".repeat(64)), "via": "referrers" });
+        }
+        let mut object = object(
+            json!({
+                "repository": "registry.example.com/e2e/a",
+                "tags": ["v1", "latest"],
+                "source": { "files": [{ "name": "a.txt", "content": "a", "mediaType": "text/plain" }] },
+                "credentials": { "secretRef": { "name": "gone" } },
+                "deletionPolicy": "Delete",
+            }),
+            status,
+        );
+        object.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            ));
+        object
+    }
+
+    /// The namespace is being deleted: its Secrets are gone before the object. The tags stay,
+    /// a Warning says so, and the finalizer goes; the registry is never asked.
+    #[tokio::test]
+    async fn cleanup_without_the_credentials_secret_lets_the_finalizer_go() {
+        for subject in [false, true] {
+            let api = FakeApi::start(|request| match request.method.as_str() {
+                "GET" if request.path.contains("/namespaces/ns/secrets/gone") => {
+                    fake_api::status(404, "NotFound", "secrets \"gone\" not found")
+                }
+                "POST" if request.path.contains("/events") => (201, request.body.clone()),
+                _ => fake_api::status(500, "InternalError", "unexpected"),
+            })
+            .await;
+            let ctx = context(api.client.clone());
+            let object = deleted_with_credentials(subject);
+
+            let action = cleanup("ns", &object, &ctx)
+                .await
+                .expect("cleanup succeeds");
+
+            assert_eq!(action, Action::await_change());
+            let warnings = events(&api);
+            assert_eq!(warnings.len(), 1, "{warnings:?}");
+            let (type_, reason, note) = &warnings[0];
+            assert_eq!(
+                (type_.as_str(), reason.as_str()),
+                ("Warning", "CleanupSkipped")
+            );
+            assert!(note.contains("Secret ns/gone does not exist"), "{note}");
+            assert!(note.contains("v1, latest"), "{note}");
+            assert_eq!(note.contains("referrer sha256:1111"), subject, "{note}");
+            assert_eq!(ctx.engine.registry().stats().request_counts().len(), 0);
+        }
+    }
+
+    /// Only a missing Secret lets the finalizer go: an API error reading it is retried.
+    #[tokio::test]
+    async fn cleanup_retries_when_the_credentials_secret_cannot_be_read() {
+        let api = FakeApi::start(|request| match request.method.as_str() {
+            "GET" => fake_api::status(403, "Forbidden", "secrets is forbidden"),
+            "POST" if request.path.contains("/events") => (201, request.body.clone()),
+            _ => fake_api::status(500, "InternalError", "unexpected"),
+        })
+        .await;
+        let ctx = context(api.client.clone());
+
+        let result = cleanup("ns", &deleted_with_credentials(false), &ctx).await;
+
+        assert!(
+            matches!(result, Err(Error::Input(InputError::Api { .. }))),
+            "{result:?}"
+        );
+        assert!(events(&api).is_empty());
+    }
+
+    /// Through kube's finalizer helper: the finalizer is removed (a JSON patch of
+    /// metadata.finalizers), and the round is a success.
+    #[tokio::test]
+    async fn the_finalizer_goes_when_the_credentials_secret_is_gone() {
+        let object = deleted_with_credentials(false);
+        let mut without = object.clone();
+        without.metadata.finalizers = None;
+        let echo = serde_json::to_string(&without).expect("JSON");
+        let api = FakeApi::start(move |request| match request.method.as_str() {
+            "GET" if request.path.contains("/secrets/gone") => {
+                fake_api::status(404, "NotFound", "secrets \"gone\" not found")
+            }
+            "POST" if request.path.contains("/events") => (201, request.body.clone()),
+            "PATCH" if request.path.contains("/namespaces/ns/gardenartifacts/a?") => {
+                (200, echo.clone())
+            }
+            _ => fake_api::status(500, "InternalError", "unexpected"),
+        })
+        .await;
+        let ctx = context(api.client.clone());
+
+        let action = reconcile(Arc::new(object), Arc::clone(&ctx)).await;
+
+        assert_eq!(action.expect("the round succeeds"), Action::await_change());
+        let patch = api
+            .requests()
+            .into_iter()
+            .find(|r| r.method == "PATCH")
+            .expect("the finalizer was removed");
+        assert!(
+            patch.body.contains("/metadata/finalizers"),
+            "{}",
+            patch.body
+        );
+        let text = ctx.metrics.render(&RequestStats::default());
+        assert!(text.contains("garden_artifacts_reconciles_total{result=\"success\"} 1"));
     }
 
     #[test]
