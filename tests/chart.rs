@@ -204,13 +204,9 @@ fn controller_permissions() -> BTreeSet<Triple> {
         (
             "oci.gardenlinux.io",
             "gardenartifacts",
-            &["get", "list", "watch", "patch"],
+            &["list", "watch", "patch"],
         ),
-        (
-            "oci.gardenlinux.io",
-            "gardenartifacts/status",
-            &["get", "patch"],
-        ),
+        ("oci.gardenlinux.io", "gardenartifacts/status", &["patch"]),
         ("", "secrets", &["get", "list", "watch"]),
         ("", "configmaps", &["get", "list", "watch"]),
         ("events.k8s.io", "events", &["create", "patch"]),
