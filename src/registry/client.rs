@@ -485,12 +485,7 @@ impl RegistryClient {
                 || (status == StatusCode::INTERNAL_SERVER_ERROR
                     && (method == Method::GET || method == Method::HEAD));
             if retryable && attempt < self.retry.attempts {
-                let retry_after = response
-                    .headers()
-                    .get(header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
+                let retry_after = retry_after(response.headers());
                 if status == StatusCode::TOO_MANY_REQUESTS {
                     // Rate limits are per client: everyone here waits, not only this request.
                     self.budgets
@@ -974,13 +969,22 @@ fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is not used by registries).
+/// `Retry-After`: delay-seconds, or an HTTP-date (RFC 9110: `Sun, 06 Nov 1994 08:49:37 GMT`)
+/// read against our clock; a date in the past means now.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
+    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?;
+    retry_after_at(value, jiff::Timestamp::now())
+}
+
+fn retry_after_at(value: &str, now: jiff::Timestamp) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let date = jiff::civil::DateTime::strptime("%a, %d %b %Y %H:%M:%S GMT", value).ok()?;
+    let at = date.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp();
+    let wait = at.as_millisecond().saturating_sub(now.as_millisecond());
+    Some(Duration::from_millis(u64::try_from(wait).unwrap_or(0)))
 }
 
 fn strip_query(url: &str) -> String {
@@ -1134,6 +1138,23 @@ fn next_link(link: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_and_http_dates() {
+        let now: jiff::Timestamp = "1994-11-06T08:49:30Z".parse().unwrap();
+        assert_eq!(retry_after_at(" 2 ", now), Some(Duration::from_secs(2)));
+        assert_eq!(
+            retry_after_at("Sun, 06 Nov 1994 08:49:37 GMT", now),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            retry_after_at("Sun, 06 Nov 1994 08:49:00 GMT", now),
+            Some(Duration::ZERO),
+            "a date in the past: now"
+        );
+        assert_eq!(retry_after_at("soon", now), None);
+        assert_eq!(retry_after_at("-3", now), None);
+    }
 
     #[test]
     fn loopback_registries_speak_plain_http() {
