@@ -15,6 +15,10 @@ pub struct LeaderElector {
     name: String,
     identity: String,
     lease_duration: Duration,
+    /// A holder that could not renew for this long stops writing. Shorter than the lease's
+    /// duration, so it has stopped before any other replica may take over (client-go's
+    /// renewDeadline: 10 s of 15).
+    renew_deadline: Duration,
     renew_every: Duration,
 }
 
@@ -55,6 +59,7 @@ impl LeaderElector {
             name: name.into(),
             identity: identity.into(),
             lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
             renew_every: Duration::from_secs(5),
         }
     }
@@ -74,24 +79,32 @@ impl LeaderElector {
         }
     }
 
-    /// Renews the lease until it is lost; returns then (the caller stops writing).
+    /// Renews the lease until it is lost, or not renewed within the renew deadline; returns
+    /// then (the caller stops writing). A renewal counts from when it was sent, and one that
+    /// hangs is given up at the deadline, so a hung API call cannot keep a replica writing
+    /// after another may have taken the lease.
     pub async fn keep(&self) {
         let mut last_renewal = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(self.renew_every).await;
-            match self.try_hold().await {
-                Ok(true) => last_renewal = tokio::time::Instant::now(),
-                Ok(false) => {
+            let sent = tokio::time::Instant::now();
+            let left = self.renew_deadline.saturating_sub(last_renewal.elapsed());
+            match tokio::time::timeout(left, self.try_hold()).await {
+                Ok(Ok(true)) => last_renewal = sent,
+                Ok(Ok(false)) => {
                     tracing::error!(lease = %self.name, "another replica holds the lease now");
                     return;
                 }
-                Err(e) => {
-                    tracing::warn!(lease = %self.name, error = %e, "lease renewal failed");
-                    if last_renewal.elapsed() >= self.lease_duration {
-                        tracing::error!(lease = %self.name, "lease expired without renewal");
-                        return;
-                    }
+                Ok(Err(e)) => {
+                    tracing::warn!(lease = %self.name, error = %e, "lease renewal failed")
                 }
+                Err(_) => {
+                    tracing::warn!(lease = %self.name, "lease renewal did not answer in time")
+                }
+            }
+            if last_renewal.elapsed() >= self.renew_deadline {
+                tracing::error!(lease = %self.name, "lease not renewed within the renew deadline; stepping down");
+                return;
             }
         }
     }
@@ -240,6 +253,29 @@ mod tests {
             },
         })
         .to_string()
+    }
+
+    /// A holder whose renewals fail steps down at the renew deadline, before the lease could
+    /// expire for the others.
+    #[tokio::test]
+    async fn a_holder_that_cannot_renew_steps_down_at_the_deadline() {
+        let api = FakeApi::start(|_| fake_api::status(500, "InternalError", "etcd is down")).await;
+        let elector = LeaderElector {
+            renew_every: Duration::from_millis(20),
+            renew_deadline: Duration::from_millis(200),
+            lease_duration: Duration::from_secs(15),
+            ..LeaderElector::new(api.client.clone(), "ns", "l", "a")
+        };
+        let started = std::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(5), elector.keep())
+            .await
+            .expect("keep returns");
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(200) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+        assert!(api.requests().len() >= 2, "it kept trying until then");
     }
 
     /// Release writes only a lease this replica holds, with the resourceVersion it read.
