@@ -188,22 +188,6 @@ pub fn show_progress() -> bool {
     std::io::stderr().is_terminal()
 }
 
-/// A spinner for work whose bytes cannot be followed one by one: it ticks with the elapsed
-/// time and shows the bytes completed so far (set by the caller), out of `total`.
-pub fn spinner(total: u64, message: String) -> ProgressBar {
-    if !show_progress() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg} [{elapsed}] {bytes}/{total_bytes} stored")
-            .expect("the template is valid"),
-    );
-    bar.set_message(message);
-    bar.enable_steady_tick(Duration::from_millis(120));
-    bar
-}
-
 /// A byte progress bar on stderr (hidden unless stderr is a terminal).
 pub fn byte_bar(total: u64, message: String) -> ProgressBar {
     if !show_progress() {
@@ -339,12 +323,62 @@ pub async fn reconcile_and_print(
     use crate::api::validate::{Frontend, validate};
     use crate::engine::{Inputs, Mode};
     validate(spec, Frontend::Apply).map_err(|e| invalid_spec(&e, renames))?;
-    let report = engine(registry)?
-        .reconcile(spec, &Inputs::default(), Mode::Apply)
-        .await
-        .map_err(|e| engine_failure(e, renames))?;
+    let engine = engine(registry)?;
+    let report = with_transfer_progress(
+        &engine,
+        None,
+        format!("{shown}:"),
+        engine.reconcile(spec, &Inputs::default(), Mode::Apply),
+    )
+    .await
+    .map_err(|e| engine_failure(e, renames))?;
     print_report(format, shown, &report);
     Ok(())
+}
+
+/// Runs `work` with the engine's upload bytes on stderr while it runs (when stderr is a
+/// terminal): a bar when the `total` is known, a spinner with bytes and rate when not (a copy
+/// learns its size as it goes). Mounts and retags send no bytes and show none.
+pub async fn with_transfer_progress<T>(
+    engine: &crate::engine::Engine,
+    total: Option<u64>,
+    message: String,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let bar = match total {
+        Some(total) => byte_bar(total, message),
+        None => sent_spinner(message),
+    };
+    let stats = engine.registry().stats();
+    let before = stats.bytes_sent();
+    tokio::pin!(work);
+    let result = loop {
+        tokio::select! {
+            result = &mut work => break result,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                // A retried upload sends its bytes again; the bar never passes the total.
+                let sent = stats.bytes_sent() - before;
+                bar.set_position(total.map_or(sent, |total| sent.min(total)));
+            }
+        }
+    };
+    bar.finish_and_clear();
+    result
+}
+
+/// A spinner with the bytes sent so far and their rate, for transfers of unknown size.
+fn sent_spinner(message: String) -> ProgressBar {
+    if !show_progress() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{elapsed}] {bytes} sent, {bytes_per_sec}")
+            .expect("the template is valid"),
+    );
+    bar.set_message(message);
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
 }
 
 pub fn print_report(format: Format, reference: &str, report: &crate::engine::Report) {

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use clap::Args;
 use serde::Serialize;
@@ -317,30 +316,18 @@ async fn push(args: PushArgs) -> Outcome {
 
     let engine = common::engine(&args.registry)?;
     let total: u64 = sizes.iter().sum();
-    // The engine reads and uploads the files; the client counts a blob's bytes once the
-    // registry has it, so the display is a spinner with the bytes stored so far.
-    let bar = common::spinner(
-        total,
+    let inputs = Inputs::default();
+    let report = common::with_transfer_progress(
+        &engine,
+        Some(total),
         format!(
             "pushing {} file(s), {}",
             sizes.len(),
             common::human_size(total)
         ),
-    );
-    let stats_before = engine.registry().stats().bytes_uploaded();
-    let inputs = Inputs::default();
-    let work = engine.reconcile(&spec, &inputs, Mode::Apply);
-    tokio::pin!(work);
-    let report = loop {
-        tokio::select! {
-            report = &mut work => break report,
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                let done = engine.registry().stats().bytes_uploaded() - stats_before;
-                bar.set_position(done.min(total));
-            }
-        }
-    };
-    bar.finish_and_clear();
+        engine.reconcile(&spec, &inputs, Mode::Apply),
+    )
+    .await;
     let report = report.map_err(|e| common::engine_failure(e, &renames))?;
 
     let references: Vec<String> = if tags.is_empty() {

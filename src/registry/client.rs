@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::Stream;
+use futures::{Stream, TryStreamExt};
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
@@ -109,7 +109,11 @@ pub struct RegistryClient {
 #[derive(Default)]
 pub struct RequestStats {
     requests: Mutex<BTreeMap<(String, u16), u64>>,
+    /// Bytes of blobs the registry confirmed (counted when an upload completes).
     bytes_uploaded: AtomicU64,
+    /// Bytes of upload bodies handed to the connection so far (counted as they stream), for
+    /// progress displays.
+    bytes_sent: AtomicU64,
 }
 
 impl RequestStats {
@@ -120,6 +124,10 @@ impl RequestStats {
 
     pub fn bytes_uploaded(&self) -> u64 {
         self.bytes_uploaded.load(Ordering::Relaxed)
+    }
+
+    pub fn bytes_sent(&self) -> u64 {
+        self.bytes_sent.load(Ordering::Relaxed)
     }
 }
 
@@ -796,6 +804,12 @@ impl RegistryClient {
             self.base(&repo.registry).trim_end_matches("/v2/"),
             session.path()
         );
+        let stats = Arc::clone(&self.stats);
+        let body = body.inspect_ok(move |chunk| {
+            stats
+                .bytes_sent
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        });
         let mut request = self
             .http
             .put(session)
