@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use common::cluster::{Scene, Watch, artifact_object, condition, condition_status, wait_for};
-use common::{Registry, digest_of, examples_for, skopeo_json, skopeo_raw};
+use common::{FileServer, Registry, digest_of, examples_for, skopeo_json, skopeo_raw};
 
 const API_VERSION: &str = "oci.gardenlinux.io/v1alpha1";
 
@@ -892,7 +892,16 @@ fn a_config_map_change_moves_the_tag() {
 fn a_converged_resync_writes_nothing() {
     let ns = "e2e-quiet";
     let mut scene = Scene::new(&[ns], Watch::OwnNamespace);
-    scene.start_namespaced_controller("c");
+    // A URL source too: its size is learned once, so a resync asks nothing about its blob.
+    let files = FileServer::start();
+    let image = vec![3u8; 100_000];
+    let url = files.put("disk.raw", &image);
+    let file_host = files.base_url.trim_start_matches("http://").to_string();
+    scene.start_controller(
+        "c",
+        &["--namespace", ns, "--allow-source-host", &file_host],
+        &[],
+    );
     let repository = format!("{}/e2e/quiet", scene.registry.addr);
     scene.cluster.apply(&artifact(
         ns,
@@ -902,7 +911,18 @@ fn a_converged_resync_writes_nothing() {
         "nothing to do",
         json!({ "interval": "2s" }),
     ));
+    scene.cluster.apply(&artifact(
+        ns,
+        "quiet-url",
+        &repository,
+        &["disk"],
+        "",
+        json!({ "interval": "2s", "source": { "files": [
+            { "name": "disk.raw", "url": url, "digest": sha256(&image) },
+        ] } }),
+    ));
     scene.wait_ready(ns, "quiet");
+    scene.wait_ready(ns, "quiet-url");
     // The status write itself is a change the controller sees once more; let that pass.
     std::thread::sleep(Duration::from_secs(3));
     let controller = scene.controller("c");
@@ -942,6 +962,14 @@ fn a_converged_resync_writes_nothing() {
     assert_eq!(writes_after, writes_before, "no status write");
     assert!(others.is_empty(), "only HEADs: {others:?}");
     assert!(heads > 0, "the resyncs checked the registry");
+    let not_tags: Vec<_> = window
+        .iter()
+        .filter(|r| !r.uri.contains("/manifests/") || r.uri.contains("sha256:"))
+        .collect();
+    assert!(
+        not_tags.is_empty(),
+        "one HEAD per tag and nothing else, the URL source's blob included: {not_tags:?}"
+    );
 }
 
 /// Scenario 8: Two replicas with leader election: only the leader reconciles; killed, the other

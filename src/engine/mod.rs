@@ -124,6 +124,8 @@ pub struct Engine {
     subject_locks: Arc<Mutex<HashMap<RepositoryDigest, Arc<tokio::sync::Mutex<()>>>>>,
     /// Recent tag listings of repositories where many tags were missing.
     tag_listings: Arc<Mutex<tag_listing::TagListings>>,
+    /// Sizes of URL contents by digest, verified once (content-addressed: they never change).
+    url_sizes: Arc<Mutex<HashMap<String, u64>>>,
 }
 
 impl Engine {
@@ -137,6 +139,7 @@ impl Engine {
             upload_locks: Arc::default(),
             subject_locks: Arc::default(),
             tag_listings: Arc::default(),
+            url_sizes: Arc::default(),
         }
     }
 
@@ -155,6 +158,7 @@ impl Engine {
             upload_locks: Arc::clone(&self.upload_locks),
             subject_locks: Arc::clone(&self.subject_locks),
             tag_listings: Arc::clone(&self.tag_listings),
+            url_sizes: Arc::clone(&self.url_sizes),
         }
     }
 
@@ -193,6 +197,23 @@ impl Engine {
             locks.retain(|_, lock| Arc::strong_count(lock) > 1);
         }
         Arc::clone(locks.entry((repo.clone(), digest.to_string())).or_default())
+    }
+
+    fn known_size(&self, digest: &str) -> Option<u64> {
+        self.url_sizes
+            .lock()
+            .expect("not poisoned")
+            .get(digest)
+            .copied()
+    }
+
+    fn remember_size(&self, digest: &str, size: u64) {
+        let mut sizes = self.url_sizes.lock().expect("not poisoned");
+        // Bounded: a long-running controller sees many URLs over time.
+        if sizes.len() >= 100_000 {
+            sizes.clear();
+        }
+        sizes.insert(digest.to_string(), size);
     }
 
     /// A tag this process wrote, so a tag listing taken before does not call it absent.

@@ -275,7 +275,12 @@ impl Engine {
         digest: &str,
         mode: Mode,
     ) -> Result<(u64, bool), EngineError> {
+        // A digest's size never changes: once learned, a resync needs no request for it.
+        if let Some(size) = self.known_size(digest) {
+            return Ok((size, false));
+        }
         if let Some(size) = self.registry.head_blob(repository, digest).await? {
+            self.remember_size(digest, size);
             return Ok((size, true));
         }
         let (length, stream) = self
@@ -297,6 +302,7 @@ impl Engine {
                     .try_fold(0u64, |n, chunk| async move { Ok(n + chunk.len() as u64) })
                     .await
                     .map_err(|e| mismatch(&e))?;
+                self.remember_size(digest, size);
                 Ok((size, false))
             }
             Mode::Apply => {
@@ -311,7 +317,9 @@ impl Engine {
                         }
                         other => EngineError::Registry(other),
                     })?;
-                Ok((counter.load(std::sync::atomic::Ordering::Relaxed), true))
+                let size = counter.load(std::sync::atomic::Ordering::Relaxed);
+                self.remember_size(digest, size);
+                Ok((size, true))
             }
         }
     }
