@@ -441,3 +441,126 @@ spec:
         "{listed}"
     );
 }
+
+/// A source registry with the referrers API may still hold a fallback index that older clients
+/// wrote, listing referrers the API does not know (here: an attachment pushed without a
+/// `subject`, listed by hand under `sha256-<hex>`). A mirror with `referrers: true` copies both
+/// kinds, each once.
+#[test]
+fn a_mirror_reads_the_referrers_api_and_the_fallback_tag_of_its_source() {
+    let source = common::ferro::Ferro::start();
+    let target = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let s = &source.addr;
+    let file = write_manifest(
+        dir.path(),
+        "origin.yaml",
+        &format!(
+            r#"
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: flavour}}
+spec: {{repository: {s}/gl, tags: [flavour], source: {{files: [{{name: a.release, content: x}}]}}}}
+---
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: sbom}}
+spec:
+  repository: {s}/gl
+  artifactType: application/vnd.cyclonedx+json
+  subject: {{artifactRef: {{name: flavour}}}}
+  source: {{files: [{{name: a.sbom, content: "{{}}"}}]}}
+---
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: legacy}}
+spec:
+  repository: {s}/gl
+  tags: [legacy-notes]
+  artifactType: text/plain
+  source: {{files: [{{name: notes.txt, mediaType: text/plain, content: "old notes"}}]}}
+"#
+        ),
+    );
+    let out = garden_artifacts(&["apply", "-f", file.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let flavour = digest_of(&format!("{s}/gl:flavour")).unwrap();
+    let api_listed = source.referrers("gl", &flavour, None);
+    let sbom = api_listed["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let legacy_raw = skopeo_raw(&format!("{s}/gl:legacy-notes")).unwrap();
+    let legacy = digest_of(&format!("{s}/gl:legacy-notes")).unwrap();
+    // The fallback index an older client would have written.
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": legacy,
+            "size": legacy_raw.len(),
+            "artifactType": "text/plain",
+        }],
+    });
+    let put = Command::new("curl")
+        .args(["-sf", "-X", "PUT", "-H"])
+        .arg("Content-Type: application/vnd.oci.image.index.v1+json")
+        .arg("--data-binary")
+        .arg(index.to_string())
+        .arg(format!(
+            "http://{s}/v2/gl/manifests/{}",
+            flavour.replacen(':', "-", 1)
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let api_now = source.referrers("gl", &flavour, None);
+    assert!(
+        api_now["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["digest"] != legacy.as_str()),
+        "precondition: the API does not know the legacy attachment: {api_now}"
+    );
+
+    let t = &target.addr;
+    let mirror = write_manifest(
+        dir.path(),
+        "mirror.yaml",
+        &format!(
+            r#"
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: mirror}}
+spec:
+  repository: {t}/mirror/gl
+  tags: [flavour]
+  source: {{image: {{reference: "{s}/gl:flavour", referrers: true}}}}
+"#
+        ),
+    );
+    let out = garden_artifacts(&["apply", "-f", mirror.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let copied: Vec<String> = fallback_index(&target, "mirror/gl", &flavour)["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["digest"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(copied.len(), 2, "{copied:?}");
+    assert!(
+        copied.contains(&sbom) && copied.contains(&legacy),
+        "{copied:?}"
+    );
+    assert_eq!(
+        skopeo_raw(&format!("{t}/mirror/gl@{legacy}")).as_deref(),
+        Some(legacy_raw.as_slice()),
+        "the attachment copied byte for byte"
+    );
+}

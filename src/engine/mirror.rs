@@ -1,5 +1,5 @@
 //! Mirroring what hangs off an artefact (`source.image.referrers: true`): its OCI 1.1
-//! referrers, found through the source's referrers API or its fallback tag, and the legacy
+//! referrers, found through the source's referrers API and its fallback tag, and the legacy
 //! cosign tags `sha256-<hex>.sig`, `.att`, `.sbom`. Each is copied byte for byte and linked
 //! in the target the way the target supports.
 
@@ -62,24 +62,37 @@ impl Engine {
         Ok(mirrored)
     }
 
-    /// The referrer descriptors of `digest` in `repo`: from the referrers API, else from the
-    /// fallback tag.
+    /// The referrer descriptors of `digest` in `repo`: those the referrers API lists and those
+    /// of the fallback tag, once each. A registry with the API may still hold a fallback index
+    /// that older clients wrote (or that predates the API), so both are read.
     async fn referrers_of(
         &self,
         repo: &Repository,
         digest: &str,
     ) -> Result<Vec<Value>, EngineError> {
-        let index = match self.registry.referrers(repo, digest).await? {
-            Some(bytes) => serde_json::from_slice::<Value>(&bytes).ok(),
-            None => self
-                .registry
-                .get_manifest(repo, &fallback_tag(digest))
-                .await?
-                .and_then(|raw| serde_json::from_slice::<Value>(&raw.bytes).ok()),
+        let descriptors = |bytes: &[u8]| {
+            serde_json::from_slice::<Value>(bytes)
+                .ok()
+                .and_then(|i| i.get("manifests").and_then(Value::as_array).cloned())
+                .unwrap_or_default()
         };
-        Ok(index
-            .and_then(|i| i.get("manifests").and_then(Value::as_array).cloned())
-            .unwrap_or_default())
+        let mut found = match self.registry.referrers(repo, digest).await? {
+            Some(bytes) => descriptors(&bytes),
+            None => Vec::new(),
+        };
+        if let Some(raw) = self
+            .registry
+            .get_manifest(repo, &fallback_tag(digest))
+            .await?
+        {
+            for entry in descriptors(&raw.bytes) {
+                let known = found.iter().any(|e| e.get("digest") == entry.get("digest"));
+                if !known {
+                    found.push(entry);
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// Stores one copied manifest (under `tags`, or by digest); true when something was missing.
