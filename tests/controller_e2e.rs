@@ -1055,7 +1055,8 @@ fn leader_election_fails_over() {
     assert!(b.log_text().contains("became leader"));
 }
 
-/// Scenario 9: Two objects claim one repository:tag from different namespaces: the older keeps it.
+/// Scenario 9: Objects claim a repository:tag the older object owns, from another namespace and
+/// from its own: the older keeps both tags, each claimant is Stalled naming it, nothing moves.
 #[test]
 fn the_older_object_keeps_a_contested_tag() {
     let (ns_a, ns_b) = ("e2e-conflict-a", "e2e-conflict-b");
@@ -1084,25 +1085,42 @@ fn the_older_object_keeps_a_contested_tag() {
         "newer content",
         json!({ "interval": "2s" }),
     ));
-    let newer = scene.wait_condition(ns_b, "newer", "Stalled", "True", Duration::from_secs(30));
-    let stalled = condition(&newer, "Stalled").unwrap();
-    assert_eq!(stalled["reason"], "TagConflict", "{stalled}");
-    let message = stalled["message"].as_str().unwrap();
-    assert!(
-        message.contains(&format!("{ns_a}/older")) && message.contains("shared"),
-        "names the owner: {message}"
-    );
-    assert_eq!(condition_status(&newer, "Ready").as_deref(), Some("False"));
+    // And a claimant in the owner's own namespace.
+    scene.cluster.apply(&artifact(
+        ns_a,
+        "sibling",
+        &repository,
+        &["a-only"],
+        "sibling content",
+        json!({ "interval": "2s" }),
+    ));
+    for (ns, name, tag) in [(ns_b, "newer", "shared"), (ns_a, "sibling", "a-only")] {
+        let claimant = scene.wait_condition(ns, name, "Stalled", "True", Duration::from_secs(30));
+        let stalled = condition(&claimant, "Stalled").unwrap();
+        assert_eq!(stalled["reason"], "TagConflict", "{stalled}");
+        let message = stalled["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("{ns_a}/older")) && message.contains(tag),
+            "{ns}/{name} names the owner: {message}"
+        );
+        assert_eq!(
+            condition_status(&claimant, "Ready").as_deref(),
+            Some("False")
+        );
+    }
 
-    // A minute of resyncs every 2 s on both sides: the tag never changes hands.
+    // A minute of resyncs every 2 s on all sides: neither tag changes hands.
+    let a_only = format!("{repository}:a-only");
     let mut changes = 0;
     for _ in 0..60 {
         std::thread::sleep(Duration::from_secs(1));
-        if digest_of(&shared).as_deref() != Some(digest.as_str()) {
-            changes += 1;
+        for tag in [&shared, &a_only] {
+            if digest_of(tag).as_deref() != Some(digest.as_str()) {
+                changes += 1;
+            }
         }
     }
-    eprintln!("tag changes of {shared} during 60 s of resyncs every 2 s: {changes}");
+    eprintln!("tag changes of {shared} and {a_only} during 60 s of resyncs every 2 s: {changes}");
     assert_eq!(changes, 0, "the tag did not move");
     let older = scene.cluster.artifact(ns_a, "older");
     assert_eq!(condition_status(&older, "Ready").as_deref(), Some("True"));
