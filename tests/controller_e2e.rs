@@ -897,9 +897,17 @@ fn a_converged_resync_writes_nothing() {
     let image = vec![3u8; 100_000];
     let url = files.put("disk.raw", &image);
     let file_host = files.base_url.trim_start_matches("http://").to_string();
+    // And JSON logs, as the chart runs it: every line must be one JSON object.
     scene.start_controller(
         "c",
-        &["--namespace", ns, "--allow-source-host", &file_host],
+        &[
+            "--namespace",
+            ns,
+            "--allow-source-host",
+            &file_host,
+            "--log-format",
+            "json",
+        ],
         &[],
     );
     let repository = format!("{}/e2e/quiet", scene.registry.addr);
@@ -970,6 +978,17 @@ fn a_converged_resync_writes_nothing() {
         not_tags.is_empty(),
         "one HEAD per tag and nothing else, the URL source's blob included: {not_tags:?}"
     );
+    let log = controller.log_text();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for line in lines {
+        let entry: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("a log line that is not JSON ({e}): {line}"));
+        assert!(
+            entry["level"].is_string() && entry["timestamp"].is_string(),
+            "{line}"
+        );
+    }
 }
 
 /// Scenario 8: Two replicas with leader election: only the leader reconciles; killed, the other

@@ -618,7 +618,7 @@ fn strip_ansi(text: &str) -> String {
 
 impl Controller {
     /// Starts `garden-artifacts controller --metrics-addr 127.0.0.1:<free> --log-format text
-    /// ARGS` and waits until it serves /metrics. `name` must be unique in the test binary: it
+    /// ARGS` (no `--log-format text` when ARGS choose one) and waits until it serves /metrics. `name` must be unique in the test binary: it
     /// names the log and the pid file (which the reaper reads).
     pub fn start(cluster: &Cluster, name: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = cluster.state_dir.join("controllers");
@@ -629,14 +629,11 @@ impl Controller {
             let metrics_addr = format!("127.0.0.1:{port}");
             let log_file = std::fs::File::create(&log).unwrap();
             let mut command = Command::new(BINARY);
+            command.args(["controller", "--metrics-addr", &metrics_addr]);
+            if !args.contains(&"--log-format") {
+                command.args(["--log-format", "text"]);
+            }
             command
-                .args([
-                    "controller",
-                    "--metrics-addr",
-                    &metrics_addr,
-                    "--log-format",
-                    "text",
-                ])
                 .args(args)
                 .env("KUBECONFIG", &cluster.controller_kubeconfig)
                 .env("NO_COLOR", "1")
@@ -660,14 +657,19 @@ impl Controller {
                 child: Some(child),
                 pidfile: pidfile.clone(),
             };
-            let needle = format!("addr=127.0.0.1:{port}");
+            // The "serving /metrics" line, in the text or the JSON log format.
+            let needles = [
+                format!("addr=127.0.0.1:{port}"),
+                format!("\"addr\":\"127.0.0.1:{port}\""),
+            ];
             let deadline = Instant::now() + Duration::from_secs(20);
             let mut listening = false;
             while Instant::now() < deadline {
                 if !controller.running() {
                     break;
                 }
-                if controller.log_text().contains(&needle)
+                let said = controller.log_text();
+                if needles.iter().any(|needle| said.contains(needle))
                     && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
                 {
                     listening = true;
