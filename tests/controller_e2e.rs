@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use common::cluster::{Scene, Watch, artifact_object, condition, condition_status, wait_for};
-use common::{FileServer, Registry, digest_of, examples_for, skopeo_json, skopeo_raw};
+use common::{
+    FileServer, Registry, digest_of, examples_for, fallback_index, listed_digests, skopeo_json,
+    skopeo_raw,
+};
 
 const API_VERSION: &str = "oci.gardenlinux.io/v1alpha1";
 
@@ -1260,22 +1263,6 @@ fn another_namespaces_secrets_and_objects_are_out_of_reach() {
     }
 }
 
-/// The descriptors of the fallback index `sha256-<hex>` of `subject` in `repository`.
-fn fallback_descriptors(repository: &str, subject: &str) -> Vec<String> {
-    let tag = subject.replace(':', "-");
-    skopeo_raw(&format!("{repository}:{tag}"))
-        .map(|raw| {
-            let index: Value = serde_json::from_slice(&raw).unwrap();
-            index["manifests"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|m| m["digest"].as_str().unwrap().to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Two referrers of another object (`spec.subject.artifactRef`, no tags) on Distribution,
 /// which has no referrers API: both are linked through the fallback tag and status says so;
 /// when the subject's content changes, both follow it to the new digest and a `Relinked` event
@@ -1317,7 +1304,7 @@ fn referrers_follow_their_subject_and_are_unlinked_on_delete() {
             "{referrer:#}"
         );
     }
-    let linked = fallback_descriptors(&repo, &first);
+    let linked = listed_digests(fallback_index(&repo, &first).as_ref());
     assert!(
         linked.contains(&status_digest(&sbom)) && linked.contains(&status_digest(&notes)),
         "{linked:?}"
@@ -1354,7 +1341,7 @@ fn referrers_follow_their_subject_and_are_unlinked_on_delete() {
         &format!("moved from {first} to {second}; relinked"),
         Duration::from_secs(30),
     );
-    let relinked = fallback_descriptors(&repo, &second);
+    let relinked = listed_digests(fallback_index(&repo, &second).as_ref());
     assert!(
         relinked.contains(&status_digest(&sbom)) && relinked.contains(&status_digest(&notes)),
         "{relinked:?}"
@@ -1366,7 +1353,7 @@ fn referrers_follow_their_subject_and_are_unlinked_on_delete() {
         .cluster
         .kubectl_ok(&["delete", "ga", "sbom", "-n", ns, "--timeout=30s"]);
     assert!(scene.cluster.get(ns, "ga", "sbom").is_none());
-    let left = fallback_descriptors(&repo, &second);
+    let left = listed_digests(fallback_index(&repo, &second).as_ref());
     assert!(!left.contains(&sbom_digest), "{left:?}");
     assert!(left.contains(&status_digest(&notes)), "{left:?}");
     assert_eq!(skopeo_raw(&format!("{repo}@{sbom_digest}")), None);

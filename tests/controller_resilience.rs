@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{Value, json};
 
 use common::cluster::{Scene, Watch, artifact_object as artifact, condition_status, wait_for};
-use common::digest_of;
+use common::{digest_of, fallback_index, listed_digests};
 
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
@@ -91,45 +91,6 @@ fn head_digests(references: &[String]) -> BTreeMap<String, Option<String>> {
                 (code == "200" && !digest.trim().is_empty()).then(|| digest.trim().to_string());
             (reference.clone(), digest)
         })
-        .collect()
-}
-
-/// The fallback index of `subject` in `repository` (`sha256-<hex>`), `None` when absent.
-fn fallback_index(repository: &str, subject: &str) -> Option<Value> {
-    let (host, path) = repository.split_once('/').unwrap();
-    let tag = subject.replacen(':', "-", 1);
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "20",
-            "-H",
-            &format!("Accept: {OCI_INDEX}"),
-            "-w",
-            "\n%{http_code}",
-        ])
-        .arg(format!("http://{host}/v2/{path}/manifests/{tag}"))
-        .output()
-        .expect("curl runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let (body, code) = text.rsplit_once('\n').expect("curl printed the status");
-    match code {
-        "200" => Some(
-            serde_json::from_str(body)
-                .unwrap_or_else(|e| panic!("{repository}:{tag}: {e}: {body}")),
-        ),
-        "404" => None,
-        other => panic!("GET {repository}:{tag}: HTTP {other}: {body}"),
-    }
-}
-
-/// The digests the fallback index lists, in order (duplicates kept).
-fn listed_digests(index: Option<&Value>) -> Vec<String> {
-    index
-        .and_then(|i| i["manifests"].as_array())
-        .into_iter()
-        .flatten()
-        .map(|m| m["digest"].as_str().unwrap_or_default().to_string())
         .collect()
 }
 

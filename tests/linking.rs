@@ -18,9 +18,10 @@ fn blob(registry: &Registry, repo: &str, digest: &str) -> Vec<u8> {
     out.stdout
 }
 
-fn fallback_index(registry: &Registry, repo: &str, subject: &str) -> serde_json::Value {
-    let tag = subject.replacen(':', "-", 1);
-    skopeo_json(&format!("{}/{repo}:{tag}", registry.addr))
+/// The fallback index of `subject` in `registry`'s `repo`, which must exist.
+fn fallback_index_in(registry: &Registry, repo: &str, subject: &str) -> serde_json::Value {
+    fallback_index(&format!("{}/{repo}", registry.addr), subject)
+        .unwrap_or_else(|| panic!("no fallback index of {subject} in {repo}"))
 }
 
 #[test]
@@ -98,7 +99,7 @@ fn the_release_example_is_found_the_way_gardenlinux_update_finds_it() {
         registry.addr
     ))
     .unwrap();
-    let referrers = fallback_index(&registry, repo, &aws);
+    let referrers = fallback_index_in(&registry, repo, &aws);
     let sboms: Vec<_> = referrers["manifests"]
         .as_array()
         .unwrap()
@@ -174,7 +175,7 @@ fn fifty_concurrent_referrers_all_land_in_the_fallback_index() {
     }
 
     let subject_digest = digest_of(&format!("{r}/gl:flavour")).unwrap();
-    let index = fallback_index(&registry, "gl", &subject_digest);
+    let index = fallback_index_in(&registry, "gl", &subject_digest);
     let mut digests: Vec<&str> = index["manifests"]
         .as_array()
         .unwrap()
@@ -237,7 +238,7 @@ spec:
         second.as_str(),
         "the index points at the moved tag"
     );
-    let referrers = fallback_index(&registry, "gl", &second);
+    let referrers = fallback_index_in(&registry, "gl", &second);
     assert_eq!(
         referrers["manifests"].as_array().unwrap().len(),
         1,
@@ -383,7 +384,7 @@ spec:
     std::fs::write(&origin, text.replace("SIG_TAG", &sig_tag)).unwrap();
     let out = garden_artifacts(&["apply", "-f", origin.to_str().unwrap()], &[]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    let sbom = fallback_index(&source, "gl", &flavour)["manifests"][0]["digest"]
+    let sbom = fallback_index_in(&source, "gl", &flavour)["manifests"][0]["digest"]
         .as_str()
         .unwrap()
         .to_string();
@@ -425,7 +426,7 @@ spec:
         );
     }
     // Linked the way each target supports: the fallback tag here, the API there.
-    let index = fallback_index(&fallback_target, "mirror/gl", &flavour);
+    let index = fallback_index_in(&fallback_target, "mirror/gl", &flavour);
     assert_eq!(index["manifests"][0]["digest"], sbom.as_str());
     assert_eq!(
         index["manifests"][0]["artifactType"],
@@ -547,7 +548,7 @@ spec:
     );
     let out = garden_artifacts(&["apply", "-f", mirror.to_str().unwrap()], &[]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    let copied: Vec<String> = fallback_index(&target, "mirror/gl", &flavour)["manifests"]
+    let copied: Vec<String> = fallback_index_in(&target, "mirror/gl", &flavour)["manifests"]
         .as_array()
         .unwrap()
         .iter()

@@ -271,6 +271,45 @@ pub fn digest_of(reference: &str) -> Option<String> {
     })
 }
 
+/// The fallback index of `subject` in `repository` (`sha256-<hex>`), `None` when absent.
+pub fn fallback_index(repository: &str, subject: &str) -> Option<serde_json::Value> {
+    let (host, path) = repository.split_once('/').unwrap();
+    let tag = subject.replacen(':', "-", 1);
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-H",
+            "Accept: application/vnd.oci.image.index.v1+json",
+            "-w",
+            "\n%{http_code}",
+        ])
+        .arg(format!("http://{host}/v2/{path}/manifests/{tag}"))
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (body, code) = text.rsplit_once('\n').expect("curl printed the status");
+    match code {
+        "200" => Some(
+            serde_json::from_str(body)
+                .unwrap_or_else(|e| panic!("{repository}:{tag}: {e}: {body}")),
+        ),
+        "404" => None,
+        other => panic!("GET {repository}:{tag}: HTTP {other}: {body}"),
+    }
+}
+
+/// The digests the fallback index lists, in order (duplicates kept).
+pub fn listed_digests(index: Option<&serde_json::Value>) -> Vec<String> {
+    index
+        .and_then(|i| i["manifests"].as_array())
+        .into_iter()
+        .flatten()
+        .map(|m| m["digest"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
 /// Copies `examples/` into a temporary folder with the registry address replaced.
 pub fn examples_for(registry: &Registry) -> TempDir {
     let dir = tempfile::tempdir().unwrap();
