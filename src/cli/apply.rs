@@ -1,13 +1,12 @@
 //! `garden-artifacts apply -f PATH`: the engine over manifest files.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
 use futures::{StreamExt, stream};
 use serde::Serialize;
 
-use super::exit;
+use super::{common, exit};
 use crate::api::validate::{Frontend, validate};
 use std::collections::BTreeMap;
 
@@ -17,7 +16,7 @@ use crate::engine::desired::BlobOrigin;
 use crate::engine::order::{self, Node};
 use crate::engine::{Engine, Inputs, Mode, Report};
 use crate::manifests::{self, LoadedObject};
-use crate::registry::{DockerConfig, ImageReference, RegistryClient, Repository};
+use crate::registry::{ImageReference, Repository};
 use crate::sources::UrlFetcher;
 
 #[derive(Args)]
@@ -103,30 +102,16 @@ pub async fn run(args: ApplyArgs) -> u8 {
         return exit::INVALID;
     }
 
-    let credentials = match DockerConfig::load_default() {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("error: registry credentials: {e}");
-            return exit::INVALID;
+    let registry = match common::registry_client(&args.registry) {
+        Ok(registry) => registry,
+        Err(failure) => {
+            eprintln!("error: {failure}");
+            return failure.code;
         }
     };
-    let options = match args.registry.client_options() {
-        Ok(options) => options,
+    let engine = match UrlFetcher::new(args.sources.apply_policy()) {
+        Ok(urls) => Engine::new(registry, urls, args.blob_concurrency),
         Err(e) => {
-            eprintln!("error: {e}");
-            return exit::INVALID;
-        }
-    };
-    let engine = match (
-        RegistryClient::new(options, Arc::new(credentials)),
-        UrlFetcher::new(args.sources.apply_policy()),
-    ) {
-        (Ok(registry), Ok(urls)) => Engine::new(Arc::new(registry), urls, args.blob_concurrency),
-        (Err(e), _) => {
-            eprintln!("error: {e}");
-            return exit::INVALID;
-        }
-        (_, Err(e)) => {
             eprintln!("error: {e}");
             return exit::INVALID;
         }
