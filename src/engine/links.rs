@@ -3,7 +3,6 @@
 //! `sha256-<hex of the subject digest>` where it does not.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -271,14 +270,7 @@ impl Engine {
         tag: &str,
         change: &impl Fn(Option<&Value>) -> Option<Value>,
     ) -> Result<bool, EngineError> {
-        let lock = {
-            let mut locks = self.subject_locks.lock().expect("not poisoned");
-            Arc::clone(
-                locks
-                    .entry((repo.clone(), subject.to_string()))
-                    .or_default(),
-            )
-        };
+        let lock = self.subject_lock(repo, subject);
         let _serialized = lock.lock().await;
         let current = self.read_fallback(repo, tag).await?;
         let Some(next) = change(current.as_ref()) else {

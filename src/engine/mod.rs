@@ -99,6 +99,18 @@ impl EngineError {
 /// A repository and a digest in it (a blob being uploaded, a subject's fallback index).
 type RepositoryDigest = (Repository, String);
 
+type KeyedLocks = Mutex<HashMap<RepositoryDigest, Arc<tokio::sync::Mutex<()>>>>;
+
+/// The lock of one (repository, digest) in `locks`. Finished work leaves its lock unused;
+/// those are dropped now and then, so a long-running controller does not collect them.
+fn keyed_lock(locks: &KeyedLocks, repo: &Repository, digest: &str) -> Arc<tokio::sync::Mutex<()>> {
+    let mut locks = locks.lock().expect("not poisoned");
+    if locks.len() > 1024 {
+        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+    }
+    Arc::clone(locks.entry((repo.clone(), digest.to_string())).or_default())
+}
+
 /// What a look at a copy's source and tags found.
 enum CopyCheck {
     /// Every tag already names the source's manifest.
@@ -119,9 +131,9 @@ pub struct Engine {
     /// Blobs this process saw or stored in a repository, so they are not asked for again.
     known_blobs: Arc<Mutex<HashMap<Repository, HashSet<String>>>>,
     /// One lock per blob upload (repository, digest), so a blob is uploaded once at a time.
-    upload_locks: Arc<Mutex<HashMap<RepositoryDigest, Arc<tokio::sync::Mutex<()>>>>>,
+    upload_locks: Arc<KeyedLocks>,
     /// One lock per fallback index, so writers in this process take turns.
-    subject_locks: Arc<Mutex<HashMap<RepositoryDigest, Arc<tokio::sync::Mutex<()>>>>>,
+    subject_locks: Arc<KeyedLocks>,
     /// Recent tag listings of repositories where many tags were missing.
     tag_listings: Arc<Mutex<tag_listing::TagListings>>,
     /// Sizes of URL contents by digest, verified once (content-addressed: they never change).
@@ -191,12 +203,12 @@ impl Engine {
     }
 
     fn upload_lock(&self, repo: &Repository, digest: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.upload_locks.lock().expect("not poisoned");
-        // Finished uploads leave their lock unused; drop those now and then.
-        if locks.len() > 1024 {
-            locks.retain(|_, lock| Arc::strong_count(lock) > 1);
-        }
-        Arc::clone(locks.entry((repo.clone(), digest.to_string())).or_default())
+        keyed_lock(&self.upload_locks, repo, digest)
+    }
+
+    /// The lock writers of one subject's fallback index take turns on.
+    fn subject_lock(&self, repo: &Repository, subject: &str) -> Arc<tokio::sync::Mutex<()>> {
+        keyed_lock(&self.subject_locks, repo, subject)
     }
 
     fn known_size(&self, digest: &str) -> Option<u64> {
