@@ -138,7 +138,6 @@ enum Access<'a> {
     Push(&'a Repository),
     /// Push to the first, pull from the second (cross-repository mount).
     PushMount(&'a Repository, &'a Repository),
-    Registry,
 }
 
 impl Access<'_> {
@@ -152,7 +151,6 @@ impl Access<'_> {
                     to.name, from.name
                 )
             }
-            Access::Registry => String::new(),
         }
     }
 }
@@ -947,22 +945,6 @@ impl RegistryClient {
             }
         }
         Ok(merged.map(|m| Bytes::from(serde_json::to_vec(&m).expect("JSON serializes"))))
-    }
-
-    /// `GET /v2/`: reachable and authorised.
-    pub async fn ping(&self, registry: &str) -> Result<(), Error> {
-        let url = self.base(registry);
-        let response = self
-            .send(
-                Method::GET,
-                &url,
-                registry,
-                Access::Registry,
-                HeaderMap::new(),
-                None,
-            )
-            .await?;
-        check(Method::GET, &url, response).await.map(|_| ())
     }
 }
 
