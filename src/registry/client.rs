@@ -15,7 +15,7 @@ use super::credentials::{Credential, CredentialSource};
 use super::error::{Error, describe_transport};
 use super::reference::Repository;
 use crate::digest::sha256_digest;
-use crate::engine::media_types::MANIFEST_ACCEPT;
+use crate::engine::media_types::{MANIFEST_ACCEPT, OCI_INDEX};
 
 /// Manifests larger than this are refused; registries themselves stop at 4 MiB.
 const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
@@ -896,10 +896,7 @@ impl RegistryClient {
         let mut merged: Option<serde_json::Value> = None;
         loop {
             let mut headers = HeaderMap::new();
-            headers.insert(
-                header::ACCEPT,
-                HeaderValue::from_static("application/vnd.oci.image.index.v1+json"),
-            );
+            headers.insert(header::ACCEPT, HeaderValue::from_static(OCI_INDEX));
             let response = self
                 .send(
                     Method::GET,
@@ -911,7 +908,7 @@ impl RegistryClient {
                 )
                 .await?;
             let is_index = header_str(response.headers(), header::CONTENT_TYPE.as_str()).as_deref()
-                == Some("application/vnd.oci.image.index.v1+json");
+                == Some(OCI_INDEX);
             if !response.status().is_success() && !is_index {
                 // Distribution 2.x answers 404 (route unknown): no referrers API.
                 return match response.status() {
