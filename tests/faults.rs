@@ -1009,3 +1009,69 @@ spec:
     let copied = skopeo_copy_dir(&to);
     assert_eq!(sha256sum(&copied.path().join(hex)), digest);
 }
+
+/// A manifest PUT refused as `400 DIGEST_INVALID` (what Distribution 2.8 answers when another
+/// process commits one of its blobs at that moment) is sent once more, 200 ms later: once
+/// refused, the object converges; refused every time, it fails with the registry's code after
+/// exactly two attempts and no tag exists.
+#[test]
+fn a_manifest_put_refused_as_digest_invalid_is_tried_once_more() {
+    let registry = Registry::start();
+    let proxy = FaultProxy::start(&registry.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let p = &proxy.addr;
+    let file = write_manifest(
+        dir.path(),
+        "race.yaml",
+        &format!(
+            r#"
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: race}}
+spec:
+  repository: {p}/race/app
+  tags: [v1]
+  source: {{files: [{{name: app.release, content: "ID=race\n"}}]}}
+"#
+        ),
+    );
+    let tag_puts = |seen: &[Seen]| -> Vec<Seen> {
+        seen.iter()
+            .filter(|s| s.method == "PUT" && s.path() == "/v2/race/app/manifests/v1")
+            .cloned()
+            .collect()
+    };
+
+    proxy.inject(Rule::new("PUT", "^/v2/race/app/manifests/v1", status(400)).times(1));
+    let out = apply(&file, &[]);
+    let seen = proxy.seen();
+    assert!(out.status.success(), "{}\n{}", stderr(&out), table(&seen));
+    let puts = tag_puts(&seen);
+    assert_eq!(puts.len(), 2, "{}", table(&seen));
+    assert_eq!((puts[0].status, puts[1].status), (Some(400), Some(201)));
+    assert!(puts[1].started - puts[0].answered.unwrap() >= Duration::from_millis(200));
+    let tagged = format!("{}/race/app:v1", registry.addr);
+    assert!(digest_of(&tagged).is_some());
+
+    // Refused every time: two attempts, then the registry's code; the tag stays absent.
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace("tags: [v1]", "tags: [v2]")
+            .replace("ID=race", "ID=race2"),
+    )
+    .unwrap();
+    proxy.clear();
+    proxy.forget();
+    proxy.inject(Rule::new("PUT", "^/v2/race/app/manifests/v2", status(400)));
+    let out = apply(&file, &[]);
+    let seen = proxy.seen();
+    assert_eq!(out.status.code(), Some(1), "{}", table(&seen));
+    assert!(stdout(&out).contains("DIGEST_INVALID"), "{}", stdout(&out));
+    let v2_puts = seen
+        .iter()
+        .filter(|s| s.method == "PUT" && s.path() == "/v2/race/app/manifests/v2")
+        .count();
+    assert_eq!(v2_puts, 2, "{}", table(&seen));
+    assert_eq!(digest_of(&format!("{}/race/app:v2", registry.addr)), None);
+}

@@ -466,6 +466,8 @@ fn handle(shared: &Shared, client: TcpStream) -> io::Result<()> {
         let code = match status {
             429 => "TOOMANYREQUESTS",
             503 => "UNAVAILABLE",
+            // What Distribution 2.8 answers a manifest PUT that races a blob commit.
+            400 => "DIGEST_INVALID",
             _ => "UNKNOWN",
         };
         let body = format!(
