@@ -1,5 +1,6 @@
 //! garden-artifacts: OCI registries made declarative.
 //!
+//! - [`oci`]: OCI basics (media types, digests, references); imports nothing of ours.
 //! - [`api`]: the `GardenArtifact` resource and its validation.
 //! - [`engine`]: spec → desired manifests → plan → execution; no kube, no CLI.
 //! - [`registry`]: the distribution API client.
@@ -11,11 +12,11 @@
 pub mod api;
 pub mod cli;
 pub mod controller;
-pub mod digest;
 pub mod engine;
 pub mod http;
 pub mod manifests;
 pub mod metrics;
+pub mod oci;
 pub mod registry;
 pub mod sources;
 pub mod telemetry;

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use garden_artifacts::engine::desired::{Manifest, referrer_descriptor};
 use garden_artifacts::engine::links::{with_referrer, without_referrer};
-use garden_artifacts::engine::media_types;
+use garden_artifacts::oci::media_types;
 use libfuzzer_sys::fuzz_target;
 use oci_client::manifest::{OciImageIndex, OciImageManifest, OciManifest};
 use serde_json::Value;

@@ -1,6 +1,7 @@
 //! The syntax of every string field, written once: the CRD schema embeds these patterns (the API
 //! server enforces them with Go's RE2) and [`super::validate`] compiles the same text with the
-//! `regex` crate, so both front ends accept exactly the same strings.
+//! `regex` crate, so both front ends accept exactly the same strings. The OCI grammar (hosts,
+//! paths, tags, digests, references) is [`crate::oci::grammar`]'s.
 
 use std::sync::LazyLock;
 
@@ -8,65 +9,10 @@ use regex::Regex;
 use schemars::Schema;
 use serde_json::json;
 
-/// A registry host: `localhost`, a bracketed IPv6 address, a dotted name, or any name with a port.
-macro_rules! host {
-    () => {
-        r"(?:localhost(?::[0-9]{1,5})?|\[[0-9a-fA-F:.]+\](?::[0-9]{1,5})?|[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)+(?::[0-9]{1,5})?|[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?:[0-9]{1,5})"
-    };
-}
-/// Repository path components as the distribution spec defines them.
-macro_rules! path {
-    () => {
-        r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
-    };
-}
-macro_rules! tag {
-    () => {
-        r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}"
-    };
-}
-macro_rules! digest {
-    () => {
-        r"(?:sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})"
-    };
-}
-
-pub const REPOSITORY: &str = concat!("^", host!(), "/", path!(), "$");
-pub const TAG: &str = concat!("^", tag!(), "$");
-pub const DIGEST: &str = concat!("^", digest!(), "$");
-pub const SHA256_DIGEST: &str = r"^sha256:[a-f0-9]{64}$";
-/// A tag, a digest, or both; the registry host is required.
-pub const IMAGE_REFERENCE: &str = concat!(
-    "^",
-    host!(),
-    "/",
-    path!(),
-    "(?::",
-    tag!(),
-    "(?:@",
-    digest!(),
-    ")?|@",
-    digest!(),
-    ")$"
-);
 /// What `reference` fields of links accept: a full reference, a bare tag, or a bare digest.
-pub const ARTIFACT_REFERENCE: &str = concat!(
-    "^(?:",
-    host!(),
-    "/",
-    path!(),
-    "(?::",
-    tag!(),
-    "(?:@",
-    digest!(),
-    ")?|@",
-    digest!(),
-    ")|",
-    tag!(),
-    "|",
-    digest!(),
-    ")$"
-);
+pub use crate::oci::grammar::RELATIVE_REFERENCE as ARTIFACT_REFERENCE;
+pub use crate::oci::grammar::{DIGEST, IMAGE_REFERENCE, REPOSITORY, TAG};
+pub const SHA256_DIGEST: &str = r"^sha256:[a-f0-9]{64}$";
 /// The `rel` of a link; it becomes part of an annotation key.
 pub const LINK_REL: &str = r"^[a-z0-9][a-z0-9._-]{0,62}$";
 /// RFC 6838 `type/subtype`.
@@ -90,12 +36,11 @@ fn compiled(pattern: &'static str) -> Regex {
     Regex::new(pattern).expect("the patterns in this module are valid regular expressions")
 }
 
-pub static REPOSITORY_RE: LazyLock<Regex> = LazyLock::new(|| compiled(REPOSITORY));
-pub static TAG_RE: LazyLock<Regex> = LazyLock::new(|| compiled(TAG));
-pub static DIGEST_RE: LazyLock<Regex> = LazyLock::new(|| compiled(DIGEST));
+pub use crate::oci::grammar::{
+    DIGEST_RE, IMAGE_REFERENCE_RE, RELATIVE_REFERENCE_RE as ARTIFACT_REFERENCE_RE, REPOSITORY_RE,
+    TAG_RE,
+};
 pub static SHA256_DIGEST_RE: LazyLock<Regex> = LazyLock::new(|| compiled(SHA256_DIGEST));
-pub static IMAGE_REFERENCE_RE: LazyLock<Regex> = LazyLock::new(|| compiled(IMAGE_REFERENCE));
-pub static ARTIFACT_REFERENCE_RE: LazyLock<Regex> = LazyLock::new(|| compiled(ARTIFACT_REFERENCE));
 pub static LINK_REL_RE: LazyLock<Regex> = LazyLock::new(|| compiled(LINK_REL));
 pub static MEDIA_TYPE_RE: LazyLock<Regex> = LazyLock::new(|| compiled(MEDIA_TYPE));
 pub static PLATFORM_PART_RE: LazyLock<Regex> = LazyLock::new(|| compiled(PLATFORM_PART));

@@ -6,7 +6,7 @@ use std::fmt;
 
 use super::patterns::*;
 use super::{FileSource, GardenArtifactSpec, ImageSource, IndexSource};
-use crate::engine::media_types;
+use crate::oci::media_types;
 
 /// Which front end reads the spec: some sources only make sense in one of them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

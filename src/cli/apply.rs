@@ -16,7 +16,7 @@ use crate::engine::desired::BlobOrigin;
 use crate::engine::order::{self, Node};
 use crate::engine::{Engine, Inputs, Mode, Report};
 use crate::manifests::{self, LoadedObject};
-use crate::registry::{ImageReference, Repository};
+use crate::oci::{Digest, ImageReference, Repository};
 use crate::sources::UrlFetcher;
 
 #[derive(Args)]
@@ -168,11 +168,11 @@ pub async fn run(args: ApplyArgs) -> u8 {
             .iter()
             .zip(&results)
             .filter_map(|(o, r)| {
-                let digest = r.as_ref()?.digest.as_ref()?;
+                let digest = Digest::parse(r.as_ref()?.digest.as_ref()?).ok()?;
                 let repository = Repository::parse(&o.spec.repository).ok()?;
                 Some((
                     (o.namespace.clone(), o.name.clone()),
-                    repository.with_digest(digest),
+                    repository.with_digest(&digest),
                 ))
             })
             .collect();
@@ -313,7 +313,7 @@ fn describe_plan(report: &Report) -> Vec<String> {
             BlobOrigin::Inline(_) => "inline content".to_string(),
             BlobOrigin::File(path) => format!("file {}", path.display()),
             BlobOrigin::Url(url) => format!("url {url}"),
-            BlobOrigin::Repository(repo) if repo.registry == report.repository.registry => {
+            BlobOrigin::Repository(repo) if repo.registry() == report.repository.registry() => {
                 format!("mount from {repo}")
             }
             BlobOrigin::Repository(repo) => format!("copy from {repo}"),

@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 
 use super::exit;
 use crate::api::validate::InvalidSpec;
-use crate::engine::media_types::TITLE_ANNOTATION;
 use crate::engine::{Engine, EngineError};
-use crate::registry::{DockerConfig, ImageReference, RawManifest, RegistryClient};
+use crate::oci::ImageReference;
+use crate::oci::media_types::TITLE_ANNOTATION;
+use crate::registry::{DockerConfig, RawManifest, RegistryClient};
 use crate::sources::{UrlFetcher, UrlPolicy};
 
 /// Flags every client verb takes (shared with `apply` and the controller).
@@ -117,7 +118,7 @@ pub fn parse_tagged(what: &str, text: &str) -> Result<ImageReference, Failure> {
         )));
     }
     let reference = parse_reference(what, text)?;
-    if reference.tag.is_none() {
+    if reference.tag().is_none() {
         return Err(Failure::invalid(format!(
             "{what} {text:?} names no tag; expected host[:port]/repository:tag"
         )));

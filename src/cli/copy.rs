@@ -44,8 +44,8 @@ async fn copy(args: CopyArgs) -> Outcome {
         )));
     }
     let spec = GardenArtifactSpec {
-        repository: destination.repository.to_string(),
-        tags: destination.tag.iter().cloned().collect(),
+        repository: destination.repository().to_string(),
+        tags: destination.tag().iter().map(|t| t.to_string()).collect(),
         annotations: Default::default(),
         artifact_type: None,
         config: None,

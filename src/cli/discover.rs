@@ -11,8 +11,9 @@ use serde::Serialize;
 
 use super::common::{self, Descriptor, Document, Failure, Format, Outcome, Platform, RegistryArgs};
 use crate::engine::links::{LINK_ANNOTATION_PREFIX, fallback_tag};
-use crate::engine::media_types::is_index;
-use crate::registry::{RegistryClient, Repository};
+use crate::oci::Repository;
+use crate::oci::media_types::is_index;
+use crate::registry::RegistryClient;
 
 /// Levels below REF that are followed (referrers of referrers of referrers).
 pub const MAX_DEPTH: usize = 3;
@@ -83,7 +84,7 @@ pub async fn run(args: DiscoverArgs) -> u8 {
 async fn discover(args: DiscoverArgs) -> Outcome {
     let reference = common::parse_reference("REF", &args.reference)?;
     let client = common::registry_client(&args.registry)?;
-    let repo = &reference.repository;
+    let repo = &reference.repository();
     let head = client
         .head_manifest(repo, reference.reference())
         .await?
@@ -107,8 +108,8 @@ async fn discover(args: DiscoverArgs) -> Outcome {
     match args.format {
         Format::Json => common::print_json(&node),
         Format::Text => {
-            let label = match &reference.tag {
-                Some(tag) if reference.digest.is_none() => {
+            let label = match reference.tag() {
+                Some(tag) if reference.digest().is_none() => {
                     format!("{repo}:{tag}@{}", node.digest)
                 }
                 _ => format!("{repo}@{}", node.digest),

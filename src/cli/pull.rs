@@ -21,9 +21,10 @@ use tokio::io::AsyncWriteExt;
 
 use super::common::{self, Descriptor, Document, Failure, Format, Outcome, RegistryArgs};
 use crate::api::patterns::{MEDIA_TYPE_RE, PLATFORM_RE};
-use crate::digest::VerifyingStream;
-use crate::engine::media_types::is_index;
-use crate::registry::{ImageReference, RawManifest, RegistryClient, Repository};
+use crate::oci::digest::VerifyingStream;
+use crate::oci::media_types::is_index;
+use crate::oci::{ImageReference, Repository};
+use crate::registry::{RawManifest, RegistryClient};
 
 /// Indexes inside indexes, as deep as the engine follows them.
 const MAX_INDEX_DEPTH: usize = 3;
@@ -108,7 +109,7 @@ async fn pull(args: PullArgs) -> Outcome {
     }
 
     let client = common::registry_client(&args.registry)?;
-    let repo = &reference.repository;
+    let repo = &reference.repository();
     let root = client
         .get_manifest(repo, reference.reference())
         .await?
@@ -200,7 +201,7 @@ async fn choose(
     chosen: &mut Vec<Chosen>,
     available: &mut Vec<String>,
 ) -> Result<(), Failure> {
-    let what = format!("{}@{}", reference.repository, raw.digest);
+    let what = format!("{}@{}", reference.repository(), raw.digest);
     let document = Document::parse(&what, &raw)?;
     if !is_index(&raw.media_type) {
         chosen.push(Chosen {
@@ -233,7 +234,7 @@ async fn choose(
         .collect();
     for entry in entries {
         let child = client
-            .get_manifest(&reference.repository, &entry.digest)
+            .get_manifest(&reference.repository(), &entry.digest)
             .await?
             .ok_or_else(|| {
                 Failure::failed(format!(
@@ -292,21 +293,26 @@ fn select_layers(
             if let Err(why) = safe_title(title) {
                 problems.push(format!(
                     "{}@{}: layer {} has the title {title:?}, which {why}; refusing to write it",
-                    reference.repository, manifest.digest, layer.digest
+                    reference.repository(),
+                    manifest.digest,
+                    layer.digest
                 ));
                 continue;
             }
             if !layer.digest.starts_with("sha256:") {
                 problems.push(format!(
                     "{}@{}: layer {title:?} has digest {}; only sha256 digests can be verified",
-                    reference.repository, manifest.digest, layer.digest
+                    reference.repository(),
+                    manifest.digest,
+                    layer.digest
                 ));
                 continue;
             }
             if layer.size < 0 {
                 problems.push(format!(
                     "{}@{}: layer {title:?} has a negative size",
-                    reference.repository, manifest.digest
+                    reference.repository(),
+                    manifest.digest
                 ));
                 continue;
             }

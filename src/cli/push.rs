@@ -13,9 +13,9 @@ use super::common::{self, Document, Failure, Format, Outcome, RegistryArgs};
 use crate::api::patterns::{FILE_NAME_RE, MEDIA_TYPE_RE, TAG_RE};
 use crate::api::validate::{Frontend, validate};
 use crate::api::{ArtifactReference, FileSource, GardenArtifactSpec, Link, Source};
-use crate::engine::media_types;
 use crate::engine::{Inputs, Mode};
-use crate::registry::Repository;
+use crate::oci::Repository;
+use crate::oci::media_types;
 
 #[derive(Args)]
 pub struct PushArgs {

@@ -36,7 +36,7 @@ async fn tag(args: TagArgs) -> Outcome {
         }
     }
     let spec = GardenArtifactSpec {
-        repository: source.repository.to_string(),
+        repository: source.repository().to_string(),
         tags: args.tags.clone(),
         annotations: Default::default(),
         artifact_type: None,

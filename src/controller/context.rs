@@ -12,7 +12,8 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use crate::api::GardenArtifact;
 use crate::engine::{Engine, Inputs};
 use crate::metrics::Metrics;
-use crate::registry::{DockerConfig, ImageReference, Repository};
+use crate::oci::{Digest, ImageReference, Repository};
+use crate::registry::DockerConfig;
 
 /// (namespace, name) of a registry Secret.
 type SecretKey = (String, String);
@@ -262,6 +263,10 @@ impl Context {
                     field: format!("{field}.artifactRef"),
                     detail,
                 }
+            })?;
+            let digest = Digest::parse(&digest).map_err(|detail| InputError::Unusable {
+                field: format!("{field}.artifactRef"),
+                detail,
             })?;
             artifacts.insert(name, repository.with_digest(&digest));
         }

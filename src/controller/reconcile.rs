@@ -19,7 +19,7 @@ use super::watches;
 use crate::api::validate::{Frontend, validate};
 use crate::api::{API_VERSION, DeletionPolicy, GardenArtifact, GardenArtifactStatus, KIND};
 use crate::engine::{EngineError, Mode, Outcome, Report, TagRemoval};
-use crate::registry::Repository;
+use crate::oci::Repository;
 
 pub const FINALIZER: &str = "oci.gardenlinux.io/cleanup";
 pub const FIELD_MANAGER: &str = "garden-artifacts";

@@ -146,7 +146,7 @@ fn set_condition(
 mod tests {
     use super::*;
     use crate::engine::Plan;
-    use crate::registry::Repository;
+    use crate::oci::Repository;
 
     fn report(outcome: Outcome, digest: &str) -> Report {
         Report {

@@ -7,9 +7,8 @@ use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
 use crate::api::GardenArtifact;
-use crate::api::patterns::IMAGE_REFERENCE_RE;
 use crate::engine::claims::{self, Claim, Conflict};
-use crate::registry::{ImageReference, Repository};
+use crate::oci::{RelativeReference, Repository};
 
 fn same_namespace<'a>(
     objects: &'a [Arc<GardenArtifact>],
@@ -77,22 +76,18 @@ pub fn readers_of(
 fn reads_from(reader: &GardenArtifact, producer: &GardenArtifact) -> bool {
     let produced_digest = producer.status.as_ref().and_then(|s| s.digest.as_deref());
     let names_producer = |reference: &str| {
-        let parsed = if IMAGE_REFERENCE_RE.is_match(reference) {
-            ImageReference::parse(reference).ok()
-        } else {
-            Repository::parse(&reader.spec.repository).ok().map(|repo| {
-                if reference.contains(':') {
-                    repo.with_digest(reference)
-                } else {
-                    repo.with_tag(reference)
-                }
-            })
-        };
+        let parsed = RelativeReference::parse(reference)
+            .ok()
+            .and_then(|reference| {
+                Repository::parse(&reader.spec.repository)
+                    .ok()
+                    .map(|repo| reference.resolve_in(&repo))
+            });
         parsed.is_some_and(|r| {
-            r.repository.to_string() == producer.spec.repository
-                && match (&r.digest, &r.tag) {
+            r.repository().to_string() == producer.spec.repository
+                && match (r.digest(), r.tag()) {
                     (Some(digest), _) => produced_digest == Some(digest.as_str()),
-                    (None, Some(tag)) => producer.spec.tags.contains(tag),
+                    (None, Some(tag)) => producer.spec.tags.iter().any(|t| t == tag.as_str()),
                     (None, None) => false,
                 }
         })

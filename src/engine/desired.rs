@@ -11,11 +11,13 @@ use oci_client::manifest::{OciDescriptor, OciImageManifest};
 use serde::Serialize;
 
 use super::links::link_annotations;
-use super::media_types::{OCI_EMPTY, OCI_INDEX, OCI_MANIFEST, TITLE_ANNOTATION, UNKNOWN_ARTIFACT};
 use crate::api::{GardenArtifactSpec, IndexPlatform};
-use crate::digest::sha256_digest;
+use crate::oci::Repository;
+use crate::oci::digest::sha256_digest;
+use crate::oci::media_types::{
+    OCI_EMPTY, OCI_INDEX, OCI_MANIFEST, TITLE_ANNOTATION, UNKNOWN_ARTIFACT,
+};
 use crate::registry::ManifestHead;
-use crate::registry::Repository;
 
 /// Where a blob's bytes come from when the target repository lacks it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -11,8 +11,9 @@ use super::desired::{Blob, BlobOrigin, Desired};
 use super::plan::{self, Observed, Plan};
 use super::tag_listing;
 use super::{Engine, EngineError};
-use crate::digest::VerifyingStream;
-use crate::registry::{Error as RegistryError, ManifestHead, Repository, UploadStart};
+use crate::oci::Repository;
+use crate::oci::digest::VerifyingStream;
+use crate::registry::{Error as RegistryError, ManifestHead, UploadStart};
 
 /// How often one blob transfer is tried before the object fails.
 const BLOB_ATTEMPTS: u32 = 3;
@@ -311,7 +312,7 @@ impl Engine {
                     .await?;
             }
             BlobOrigin::Repository(source) => {
-                let mount_from = (source.registry == repo.registry).then_some(source);
+                let mount_from = (source.registry() == repo.registry()).then_some(source);
                 let session = match self
                     .registry
                     .start_upload(repo, &blob.digest, mount_from)

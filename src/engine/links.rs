@@ -8,10 +8,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::media_types::OCI_INDEX;
 use super::{Engine, EngineError, Inputs};
-use crate::api::patterns::IMAGE_REFERENCE_RE;
-use crate::registry::{ImageReference, ManifestHead, Repository};
+use crate::oci::media_types::OCI_INDEX;
+use crate::oci::{ImageReference, RelativeReference, Repository};
+use crate::registry::ManifestHead;
 
 /// The annotation key prefix of `spec.links`.
 pub const LINK_ANNOTATION_PREFIX: &str = "io.gardenlinux.link.";
@@ -122,21 +122,16 @@ impl Engine {
                 (format!("artifactRef:{name}"), resolved)
             }
             (None, Some(reference)) => {
-                let resolved = if IMAGE_REFERENCE_RE.is_match(reference) {
-                    ImageReference::parse(reference)
-                        .map_err(|e| EngineError::source(format!("{field}.reference"), e))?
-                } else if reference.starts_with("sha256:") || reference.starts_with("sha512:") {
-                    target.with_digest(reference)
-                } else {
-                    target.with_tag(reference)
-                };
+                let resolved = RelativeReference::parse(reference)
+                    .map_err(|e| EngineError::source(format!("{field}.reference"), e))?
+                    .resolve_in(target);
                 (reference.to_string(), resolved)
             }
             (None, None) => return Err(EngineError::source(field, "no reference")),
         };
         let head = self
             .registry
-            .head_manifest(&resolved.repository, resolved.reference())
+            .head_manifest(&resolved.repository(), resolved.reference())
             .await?
             .ok_or_else(|| EngineError::source(field, format!("{resolved} does not exist")))?;
         Ok(Pin {
@@ -157,7 +152,7 @@ impl Engine {
             .referrers_api
             .lock()
             .expect("not poisoned")
-            .get(&repo.registry)
+            .get(repo.registry())
         {
             return Ok(*known);
         }
@@ -165,7 +160,7 @@ impl Engine {
         self.referrers_api
             .lock()
             .expect("not poisoned")
-            .insert(repo.registry.clone(), has);
+            .insert(repo.registry().to_string(), has);
         Ok(has)
     }
 

@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::desired::{Desired, Manifest};
 use super::links::fallback_tag;
 use super::{Engine, EngineError, Mode, plan};
-use crate::registry::Repository;
+use crate::oci::Repository;
 
 /// The suffixes of the tags cosign writes next to a signed manifest.
 const COSIGN_SUFFIXES: [&str; 3] = [".sig", ".att", ".sbom"];

@@ -5,7 +5,7 @@ pub mod claims;
 pub mod desired;
 mod execute;
 pub mod links;
-pub mod media_types;
+
 mod mirror;
 pub mod order;
 pub mod plan;
@@ -21,7 +21,8 @@ use bytes::Bytes;
 
 use crate::api::validate::InvalidSpec;
 use crate::api::{GardenArtifactSpec, KeyRef};
-use crate::registry::{self, ImageReference, RegistryClient, Repository};
+use crate::oci::{ImageReference, Repository};
+use crate::registry::{self, RegistryClient};
 use crate::sources::UrlFetcher;
 pub use links::{LinkVia, Pin};
 pub use mirror::MirroredReferrers;
@@ -272,7 +273,7 @@ impl Engine {
             Some(image) if image.referrers => {
                 let source = ImageReference::parse(&image.reference)
                     .map_err(|e| EngineError::source("spec.source.image.reference", e))?;
-                self.mirror_referrers(&source.repository, &repository, manifest, mode)
+                self.mirror_referrers(&source.repository(), &repository, manifest, mode)
                     .await?
             }
             _ => MirroredReferrers::default(),
@@ -328,11 +329,11 @@ impl Engine {
         let Ok(source) = ImageReference::parse(&image.reference) else {
             return changed(BTreeMap::new());
         };
-        let wanted = match &source.digest {
-            Some(digest) => digest.clone(),
+        let wanted = match source.digest() {
+            Some(digest) => digest.to_string(),
             None => match self
                 .registry
-                .head_manifest(&source.repository, source.reference())
+                .head_manifest(&source.repository(), source.reference())
                 .await?
             {
                 Some(head) => head.digest,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::api::GardenArtifactSpec;
 use crate::api::patterns::IMAGE_REFERENCE_RE;
-use crate::registry::ImageReference;
+use crate::oci::ImageReference;
 
 /// What ordering needs to know of an object.
 #[derive(Clone, Debug)]
@@ -23,10 +23,10 @@ fn reads(spec: &GardenArtifactSpec) -> (Vec<(String, String)>, Vec<&str>) {
     let mut reference = |r: &str| {
         if IMAGE_REFERENCE_RE.is_match(r) {
             if let Ok(parsed) = ImageReference::parse(r)
-                && parsed.digest.is_none()
-                && let Some(tag) = parsed.tag
+                && parsed.digest().is_none()
+                && let Some(tag) = parsed.tag()
             {
-                tags.push((parsed.repository.to_string(), tag));
+                tags.push((parsed.repository().to_string(), tag.to_string()));
             }
         } else if !r.contains(':') {
             tags.push((spec.repository.clone(), r.to_string()));

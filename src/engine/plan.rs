@@ -162,9 +162,9 @@ fn collect_missing(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::digest::sha256_digest;
     use crate::engine::desired::BlobOrigin;
-    use crate::registry::Repository;
+    use crate::oci::Repository;
+    use crate::oci::digest::sha256_digest;
     use bytes::Bytes;
 
     fn blob(content: &'static str) -> Blob {

@@ -6,9 +6,9 @@ use bytes::Bytes;
 use futures::stream;
 
 use super::desired::tombstone_manifest;
-use super::media_types::OCI_EMPTY;
 use super::{Engine, EngineError};
-use crate::registry::Repository;
+use crate::oci::Repository;
+use crate::oci::media_types::OCI_EMPTY;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TagRemoval {

@@ -9,11 +9,12 @@ use oci_client::manifest::{OciImageIndex, OciImageManifest};
 
 use super::desired::{self, Blob, BlobOrigin, Desired, IndexChild, Layer, Manifest};
 use super::links::Pin;
-use super::media_types::{self, is_index};
 use super::{Engine, EngineError, Inputs, Mode};
 use crate::api::{FileSource, GardenArtifactSpec, ImageSource, IndexSource};
-use crate::digest::{VerifyingStream, sha256_digest};
-use crate::registry::{ImageReference, RawManifest, Repository};
+use crate::oci::digest::{VerifyingStream, sha256_digest};
+use crate::oci::media_types::{self, is_index};
+use crate::oci::{ImageReference, Repository};
+use crate::registry::RawManifest;
 
 /// An index inside an index inside an index is as deep as real registries go.
 const MAX_INDEX_DEPTH: usize = 3;
@@ -51,7 +52,7 @@ impl Engine {
                         inputs,
                     )
                     .await?;
-                if pin.resolved.repository != *repository {
+                if pin.resolved.repository() != repository {
                     return Err(EngineError::source(
                         "spec.subject",
                         format!(
@@ -144,8 +145,11 @@ impl Engine {
         }))
         .await?;
         let mut copies = Vec::new();
-        for pin in pins.iter().filter(|p| p.resolved.repository != *repository) {
-            let source = &pin.resolved.repository;
+        for pin in pins
+            .iter()
+            .filter(|p| p.resolved.repository() != repository)
+        {
+            let source = &pin.resolved.repository();
             let raw = self
                 .registry
                 .get_manifest(source, &pin.head.digest)
@@ -334,7 +338,7 @@ impl Engine {
             ImageReference::parse(&image.reference).map_err(|e| EngineError::source(field, e))?;
         let raw = self
             .registry
-            .get_manifest(&source.repository, source.reference())
+            .get_manifest(&source.repository(), source.reference())
             .await?
             .ok_or_else(|| EngineError::source(field, format!("{source} does not exist")))?;
         let raw = match &image.platform {
@@ -342,7 +346,7 @@ impl Engine {
                 let digest = pick_platform(&raw, platform)
                     .map_err(|e| EngineError::source("spec.source.image.platform", e))?;
                 self.registry
-                    .get_manifest(&source.repository, &digest)
+                    .get_manifest(&source.repository(), &digest)
                     .await?
                     .ok_or_else(|| {
                         EngineError::source(
@@ -353,8 +357,8 @@ impl Engine {
             }
             _ => raw,
         };
-        let manifest = Box::pin(self.copied_manifest(&source.repository, raw, 0)).await?;
-        Ok((source.repository, manifest))
+        let manifest = Box::pin(self.copied_manifest(&source.repository(), raw, 0)).await?;
+        Ok((source.repository().clone(), manifest))
     }
 
     /// A manifest copied byte for byte, with the blobs and children it needs in the target.

@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use crate::registry::Repository;
+use crate::oci::Repository;
 
 /// HEADs of one repository that found no tag, within one [`LISTING_LIFETIME`], before it is
 /// listed: a burst of new tags, not the odd deleted tag of a long-running controller.

@@ -13,9 +13,9 @@ use serde::Deserialize;
 use super::budget::{BudgetOptions, Budgets};
 use super::credentials::{Credential, CredentialSource};
 use super::error::{Error, describe_transport};
-use super::reference::Repository;
-use crate::digest::sha256_digest;
-use crate::engine::media_types::{MANIFEST_ACCEPT, OCI_INDEX};
+use crate::oci::Repository;
+use crate::oci::digest::sha256_digest;
+use crate::oci::media_types::{MANIFEST_ACCEPT, OCI_INDEX};
 
 /// Manifests larger than this are refused; registries themselves stop at 4 MiB.
 const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
@@ -143,12 +143,13 @@ enum Access<'a> {
 impl Access<'_> {
     fn scope(&self) -> String {
         match self {
-            Access::Pull(r) => format!("repository:{}:pull", r.name),
-            Access::Push(r) => format!("repository:{}:pull,push", r.name),
+            Access::Pull(r) => format!("repository:{}:pull", r.name()),
+            Access::Push(r) => format!("repository:{}:pull,push", r.name()),
             Access::PushMount(to, from) => {
                 format!(
                     "repository:{}:pull,push repository:{}:pull",
-                    to.name, from.name
+                    to.name(),
+                    from.name()
                 )
             }
         }
@@ -242,7 +243,7 @@ impl RegistryClient {
     }
 
     fn url(&self, repo: &Repository, tail: &str) -> String {
-        format!("{}{}/{}", self.base(&repo.registry), repo.name, tail)
+        format!("{}{}/{}", self.base(&repo.registry()), repo.name(), tail)
     }
 
     fn count(&self, method: &Method, status: u16) {
@@ -521,7 +522,7 @@ impl RegistryClient {
             .send(
                 Method::HEAD,
                 &url,
-                &repo.registry,
+                &repo.registry(),
                 Access::Pull(repo),
                 accept_manifests(),
                 None,
@@ -567,7 +568,7 @@ impl RegistryClient {
             .send(
                 Method::GET,
                 &url,
-                &repo.registry,
+                &repo.registry(),
                 Access::Pull(repo),
                 accept_manifests(),
                 None,
@@ -644,7 +645,7 @@ impl RegistryClient {
             .send(
                 Method::PUT,
                 &url,
-                &repo.registry,
+                &repo.registry(),
                 Access::Push(repo),
                 headers,
                 Some(bytes),
@@ -673,7 +674,7 @@ impl RegistryClient {
             .send(
                 Method::DELETE,
                 &url,
-                &repo.registry,
+                &repo.registry(),
                 Access::Push(repo),
                 HeaderMap::new(),
                 None,
@@ -693,7 +694,7 @@ impl RegistryClient {
             .send(
                 Method::HEAD,
                 &url,
-                &repo.registry,
+                &repo.registry(),
                 Access::Pull(repo),
                 HeaderMap::new(),
                 None,
@@ -722,7 +723,7 @@ impl RegistryClient {
             .send(
                 Method::GET,
                 &url,
-                &repo.registry,
+                &repo.registry(),
                 Access::Pull(repo),
                 HeaderMap::new(),
                 None,
@@ -748,7 +749,7 @@ impl RegistryClient {
             Some(from) => (
                 self.url(
                     repo,
-                    &format!("blobs/uploads/?mount={digest}&from={}", from.name),
+                    &format!("blobs/uploads/?mount={digest}&from={}", from.name()),
                 ),
                 Access::PushMount(repo, from),
             ),
@@ -758,7 +759,7 @@ impl RegistryClient {
             .send(
                 Method::POST,
                 &url,
-                &repo.registry,
+                &repo.registry(),
                 access,
                 HeaderMap::new(),
                 Some(Bytes::new()),
@@ -799,7 +800,7 @@ impl RegistryClient {
         session.query_pairs_mut().append_pair("digest", digest);
         let shown = format!(
             "{}{}",
-            self.base(&repo.registry).trim_end_matches("/v2/"),
+            self.base(&repo.registry()).trim_end_matches("/v2/"),
             session.path()
         );
         let stats = Arc::clone(&self.stats);
@@ -817,12 +818,12 @@ impl RegistryClient {
             request = request.header(header::CONTENT_LENGTH, size);
         }
         if let Some(value) = self
-            .authorization(&repo.registry, &Access::Push(repo))
+            .authorization(&repo.registry(), &Access::Push(repo))
             .await?
         {
             request = request.header(header::AUTHORIZATION, value);
         }
-        let _in_flight = self.budgets.acquire(&repo.registry).await;
+        let _in_flight = self.budgets.acquire(&repo.registry()).await;
         let response = request.send().await.map_err(|e| {
             self.count(&Method::PUT, 0);
             Error::Transport {
@@ -836,7 +837,7 @@ impl RegistryClient {
             // A streamed body is not replayed here: the engine starts the upload over. Until
             // Retry-After has passed, that and every other request to the registry waits.
             let wait = self.backoff(1, retry_after(response.headers()));
-            self.budgets.pause(&repo.registry, wait);
+            self.budgets.pause(&repo.registry(), wait);
         }
         check(Method::PUT, &shown, response).await?;
         if let Some(size) = size {
@@ -863,7 +864,7 @@ impl RegistryClient {
                 .send(
                     Method::GET,
                     &url,
-                    &repo.registry,
+                    &repo.registry(),
                     Access::Pull(repo),
                     HeaderMap::new(),
                     None,
@@ -901,7 +902,7 @@ impl RegistryClient {
                 .send(
                     Method::GET,
                     &url,
-                    &repo.registry,
+                    &repo.registry(),
                     Access::Pull(repo),
                     headers,
                     None,
@@ -1037,9 +1038,9 @@ fn media_type_from_body(bytes: &[u8]) -> Option<String> {
     let probe: Probe = serde_json::from_slice(bytes).ok()?;
     probe.media_type.or_else(|| {
         Some(if probe.manifests.is_some() {
-            crate::engine::media_types::OCI_INDEX.to_string()
+            crate::oci::media_types::OCI_INDEX.to_string()
         } else {
-            crate::engine::media_types::OCI_MANIFEST.to_string()
+            crate::oci::media_types::OCI_MANIFEST.to_string()
         })
     })
 }

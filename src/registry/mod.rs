@@ -9,7 +9,6 @@ mod client;
 pub mod credentials;
 mod error;
 pub(crate) use error::describe_transport;
-pub mod reference;
 
 pub use budget::BudgetOptions;
 pub use client::{
@@ -18,4 +17,3 @@ pub use client::{
 };
 pub use credentials::{Credential, CredentialSource, DockerConfig, NoCredentials};
 pub use error::Error;
-pub use reference::{ImageReference, Repository};

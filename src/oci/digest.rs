@@ -1,12 +1,84 @@
-//! Content digests, and a stream adaptor that verifies one while the bytes flow, so content is
-//! never held whole in memory and never committed when it does not match.
+//! Content digests: the one type that says "this is a digest" ([`Digest`]), and a stream
+//! adaptor that verifies one while the bytes flow, so content is never held whole in memory and
+//! never committed when it does not match.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures::Stream;
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
+
+use super::grammar::DIGEST_RE;
+
+/// `algorithm:hex`, for the algorithms the distribution spec registers (sha256, sha512), with
+/// lower-case hex of the right length. Every "is this a digest?" in the crate is
+/// [`Digest::parse`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest(String);
+
+impl Digest {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if DIGEST_RE.is_match(s) {
+            Ok(Self(s.to_string()))
+        } else {
+            Err(format!(
+                "{s:?} is not a digest (sha256: and 64 lower-case hex digits, or sha512: and 128)"
+            ))
+        }
+    }
+
+    /// The sha256 digest of `bytes`.
+    pub fn sha256_of(bytes: &[u8]) -> Self {
+        Self(sha256_digest(bytes))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `sha256` or `sha512`.
+    pub fn algorithm(&self) -> &str {
+        self.0
+            .split_once(':')
+            .map_or("", |(algorithm, _)| algorithm)
+    }
+
+    /// The hex part.
+    pub fn hex(&self) -> &str {
+        self.0.split_once(':').map_or("", |(_, hex)| hex)
+    }
+}
+
+impl std::fmt::Display for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for Digest {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for Digest {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Digest {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<String> for Digest {
+    fn eq(&self, other: &String) -> bool {
+        &self.0 == other
+    }
+}
 
 pub fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
@@ -137,6 +209,28 @@ pub struct DigestMismatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_digest_is_a_registered_algorithm_and_hex_of_its_length() {
+        let sha256 = format!("sha256:{}", "a".repeat(64));
+        let digest = Digest::parse(&sha256).unwrap();
+        assert_eq!(
+            (digest.algorithm(), digest.hex()),
+            ("sha256", "a".repeat(64).as_str())
+        );
+        assert!(Digest::parse(&format!("sha512:{}", "0".repeat(128))).is_ok());
+        for bad in [
+            format!("sha256:{}", "A".repeat(64)),
+            format!("sha256:{}", "a".repeat(63)),
+            format!("sha512:{}", "a".repeat(64)),
+            format!("md5:{}", "a".repeat(32)),
+            "sha256:".to_string(),
+            format!(" sha256:{}", "a".repeat(64)),
+        ] {
+            assert!(Digest::parse(&bad).is_err(), "{bad:?} must be refused");
+        }
+        assert_eq!(Digest::sha256_of(b"").as_str(), sha256_digest(b""));
+    }
     use futures::{StreamExt, stream};
 
     fn chunks(parts: &[&'static str]) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin {

@@ -1,0 +1,262 @@
+//! Repository and image references, parsed once at the edge so everything after works with
+//! values whose syntax is known to be right. Their fields are private: a reference always has a
+//! tag, a digest or both, and its parts always satisfy [`super::grammar`].
+
+use std::fmt;
+
+use super::digest::Digest;
+use super::grammar::{IMAGE_REFERENCE_RE, REPOSITORY_RE, TAG_RE};
+
+/// `registry-host[:port]/path`, e.g. `127.0.0.1:5000/gardenlinux/gardenlinux`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Repository {
+    registry: String,
+    name: String,
+}
+
+impl Repository {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if !REPOSITORY_RE.is_match(s) {
+            return Err(format!(
+                "{s:?} is not a repository with its registry host (host[:port]/path)"
+            ));
+        }
+        let (registry, name) = s.split_once('/').expect("the pattern requires a slash");
+        Ok(Self {
+            registry: registry.to_string(),
+            name: name.to_string(),
+        })
+    }
+
+    /// The registry host, with its port when one was given.
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    /// The path within the registry (what goes into `/v2/<name>/...`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A repository of the same registry.
+    pub fn sibling(&self, name: &str) -> Result<Self, String> {
+        Self::parse(&format!("{}/{name}", self.registry))
+    }
+
+    pub fn with_tag(&self, tag: &Tag) -> ImageReference {
+        ImageReference {
+            repository: self.clone(),
+            tag: Some(tag.clone()),
+            digest: None,
+        }
+    }
+
+    pub fn with_digest(&self, digest: &Digest) -> ImageReference {
+        ImageReference {
+            repository: self.clone(),
+            tag: None,
+            digest: Some(digest.clone()),
+        }
+    }
+}
+
+impl fmt::Display for Repository {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.registry, self.name)
+    }
+}
+
+/// A tag, as the distribution spec allows it (`[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Tag(String);
+
+impl Tag {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if TAG_RE.is_match(s) {
+            Ok(Self(s.to_string()))
+        } else {
+            Err(format!(
+                "{s:?} is not a tag (letters, digits, '_', '.', '-'; at most 128; not starting with '.' or '-')"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Tag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for Tag {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A repository plus a tag, a digest, or both (the digest then wins).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ImageReference {
+    repository: Repository,
+    tag: Option<Tag>,
+    digest: Option<Digest>,
+}
+
+impl ImageReference {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if !IMAGE_REFERENCE_RE.is_match(s) {
+            return Err(format!(
+                "{s:?} is not an image reference (host[:port]/path:tag or host[:port]/path@sha256:...)"
+            ));
+        }
+        let (rest, digest) = match s.split_once('@') {
+            Some((rest, digest)) => (rest, Some(Digest::parse(digest)?)),
+            None => (s, None),
+        };
+        let last_slash = rest.rfind('/').expect("the pattern requires a slash");
+        let (repository, tag) = match rest[last_slash..].rfind(':') {
+            Some(colon) => (
+                &rest[..last_slash + colon],
+                Some(Tag::parse(&rest[last_slash + colon + 1..])?),
+            ),
+            None => (rest, None),
+        };
+        Ok(Self {
+            repository: Repository::parse(repository)?,
+            tag,
+            digest,
+        })
+    }
+
+    pub fn repository(&self) -> &Repository {
+        &self.repository
+    }
+
+    pub fn tag(&self) -> Option<&Tag> {
+        self.tag.as_ref()
+    }
+
+    pub fn digest(&self) -> Option<&Digest> {
+        self.digest.as_ref()
+    }
+
+    /// The same reference pinned to `digest` (its tag kept for display).
+    pub fn pinned(&self, digest: Digest) -> Self {
+        Self {
+            repository: self.repository.clone(),
+            tag: self.tag.clone(),
+            digest: Some(digest),
+        }
+    }
+
+    /// What goes into `/v2/<name>/manifests/<reference>`.
+    pub fn reference(&self) -> &str {
+        match (&self.digest, &self.tag) {
+            (Some(digest), _) => digest.as_str(),
+            (None, Some(tag)) => tag.as_str(),
+            (None, None) => unreachable!("every constructor sets a tag or a digest"),
+        }
+    }
+}
+
+impl fmt::Display for ImageReference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.repository)?;
+        if let Some(tag) = &self.tag {
+            write!(f, ":{tag}")?;
+        }
+        if let Some(digest) = &self.digest {
+            write!(f, "@{digest}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A reference as the `reference` fields of the API accept it: a full reference, or a tag or
+/// digest of a repository the context names. [`RelativeReference::resolve_in`] is the one
+/// place that turns it into an [`ImageReference`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum RelativeReference {
+    Absolute(ImageReference),
+    Tag(Tag),
+    Digest(Digest),
+}
+
+impl RelativeReference {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if let Ok(digest) = Digest::parse(s) {
+            return Ok(Self::Digest(digest));
+        }
+        if s.contains('/') {
+            return ImageReference::parse(s).map(Self::Absolute);
+        }
+        Tag::parse(s).map(Self::Tag).map_err(|_| {
+            format!(
+                "{s:?} is not a tag, a digest, or a reference (host[:port]/path:tag or @sha256:...)"
+            )
+        })
+    }
+
+    /// The reference it makes in `repository` (an absolute one stays as it is).
+    pub fn resolve_in(&self, repository: &Repository) -> ImageReference {
+        match self {
+            Self::Absolute(reference) => reference.clone(),
+            Self::Tag(tag) => repository.with_tag(tag),
+            Self::Digest(digest) => repository.with_digest(digest),
+        }
+    }
+}
+
+impl fmt::Display for RelativeReference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Absolute(reference) => reference.fmt(f),
+            Self::Tag(tag) => tag.fmt(f),
+            Self::Digest(digest) => digest.fmt(f),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_registry_port_path_tag_and_digest() {
+        let d = format!("sha256:{}", "0".repeat(64));
+        let r =
+            ImageReference::parse(&format!("127.0.0.1:5000/gl/gardenlinux:1877.5@{d}")).unwrap();
+        assert_eq!(r.repository().registry(), "127.0.0.1:5000");
+        assert_eq!(r.repository().name(), "gl/gardenlinux");
+        assert_eq!(r.tag().map(Tag::as_str), Some("1877.5"));
+        assert_eq!(r.reference(), d);
+        let r = ImageReference::parse("localhost:5000/a:latest").unwrap();
+        assert_eq!(r.repository().to_string(), "localhost:5000/a");
+        assert_eq!(r.reference(), "latest");
+        assert!(ImageReference::parse("localhost:5000/a").is_err());
+    }
+
+    #[test]
+    fn a_relative_reference_is_a_digest_a_tag_or_a_full_reference() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        let repo = Repository::parse("localhost:5000/gl").unwrap();
+        let at = |s: &str| {
+            RelativeReference::parse(s)
+                .unwrap()
+                .resolve_in(&repo)
+                .to_string()
+        };
+        assert_eq!(at(&d), format!("localhost:5000/gl@{d}"));
+        assert_eq!(at("1877.5"), "localhost:5000/gl:1877.5");
+        assert_eq!(at("other.io/x/y:1"), "other.io/x/y:1");
+        // "sha256:..." that is not a well-formed digest is neither a tag nor a digest.
+        assert!(RelativeReference::parse("sha256:abc").is_err());
+        assert!(RelativeReference::parse("sha512:abc").is_err());
+        assert!(RelativeReference::parse("-x").is_err());
+        assert!(RelativeReference::parse("localhost:5000/gl").is_err());
+    }
+}
