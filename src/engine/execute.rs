@@ -13,7 +13,7 @@ use super::tag_listing;
 use super::{Engine, EngineError};
 use crate::oci::Repository;
 use crate::oci::digest::VerifyingStream;
-use crate::registry::{Error as RegistryError, ManifestHead, UploadStart};
+use crate::registry::{Error as RegistryError, ErrorClass, ManifestHead, UploadStart};
 
 /// How often one blob transfer is tried before the object fails.
 const BLOB_ATTEMPTS: u32 = 3;
@@ -364,9 +364,5 @@ fn uploads_without_asking(blob: &Blob) -> bool {
 }
 
 fn is_transient(e: &RegistryError) -> bool {
-    match e {
-        RegistryError::Transport { .. } => true,
-        RegistryError::Status { status, .. } => *status >= 500 || *status == 429,
-        _ => false,
-    }
+    e.class() == ErrorClass::Transient
 }

@@ -88,12 +88,18 @@ impl EngineError {
         }
     }
 
+    pub fn class(&self) -> registry::ErrorClass {
+        match self {
+            EngineError::Invalid(_) | EngineError::Source { .. } => {
+                registry::ErrorClass::NeedsPerson(registry::NeedsPerson::Invalid)
+            }
+            EngineError::Registry(e) => e.class(),
+        }
+    }
+
     /// True when trying again without a change of the spec or its inputs cannot help.
     pub fn is_permanent(&self) -> bool {
-        match self {
-            EngineError::Invalid(_) | EngineError::Source { .. } => true,
-            EngineError::Registry(e) => matches!(e.status(), Some(400 | 403 | 404 | 405)),
-        }
+        self.class().needs_person()
     }
 }
 

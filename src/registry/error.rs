@@ -37,7 +37,75 @@ fn registry_detail(code: &Option<String>, message: &Option<String>) -> String {
     }
 }
 
+/// What a failure asks of whoever runs the operation: the one classification that the engine,
+/// the CLI and the controller all act on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// Worth trying again as it is, after a backoff: the network, a timeout, a 5xx, a 429.
+    Transient,
+    /// Someone else's write got in the way (409, 412): trying again soon is expected to work.
+    Conflict,
+    /// Only a person can fix it; trying again only helps once something changed.
+    NeedsPerson(NeedsPerson),
+}
+
+/// Why a person is needed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NeedsPerson {
+    /// The registry does not accept the credentials used (401, or a failed token exchange).
+    Unauthorized,
+    /// The credentials are accepted but lack the permission (403).
+    Forbidden,
+    /// What the spec names does not exist (404).
+    NotFound,
+    /// The request or its content is wrong: a refused manifest, content not matching its
+    /// digest, an operation the registry does not support.
+    Invalid,
+}
+
+impl ErrorClass {
+    /// A short name for metrics labels and condition reasons: `transient`, `conflict`,
+    /// `unauthorized`, `forbidden`, `not_found`, `invalid`.
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorClass::Transient => "transient",
+            ErrorClass::Conflict => "conflict",
+            ErrorClass::NeedsPerson(NeedsPerson::Unauthorized) => "unauthorized",
+            ErrorClass::NeedsPerson(NeedsPerson::Forbidden) => "forbidden",
+            ErrorClass::NeedsPerson(NeedsPerson::NotFound) => "not_found",
+            ErrorClass::NeedsPerson(NeedsPerson::Invalid) => "invalid",
+        }
+    }
+
+    pub fn needs_person(self) -> bool {
+        matches!(self, ErrorClass::NeedsPerson(_))
+    }
+
+    /// The class of an HTTP status a registry answered with.
+    pub fn of_status(status: u16) -> Self {
+        match status {
+            401 => ErrorClass::NeedsPerson(NeedsPerson::Unauthorized),
+            403 => ErrorClass::NeedsPerson(NeedsPerson::Forbidden),
+            404 => ErrorClass::NeedsPerson(NeedsPerson::NotFound),
+            409 | 412 => ErrorClass::Conflict,
+            408 | 429 | 500..=599 => ErrorClass::Transient,
+            _ => ErrorClass::NeedsPerson(NeedsPerson::Invalid),
+        }
+    }
+}
+
 impl Error {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::Status { status, .. } => ErrorClass::of_status(*status),
+            Error::Transport { .. } => ErrorClass::Transient,
+            Error::Auth { .. } => ErrorClass::NeedsPerson(NeedsPerson::Unauthorized),
+            Error::DigestMismatch { .. } | Error::Invalid { .. } => {
+                ErrorClass::NeedsPerson(NeedsPerson::Invalid)
+            }
+        }
+    }
+
     /// The registry refused uploaded content because it did not hash to the declared digest.
     pub fn is_digest_invalid(&self) -> bool {
         matches!(self, Error::Status { code: Some(code), .. } if code == "DIGEST_INVALID")
@@ -66,4 +134,53 @@ pub(crate) fn describe_transport(err: &reqwest::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(status: u16) -> Error {
+        Error::Status {
+            method: "GET".into(),
+            url: "http://r/v2/".into(),
+            status,
+            code: None,
+            message: None,
+        }
+    }
+
+    #[test]
+    fn one_classification_of_every_failure() {
+        use ErrorClass::{Conflict, Transient};
+        use NeedsPerson::{Forbidden, Invalid, NotFound, Unauthorized};
+        let person = ErrorClass::NeedsPerson;
+        for (code, class) in [
+            (401, person(Unauthorized)),
+            (403, person(Forbidden)),
+            (404, person(NotFound)),
+            (400, person(Invalid)),
+            (405, person(Invalid)),
+            (409, Conflict),
+            (412, Conflict),
+            (408, Transient),
+            (429, Transient),
+            (500, Transient),
+            (503, Transient),
+        ] {
+            assert_eq!(status(code).class(), class, "status {code}");
+        }
+        let transport = Error::Transport {
+            method: "GET".into(),
+            url: "u".into(),
+            detail: "connection refused".into(),
+        };
+        assert_eq!(transport.class(), Transient);
+        let auth = Error::Auth {
+            registry: "r".into(),
+            detail: "token endpoint answered 401".into(),
+        };
+        assert_eq!(auth.class(), person(Unauthorized));
+        assert_eq!(auth.class().label(), "unauthorized");
+    }
 }

@@ -16,4 +16,4 @@ pub use client::{
     RetryPolicy, UploadStart, is_loopback,
 };
 pub use credentials::{Credential, CredentialSource, DockerConfig, NoCredentials};
-pub use error::Error;
+pub use error::{Error, ErrorClass, NeedsPerson};
