@@ -14,6 +14,7 @@ pub mod cli;
 pub mod controller;
 pub mod engine;
 pub mod http;
+pub mod intent;
 pub mod manifests;
 pub mod metrics;
 pub mod oci;

@@ -1,12 +1,21 @@
-//! Everything that can be said about a spec without touching a registry. Both front ends call
-//! [`validate`] before any write, so a bad object never half-writes anything.
+//! Everything that can be said about a spec without touching a registry, said once: [`validate`]
+//! reads a [`GardenArtifactSpec`] into an [`ArtifactIntent`], the typed value the engine takes,
+//! or lists every bad field. Both front ends call it before any write, so a bad object never
+//! half-writes anything.
 
-use std::collections::BTreeSet;
-use std::fmt;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use bytes::Bytes;
 
 use super::patterns::*;
 use super::{FileSource, GardenArtifactSpec, ImageSource, IndexSource};
-use crate::oci::media_types;
+use crate::intent::{
+    ArtifactIntent, Config, Content, File, FileOrigin, FilesContent, ImageCopy, IndexContent,
+    IndexEntry, KeyRef, Link, ManifestFields, Platform, Reference, ReferenceTarget,
+};
+pub use crate::intent::{FieldError, FieldPath, InvalidSpec};
+use crate::oci::{Digest, ImageReference, RelativeReference, Repository, Tag, media_types};
 
 /// Which front end reads the spec: some sources only make sense in one of them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,32 +25,6 @@ pub enum Frontend {
     /// The Kubernetes controller: ConfigMaps and Secrets, no local files.
     Controller,
 }
-
-/// One problem with one field, e.g. `spec.source.files[1].digest: required with url`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
-
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
-    }
-}
-
-/// All the problems of one spec, joined for a one-line condition message or CLI error.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InvalidSpec(pub Vec<FieldError>);
-
-impl fmt::Display for InvalidSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<String> = self.0.iter().map(ToString::to_string).collect();
-        f.write_str(&parts.join("; "))
-    }
-}
-
-impl std::error::Error for InvalidSpec {}
 
 /// Largest annotation key or value we accept; registries limit a manifest to 4 MiB in all.
 const MAX_ANNOTATION_KEY: usize = 253;
@@ -54,68 +37,79 @@ const MAX_REPOSITORY: usize = 255;
 const MAX_FILE_NAME: usize = 255;
 const MAX_REFERENCE: usize = 512;
 const MAX_LINK_URL: usize = 2048;
-/// The shortest `spec.interval`.
-const MIN_INTERVAL_MS: u128 = 1_000;
+/// The shortest `spec.interval`: `1ms` would have the controller re-check the registry a
+/// thousand times a second.
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Collects the problems of one spec while it is read, so the error lists every bad field.
 struct Checker {
     errors: Vec<FieldError>,
 }
 
 impl Checker {
-    fn fail(&mut self, field: impl Into<String>, message: impl Into<String>) {
+    fn fail(&mut self, field: &FieldPath, message: impl Into<String>) {
         self.errors.push(FieldError {
-            field: field.into(),
+            field: field.clone(),
             message: message.into(),
         });
     }
 
-    fn pattern(&mut self, field: &str, value: &str, re: &regex::Regex, expected: &str) {
-        if !re.is_match(value) {
-            let shown = without_userinfo(value);
-            self.fail(field, format!("{shown:?} is not {expected}"));
+    /// True when `value` matches; otherwise records why not.
+    fn pattern(
+        &mut self,
+        field: &FieldPath,
+        value: &str,
+        re: &regex::Regex,
+        expected: &str,
+    ) -> bool {
+        if re.is_match(value) {
+            return true;
         }
+        let shown = without_userinfo(value);
+        self.fail(field, format!("{shown:?} is not {expected}"));
+        false
     }
 
-    fn max_len(&mut self, field: &str, value: &str, max: usize) {
+    fn max_len(&mut self, field: &FieldPath, value: &str, max: usize) -> bool {
         if value.len() > max {
             self.fail(
                 field,
                 format!("is {} characters long, at most {max} allowed", value.len()),
             );
+            return false;
         }
+        true
     }
 
     /// The port of a registry host, when there is one, must be a TCP port: the pattern allows
     /// five digits, which is up to 99999.
-    fn registry_port(&mut self, field: &str, reference: &str) {
+    fn registry_port(&mut self, field: &FieldPath, reference: &str) -> bool {
         let Some((host, _)) = reference.split_once('/') else {
-            return;
+            return true;
         };
         if host.ends_with(']') {
-            return;
+            return true;
         }
         if let Some((_, port)) = host.rsplit_once(':')
             && !port.parse::<u16>().is_ok_and(|p| p > 0)
         {
             self.fail(field, format!("port {port} is not a TCP port (1 to 65535)"));
+            return false;
         }
+        true
     }
 
-    fn annotations(
-        &mut self,
-        field: &str,
-        annotations: &std::collections::BTreeMap<String, String>,
-    ) {
+    fn annotations(&mut self, field: &FieldPath, annotations: &BTreeMap<String, String>) {
         for (key, value) in annotations {
             if key.is_empty() || key.len() > MAX_ANNOTATION_KEY {
                 self.fail(
-                    format!("{field}[{key:?}]"),
+                    &field.key(key),
                     format!("annotation keys must be 1 to {MAX_ANNOTATION_KEY} characters"),
                 );
             }
             if value.len() > MAX_ANNOTATION_VALUE {
                 self.fail(
-                    format!("{field}[{key:?}]"),
+                    &field.key(key),
                     format!(
                         "annotation value is {} bytes, at most {MAX_ANNOTATION_VALUE} allowed",
                         value.len()
@@ -124,75 +118,118 @@ impl Checker {
             }
         }
     }
+
+    /// A link of the manifest: an http(s) URL and a relation that becomes part of an
+    /// annotation key.
+    fn link(&mut self, field: &FieldPath, rel: &str, url: &str) -> Option<Link> {
+        let url_ok = self.pattern(
+            &field.child("url"),
+            url,
+            &HTTP_URL_RE,
+            "an http or https URL without credentials",
+        );
+        let url_short = self.max_len(&field.child("url"), url, MAX_LINK_URL);
+        let rel_ok = self.pattern(
+            &field.child("rel"),
+            rel,
+            &LINK_REL_RE,
+            "a link relation such as release-notes (lowercase letters, digits, ._-)",
+        );
+        (url_ok && url_short && rel_ok).then(|| Link {
+            rel: rel.to_string(),
+            url: url.to_string(),
+        })
+    }
+
+    /// A value that passed its checks, parsed; a parser that still refuses it is recorded too
+    /// (the checks and the parsers share one grammar, so that would be a bug, never a panic).
+    fn parsed<T>(&mut self, field: &FieldPath, parsed: Result<T, String>) -> Option<T> {
+        parsed.map_err(|message| self.fail(field, message)).ok()
+    }
 }
 
-/// Checks a spec completely; the error lists every bad field, not only the first.
-pub fn validate(spec: &GardenArtifactSpec, frontend: Frontend) -> Result<(), InvalidSpec> {
+fn spec_field(name: &str) -> FieldPath {
+    FieldPath::root("spec").child(name)
+}
+
+/// Reads a spec into the intent the engine takes; the error lists every bad field, not only the
+/// first.
+pub fn validate(
+    spec: &GardenArtifactSpec,
+    frontend: Frontend,
+) -> Result<ArtifactIntent, InvalidSpec> {
     let mut c = Checker { errors: Vec::new() };
 
-    c.pattern(
-        "spec.repository",
+    let field = spec_field("repository");
+    let mut repository = None;
+    let matches = c.pattern(
+        &field,
         &spec.repository,
         &REPOSITORY_RE,
         "a repository with its registry host (e.g. registry.example.com/gardenlinux/gardenlinux; lowercase path)",
     );
-    c.max_len("spec.repository", &spec.repository, MAX_REPOSITORY);
-    if REPOSITORY_RE.is_match(&spec.repository) {
-        c.registry_port("spec.repository", &spec.repository);
+    let short = c.max_len(&field, &spec.repository, MAX_REPOSITORY);
+    if matches && c.registry_port(&field, &spec.repository) && short {
+        repository = c.parsed(&field, Repository::parse(&spec.repository));
     }
 
+    let mut tags = Vec::new();
     let mut seen_tags = BTreeSet::new();
     for (i, tag) in spec.tags.iter().enumerate() {
-        let field = format!("spec.tags[{i}]");
-        c.pattern(
+        let field = spec_field("tags").index(i);
+        if c.pattern(
             &field,
             tag,
             &TAG_RE,
             "a valid tag ([A-Za-z0-9_][A-Za-z0-9._-]{0,127})",
-        );
+        ) && let Some(tag) = c.parsed(&field, Tag::parse(tag))
+        {
+            tags.push(tag);
+        }
         if !seen_tags.insert(tag) {
-            c.fail(field, format!("tag {tag:?} is listed twice"));
+            c.fail(&field, format!("tag {tag:?} is listed twice"));
         }
     }
     if spec.tags.len() > MAX_TAGS {
         c.fail(
-            "spec.tags",
+            &spec_field("tags"),
             format!("{} tags, at most {MAX_TAGS} allowed", spec.tags.len()),
         );
     }
     if spec.tags.is_empty() && spec.subject.is_none() {
         c.fail(
-            "spec.tags",
+            &spec_field("tags"),
             "at least one tag is required (only an artefact with a subject may have none)",
         );
     }
 
-    c.annotations("spec.annotations", &spec.annotations);
+    c.annotations(&spec_field("annotations"), &spec.annotations);
     if let Some(artifact_type) = &spec.artifact_type {
         c.pattern(
-            "spec.artifactType",
+            &spec_field("artifactType"),
             artifact_type,
             &MEDIA_TYPE_RE,
             "a media type (type/subtype)",
         );
     }
     if let Some(config) = &spec.config {
+        let field = spec_field("config");
         if let Some(media_type) = &config.media_type {
             c.pattern(
-                "spec.config.mediaType",
+                &field.child("mediaType"),
                 media_type,
                 &MEDIA_TYPE_RE,
                 "a media type (type/subtype)",
             );
         }
-        c.annotations("spec.config.annotations", &config.annotations);
+        c.annotations(&field.child("annotations"), &config.annotations);
         if config
             .content
             .as_ref()
             .is_some_and(|s| s.len() > MAX_INLINE_CONTENT)
         {
             c.fail(
-                "spec.config.content",
+                &field.child("content"),
                 format!("inline content is limited to {MAX_INLINE_CONTENT} bytes"),
             );
         }
@@ -209,74 +246,126 @@ pub fn validate(spec: &GardenArtifactSpec, frontend: Frontend) -> Result<(), Inv
     .count();
     if sources_set != 1 {
         c.fail(
-            "spec.source",
+            &spec_field("source"),
             format!("exactly one of files, image, index must be set, found {sources_set}"),
         );
     }
-    if let Some(files) = &source.files {
-        check_files(&mut c, files, frontend);
-    }
-    if let Some(image) = &source.image {
-        check_image(&mut c, spec, image);
-    }
-    if let Some(index) = &source.index {
-        check_index(&mut c, spec, index);
-    }
-    if let Some(subject) = &spec.subject {
+    let files = source
+        .files
+        .as_ref()
+        .map(|files| check_files(&mut c, files, frontend));
+    let image = source
+        .image
+        .as_ref()
+        .and_then(|image| check_image(&mut c, spec, image));
+    let index = source
+        .index
+        .as_ref()
+        .map(|index| check_index(&mut c, spec, index));
+    let subject = spec.subject.as_ref().and_then(|subject| {
         check_reference(
             &mut c,
-            "spec.subject",
+            &spec_field("subject"),
             subject.artifact_ref.as_ref().map(|r| r.name.as_str()),
             subject.reference.as_deref(),
-        );
-    }
+        )
+    });
+    let mut links = Vec::new();
     for (i, link) in spec.links.iter().enumerate() {
-        let field = format!("spec.links[{i}]");
-        c.pattern(
-            &format!("{field}.url"),
-            &link.url,
-            &HTTP_URL_RE,
-            "an http or https URL without credentials",
-        );
-        c.max_len(&format!("{field}.url"), &link.url, MAX_LINK_URL);
-        c.pattern(
-            &format!("{field}.rel"),
-            &link.rel,
-            &LINK_REL_RE,
-            "a link relation such as release-notes (lowercase letters, digits, ._-)",
-        );
+        links.extend(c.link(&spec_field("links").index(i), &link.rel, &link.url));
     }
     if let Some(credentials) = &spec.credentials {
         c.pattern(
-            "spec.credentials.secretRef.name",
+            &spec_field("credentials").child("secretRef").child("name"),
             &credentials.secret_ref.name,
             &OBJECT_NAME_RE,
             "a Kubernetes object name",
         );
     }
-    if let Some(interval) = &spec.interval {
-        c.pattern(
-            "spec.interval",
-            interval,
-            &DURATION_RE,
-            "a duration such as 10m, 1h30m or 45s",
-        );
-        if DURATION_RE.is_match(interval) && duration_ms(interval) < MIN_INTERVAL_MS {
-            // `1ms` would have the controller re-check the registry a thousand times a second.
-            c.fail("spec.interval", format!("{interval:?} is shorter than 1s"));
+    let mut interval = None;
+    if let Some(text) = &spec.interval {
+        let field = spec_field("interval");
+        match parse_duration(text) {
+            None => c.fail(
+                &field,
+                format!("{text:?} is not a duration such as 10m, 1h30m or 45s"),
+            ),
+            Some(duration) if duration < MIN_INTERVAL => {
+                c.fail(&field, format!("{text:?} is shorter than 1s"));
+            }
+            Some(duration) => interval = Some(duration),
         }
     }
 
-    if c.errors.is_empty() {
-        Ok(())
-    } else {
-        Err(InvalidSpec(c.errors))
+    if !c.errors.is_empty() {
+        return Err(InvalidSpec(c.errors));
     }
+    let manifest = ManifestFields {
+        annotations: spec.annotations.clone(),
+        artifact_type: spec.artifact_type.clone(),
+        links,
+    };
+    let content = match (files, image, index) {
+        (Some(files), None, None) => Content::Files(FilesContent {
+            files,
+            config: spec.config.as_ref().map(|config| Config {
+                media_type: config.media_type.clone(),
+                annotations: config.annotations.clone(),
+                content: config.content.clone(),
+            }),
+            manifest,
+        }),
+        (None, Some(image), None) => Content::Image(image),
+        (None, None, Some(entries)) => Content::Index(IndexContent { entries, manifest }),
+        _ => unreachable!("exactly one source was checked above"),
+    };
+    Ok(ArtifactIntent {
+        repository: repository.expect("a repository without errors was parsed"),
+        tags,
+        content,
+        subject,
+        interval,
+    })
 }
 
-/// A duration that matches [`DURATION_RE`] in milliseconds (saturating).
-fn duration_ms(text: &str) -> u128 {
-    let mut total: u128 = 0;
+/// The checks of manifest fields, for front ends that build an intent from something other
+/// than a spec (the `push` verb): annotations, artifactType and links, each named by `field`.
+pub fn manifest_fields(
+    annotations: (&FieldPath, &BTreeMap<String, String>),
+    artifact_type: Option<(&FieldPath, &str)>,
+    links: &[(FieldPath, &str, &str)],
+) -> Result<ManifestFields, InvalidSpec> {
+    let mut c = Checker { errors: Vec::new() };
+    c.annotations(annotations.0, annotations.1);
+    if let Some((field, artifact_type)) = artifact_type {
+        c.pattern(
+            field,
+            artifact_type,
+            &MEDIA_TYPE_RE,
+            "a media type (type/subtype)",
+        );
+    }
+    let mut parsed = Vec::new();
+    for (field, rel, url) in links {
+        parsed.extend(c.link(field, rel, url));
+    }
+    if !c.errors.is_empty() {
+        return Err(InvalidSpec(c.errors));
+    }
+    Ok(ManifestFields {
+        annotations: annotations.1.clone(),
+        artifact_type: artifact_type.map(|(_, t)| t.to_string()),
+        links: parsed,
+    })
+}
+
+/// A Go-style duration (`10m`, `1h30m`, `45s`, `1500ms`), the one parser of `spec.interval`;
+/// `None` for anything else. Saturates instead of overflowing.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    if !DURATION_RE.is_match(text) {
+        return None;
+    }
+    let mut total_ms: u128 = 0;
     let mut number: u128 = 0;
     let mut chars = text.chars().peekable();
     while let Some(ch) = chars.next() {
@@ -292,12 +381,14 @@ fn duration_ms(text: &str) -> u128 {
             's' => 1_000,
             'm' => 60_000,
             'h' => 3_600_000,
-            _ => 0,
+            _ => return None,
         };
-        total = total.saturating_add(number.saturating_mul(unit));
+        total_ms = total_ms.saturating_add(number.saturating_mul(unit));
         number = 0;
     }
-    total
+    Some(Duration::from_millis(
+        u64::try_from(total_ms).unwrap_or(u64::MAX),
+    ))
 }
 
 /// A value as it may be shown in an error: the user info of a URL (`https://user:password@host`)
@@ -313,26 +404,30 @@ fn without_userinfo(value: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-fn check_files(c: &mut Checker, files: &[FileSource], frontend: Frontend) {
+fn check_files(c: &mut Checker, files: &[FileSource], frontend: Frontend) -> Vec<File> {
+    let list = spec_field("source").child("files");
     if files.is_empty() {
-        c.fail("spec.source.files", "must list at least one file");
+        c.fail(&list, "must list at least one file");
     }
     let mut names = BTreeSet::new();
+    let mut parsed = Vec::new();
     for (i, file) in files.iter().enumerate() {
-        let field = format!("spec.source.files[{i}]");
+        let field = list.index(i);
+        let errors_before = c.errors.len();
+        let name_field = field.child("name");
         c.pattern(
-            &format!("{field}.name"),
+            &name_field,
             &file.name,
             &FILE_NAME_RE,
             "a plain file name (letters, digits, ._+@=,~-; no directory)",
         );
-        c.max_len(&format!("{field}.name"), &file.name, MAX_FILE_NAME);
+        c.max_len(&name_field, &file.name, MAX_FILE_NAME);
         if file.name == "." || file.name == ".." {
-            c.fail(format!("{field}.name"), "must not be . or ..");
+            c.fail(&name_field, "must not be . or ..");
         }
         if !names.insert(&file.name) {
             c.fail(
-                format!("{field}.name"),
+                &name_field,
                 format!("file name {:?} is listed twice", file.name),
             );
         }
@@ -349,7 +444,7 @@ fn check_files(c: &mut Checker, files: &[FileSource], frontend: Frontend) {
         .collect();
         if origins.len() != 1 {
             c.fail(
-                field.clone(),
+                &field,
                 format!(
                     "exactly one of content, path, url, configMapKeyRef, secretKeyRef must be set, found {}",
                     if origins.is_empty() {
@@ -365,43 +460,48 @@ fn check_files(c: &mut Checker, files: &[FileSource], frontend: Frontend) {
             && content.len() > MAX_INLINE_CONTENT
         {
             c.fail(
-                format!("{field}.content"),
+                &field.child("content"),
                 format!("inline content is limited to {MAX_INLINE_CONTENT} bytes; use path or url"),
             );
         }
         if let Some(path) = &file.path {
             if frontend == Frontend::Controller {
                 c.fail(
-                    format!("{field}.path"),
+                    &field.child("path"),
                     "local paths are only available to `garden-artifacts apply`; use configMapKeyRef, secretKeyRef or url",
                 );
             }
             if path.is_empty() {
-                c.fail(format!("{field}.path"), "must not be empty");
+                c.fail(&field.child("path"), "must not be empty");
             }
         }
+        let mut url_digest = None;
         match (&file.url, &file.digest) {
             (Some(url), digest) => {
                 c.pattern(
-                    &format!("{field}.url"),
+                    &field.child("url"),
                     url,
                     &HTTP_URL_RE,
                     "an http or https URL without credentials",
                 );
                 match digest {
                     None => c.fail(
-                        format!("{field}.digest"),
+                        &field.child("digest"),
                         "required with url (sha256:<64 hex digits>), so the content is pinned",
                     ),
-                    Some(d) => c.pattern(
-                        &format!("{field}.digest"),
-                        d,
-                        &SHA256_DIGEST_RE,
-                        "a sha256 digest (sha256:<64 lowercase hex digits>)",
-                    ),
+                    Some(d) => {
+                        if c.pattern(
+                            &field.child("digest"),
+                            d,
+                            &SHA256_DIGEST_RE,
+                            "a sha256 digest (sha256:<64 lowercase hex digits>)",
+                        ) {
+                            url_digest = c.parsed(&field.child("digest"), Digest::parse(d));
+                        }
+                    }
                 }
             }
-            (None, Some(_)) => c.fail(format!("{field}.digest"), "only used together with url"),
+            (None, Some(_)) => c.fail(&field.child("digest"), "only used together with url"),
             (None, None) => {}
         }
         for (key_field, key_ref) in [
@@ -409,37 +509,42 @@ fn check_files(c: &mut Checker, files: &[FileSource], frontend: Frontend) {
             ("secretKeyRef", &file.secret_key_ref),
         ] {
             let Some(key_ref) = key_ref else { continue };
+            let field = field.child(key_field);
             if frontend == Frontend::Apply {
                 c.fail(
-                    format!("{field}.{key_field}"),
+                    &field,
                     "only available in the controller; use content, path or url with apply",
                 );
             }
             c.pattern(
-                &format!("{field}.{key_field}.name"),
+                &field.child("name"),
                 &key_ref.name,
                 &OBJECT_NAME_RE,
                 "a Kubernetes object name",
             );
             c.pattern(
-                &format!("{field}.{key_field}.key"),
+                &field.child("key"),
                 &key_ref.key,
                 &CONFIG_KEY_RE,
                 "a ConfigMap or Secret key",
             );
         }
 
-        match &file.media_type {
-            Some(media_type) => c.pattern(
-                &format!("{field}.mediaType"),
-                media_type,
-                &MEDIA_TYPE_RE,
-                "a media type (type/subtype)",
-            ),
+        let media_type = match &file.media_type {
+            Some(media_type) => {
+                c.pattern(
+                    &field.child("mediaType"),
+                    media_type,
+                    &MEDIA_TYPE_RE,
+                    "a media type (type/subtype)",
+                );
+                Some(media_type.clone())
+            }
             None => {
-                if media_types::for_file_name(&file.name).is_none() {
+                let known = media_types::for_file_name(&file.name);
+                if known.is_none() {
                     c.fail(
-                        format!("{field}.mediaType"),
+                        &field.child("mediaType"),
                         format!(
                             "required: {:?} has no suffix in the Garden Linux media type table ({})",
                             file.name,
@@ -447,66 +552,113 @@ fn check_files(c: &mut Checker, files: &[FileSource], frontend: Frontend) {
                         ),
                     );
                 }
+                known.map(str::to_string)
             }
+        };
+        c.annotations(&field.child("annotations"), &file.annotations);
+
+        if c.errors.len() != errors_before {
+            continue;
         }
-        c.annotations(&format!("{field}.annotations"), &file.annotations);
+        let origin = if let Some(content) = &file.content {
+            FileOrigin::Inline(Bytes::from(content.clone()))
+        } else if let Some(path) = &file.path {
+            FileOrigin::Path(path.clone())
+        } else if let (Some(url), Some(digest)) = (&file.url, url_digest) {
+            FileOrigin::Url {
+                url: url.clone(),
+                digest,
+                size: None,
+            }
+        } else if let Some(key) = &file.config_map_key_ref {
+            FileOrigin::ConfigMapKey(KeyRef {
+                name: key.name.clone(),
+                key: key.key.clone(),
+            })
+        } else if let Some(key) = &file.secret_key_ref {
+            FileOrigin::SecretKey(KeyRef {
+                name: key.name.clone(),
+                key: key.key.clone(),
+            })
+        } else {
+            unreachable!("exactly one origin was checked above");
+        };
+        parsed.push(File {
+            field,
+            name: file.name.clone(),
+            media_type: media_type.expect("a file without errors has a media type"),
+            annotations: file.annotations.clone(),
+            origin,
+        });
     }
+    parsed
 }
 
 /// `artifactRef` or `reference`, exactly one.
 fn check_reference(
     c: &mut Checker,
-    field: &str,
+    field: &FieldPath,
     artifact_ref: Option<&str>,
     reference: Option<&str>,
-) {
-    match (artifact_ref, reference) {
-        (Some(name), None) => c.pattern(
-            &format!("{field}.artifactRef.name"),
-            name,
-            &OBJECT_NAME_RE,
-            "a GardenArtifact name",
-        ),
+) -> Option<Reference> {
+    let target = match (artifact_ref, reference) {
+        (Some(name), None) => c
+            .pattern(
+                &field.child("artifactRef").child("name"),
+                name,
+                &OBJECT_NAME_RE,
+                "a GardenArtifact name",
+            )
+            .then(|| ReferenceTarget::Object(name.to_string())),
         (None, Some(reference)) => {
-            let field = format!("{field}.reference");
-            c.pattern(
+            let field = field.child("reference");
+            let matches = c.pattern(
                 &field,
                 reference,
                 &ARTIFACT_REFERENCE_RE,
                 "a tag, a digest, or a reference host/repo:tag or host/repo@sha256:...",
             );
-            c.max_len(&field, reference, MAX_REFERENCE);
-            if ARTIFACT_REFERENCE_RE.is_match(reference) {
-                c.registry_port(&field, reference);
+            let short = c.max_len(&field, reference, MAX_REFERENCE);
+            if matches && c.registry_port(&field, reference) && short {
+                c.parsed(&field, RelativeReference::parse(reference))
+                    .map(ReferenceTarget::Registry)
+            } else {
+                None
             }
         }
-        _ => c.fail(field, "exactly one of artifactRef, reference must be set"),
-    }
+        _ => {
+            c.fail(field, "exactly one of artifactRef, reference must be set");
+            None
+        }
+    };
+    target.map(|target| Reference {
+        field: field.clone(),
+        target,
+    })
 }
 
-fn check_index(c: &mut Checker, spec: &GardenArtifactSpec, index: &IndexSource) {
+fn check_index(c: &mut Checker, spec: &GardenArtifactSpec, index: &IndexSource) -> Vec<IndexEntry> {
+    let list = spec_field("source").child("index").child("manifests");
     if index.manifests.is_empty() {
-        c.fail(
-            "spec.source.index.manifests",
-            "must list at least one manifest",
-        );
+        c.fail(&list, "must list at least one manifest");
     }
+    let mut entries = Vec::new();
     for (i, entry) in index.manifests.iter().enumerate() {
-        let field = format!("spec.source.index.manifests[{i}]");
-        check_reference(
+        let field = list.index(i);
+        let reference = check_reference(
             c,
             &field,
             entry.artifact_ref.as_ref().map(|r| r.name.as_str()),
             entry.reference.as_deref(),
         );
-        c.annotations(&format!("{field}.annotations"), &entry.annotations);
+        c.annotations(&field.child("annotations"), &entry.annotations);
         if let Some(platform) = &entry.platform {
             for (name, value) in [
                 ("os", &platform.os),
                 ("architecture", &platform.architecture),
             ] {
                 c.pattern(
-                    &format!("{field}.platform.{name}"),
+                    &field.child("platform").child(name),
                     value,
                     &PLATFORM_PART_RE,
                     "a platform word (lowercase letters, digits, ._-)",
@@ -514,37 +666,53 @@ fn check_index(c: &mut Checker, spec: &GardenArtifactSpec, index: &IndexSource) 
             }
             if let Some(variant) = &platform.variant {
                 c.pattern(
-                    &format!("{field}.platform.variant"),
+                    &field.child("platform").child("variant"),
                     variant,
                     &PLATFORM_PART_RE,
                     "a platform word (lowercase letters, digits, ._-)",
                 );
             }
         }
+        if let Some(reference) = reference {
+            entries.push(IndexEntry {
+                reference,
+                annotations: entry.annotations.clone(),
+                platform: entry.platform.as_ref().map(|p| Platform {
+                    architecture: p.architecture.clone(),
+                    os: p.os.clone(),
+                    os_version: p.os_version.clone(),
+                    variant: p.variant.clone(),
+                }),
+            });
+        }
     }
     if spec.config.is_some() {
-        c.fail("spec.config", "an index has no config");
+        c.fail(&spec_field("config"), "an index has no config");
     }
+    entries
 }
 
-fn check_image(c: &mut Checker, spec: &GardenArtifactSpec, image: &ImageSource) {
-    c.pattern(
-        "spec.source.image.reference",
+fn check_image(
+    c: &mut Checker,
+    spec: &GardenArtifactSpec,
+    image: &ImageSource,
+) -> Option<ImageCopy> {
+    let field = spec_field("source").child("image").child("reference");
+    let matches = c.pattern(
+        &field,
         &image.reference,
         &IMAGE_REFERENCE_RE,
         "an image reference with registry host and a tag or digest (host/repo:tag or host/repo@sha256:...)",
     );
-    c.max_len(
-        "spec.source.image.reference",
-        &image.reference,
-        MAX_REFERENCE,
-    );
-    if IMAGE_REFERENCE_RE.is_match(&image.reference) {
-        c.registry_port("spec.source.image.reference", &image.reference);
-    }
+    let short = c.max_len(&field, &image.reference, MAX_REFERENCE);
+    let source = if matches && c.registry_port(&field, &image.reference) && short {
+        c.parsed(&field, ImageReference::parse(&image.reference))
+    } else {
+        None
+    };
     if let Some(platform) = &image.platform {
         c.pattern(
-            "spec.source.image.platform",
+            &spec_field("source").child("image").child("platform"),
             platform,
             &PLATFORM_RE,
             "a platform os/arch[/variant]",
@@ -552,20 +720,27 @@ fn check_image(c: &mut Checker, spec: &GardenArtifactSpec, image: &ImageSource) 
     }
     let changes_bytes = "not allowed with source.image: the manifest is copied byte for byte, so digests and signatures stay valid";
     if !spec.annotations.is_empty() {
-        c.fail("spec.annotations", changes_bytes);
+        c.fail(&spec_field("annotations"), changes_bytes);
     }
     if spec.artifact_type.is_some() {
-        c.fail("spec.artifactType", changes_bytes);
+        c.fail(&spec_field("artifactType"), changes_bytes);
     }
     if spec.config.is_some() {
-        c.fail("spec.config", changes_bytes);
+        c.fail(&spec_field("config"), changes_bytes);
     }
     if spec.subject.is_some() {
-        c.fail("spec.subject", changes_bytes);
+        c.fail(&spec_field("subject"), changes_bytes);
     }
     if !spec.links.is_empty() {
-        c.fail("spec.links", changes_bytes);
+        c.fail(&spec_field("links"), changes_bytes);
     }
+    source.map(|source| ImageCopy {
+        source_field: field,
+        platform_field: spec_field("source").child("image").child("platform"),
+        source,
+        platform: image.platform.clone(),
+        referrers: image.referrers,
+    })
 }
 
 #[cfg(test)]
@@ -594,7 +769,7 @@ mod tests {
     }
 
     fn fields(err: InvalidSpec) -> Vec<String> {
-        err.0.into_iter().map(|e| e.field).collect()
+        err.0.into_iter().map(|e| e.field.to_string()).collect()
     }
 
     #[test]
@@ -604,7 +779,7 @@ mod tests {
             content: Some("ID=gardenlinux".into()),
             ..Default::default()
         }]);
-        assert_eq!(validate(&spec, Frontend::Apply), Ok(()));
+        assert!(validate(&spec, Frontend::Apply).is_ok());
     }
 
     #[test]
@@ -731,7 +906,7 @@ mod tests {
         }]);
         for ok in ["127.0.0.1:65535/a", "[::1]:5000/a", "[::1]/a", "ghcr.io/a"] {
             spec.repository = ok.into();
-            assert_eq!(validate(&spec, Frontend::Apply), Ok(()), "{ok}");
+            assert!(validate(&spec, Frontend::Apply).is_ok(), "{ok}");
         }
         for bad in ["127.0.0.1:99999/a", "registry:0/a", "[::1]:65536/a"] {
             spec.repository = bad.into();
@@ -772,6 +947,50 @@ mod tests {
         );
     }
     #[test]
+    fn intervals_parse_like_go_durations() {
+        assert_eq!(parse_duration("10m"), Some(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("45s"), Some(Duration::from_secs(45)));
+        assert_eq!(parse_duration("1500ms"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("0s"), Some(Duration::ZERO));
+        assert_eq!(parse_duration("10"), None);
+        assert_eq!(parse_duration("m"), None);
+    }
+
+    #[test]
+    fn a_valid_spec_reads_into_typed_values() {
+        let mut spec = files_spec(vec![FileSource {
+            name: "a.raw".into(),
+            url: Some("https://example.com/a.raw".into()),
+            digest: Some(format!("sha256:{}", "0".repeat(64))),
+            ..Default::default()
+        }]);
+        spec.interval = Some("1h30m".into());
+        spec.subject = Some(crate::api::ArtifactReference {
+            artifact_ref: None,
+            reference: Some("1877.4".into()),
+        });
+        let intent = validate(&spec, Frontend::Apply).unwrap();
+        assert_eq!(
+            intent.repository.to_string(),
+            "127.0.0.1:5000/gardenlinux/gardenlinux"
+        );
+        assert_eq!(intent.tags[0].as_str(), "1877.5");
+        assert_eq!(intent.interval, Some(Duration::from_secs(5400)));
+        let subject = intent.subject.as_ref().unwrap();
+        assert_eq!(subject.field.to_string(), "spec.subject");
+        assert_eq!(subject.shown(), "1877.4");
+        let [file] = intent.files() else {
+            panic!("one file")
+        };
+        assert_eq!(
+            file.media_type,
+            "application/io.gardenlinux.image.archive.format.raw"
+        );
+        assert!(matches!(&file.origin, FileOrigin::Url { size: None, .. }));
+    }
+
+    #[test]
     fn an_interval_is_at_least_a_second() {
         let mut spec = files_spec(vec![FileSource {
             name: "a.release".into(),
@@ -787,7 +1006,7 @@ mod tests {
             "99999999999999999999999h",
         ] {
             spec.interval = Some(ok.into());
-            assert_eq!(validate(&spec, Frontend::Apply), Ok(()), "{ok}");
+            assert!(validate(&spec, Frontend::Apply).is_ok(), "{ok}");
         }
         for bad in ["0s", "1ms", "999ms", "0h0m"] {
             spec.interval = Some(bad.into());

@@ -15,8 +15,9 @@ use crate::engine::claims::{self, Claim, Conflict};
 use crate::engine::desired::BlobOrigin;
 use crate::engine::order::{self, Node};
 use crate::engine::{Engine, Inputs, Mode, Report};
+use crate::intent::{ArtifactIntent, ReferenceTarget};
 use crate::manifests::{self, LoadedObject};
-use crate::oci::{Digest, ImageReference, Repository};
+use crate::oci::{Digest, ImageReference};
 use crate::sources::UrlFetcher;
 
 #[derive(Args)]
@@ -67,24 +68,34 @@ pub async fn run(args: ApplyArgs) -> u8 {
         eprintln!("note: {note}");
     }
     let mut errors = loaded.errors;
+    let mut intents = Vec::with_capacity(loaded.objects.len());
     for object in &loaded.objects {
-        if let Err(invalid) = validate(&object.spec, Frontend::Apply) {
-            for field in invalid.0 {
-                errors.push(format!("{}: {}: {field}", object.origin, object.key()));
+        match validate(&object.spec, Frontend::Apply) {
+            Ok(intent) => {
+                for reference in intent.references() {
+                    let ReferenceTarget::Object(name) = &reference.target else {
+                        continue;
+                    };
+                    let known = loaded
+                        .objects
+                        .iter()
+                        .any(|o| o.namespace == object.namespace && o.name == *name);
+                    if !known {
+                        errors.push(format!(
+                            "{}: {}: {}.artifactRef: no GardenArtifact {name:?} in namespace {} among the input",
+                            object.origin,
+                            object.key(),
+                            reference.field,
+                            object.namespace
+                        ));
+                    }
+                }
+                intents.push(intent);
             }
-        }
-        for (field, name) in artifact_refs(&object.spec) {
-            let known = loaded
-                .objects
-                .iter()
-                .any(|o| o.namespace == object.namespace && o.name == name);
-            if !known {
-                errors.push(format!(
-                    "{}: {}: {field}.artifactRef: no GardenArtifact {name:?} in namespace {} among the input",
-                    object.origin,
-                    object.key(),
-                    object.namespace
-                ));
+            Err(invalid) => {
+                for field in invalid.0 {
+                    errors.push(format!("{}: {}: {field}", object.origin, object.key()));
+                }
             }
         }
         if object.spec.credentials.is_some() {
@@ -133,10 +144,11 @@ pub async fn run(args: ApplyArgs) -> u8 {
     let nodes: Vec<Node<'_>> = loaded
         .objects
         .iter()
-        .map(|o| Node {
+        .zip(&intents)
+        .map(|(o, intent)| Node {
             namespace: &o.namespace,
             name: &o.name,
-            spec: &o.spec,
+            intent,
         })
         .collect();
     let dependencies = order::dependencies(&nodes);
@@ -166,13 +178,13 @@ pub async fn run(args: ApplyArgs) -> u8 {
         let produced: BTreeMap<(String, String), ImageReference> = loaded
             .objects
             .iter()
+            .zip(&intents)
             .zip(&results)
-            .filter_map(|(o, r)| {
+            .filter_map(|((o, intent), r)| {
                 let digest = Digest::parse(r.as_ref()?.digest.as_ref()?).ok()?;
-                let repository = Repository::parse(&o.spec.repository).ok()?;
                 Some((
                     (o.namespace.clone(), o.name.clone()),
-                    repository.with_digest(&digest),
+                    intent.repository.with_digest(&digest),
                 ))
             })
             .collect();
@@ -200,6 +212,7 @@ pub async fn run(args: ApplyArgs) -> u8 {
         let reconciled: Vec<(usize, ObjectResult)> = stream::iter(runnable)
             .map(|i| {
                 let object = &loaded.objects[i];
+                let intent = &intents[i];
                 let artifacts: BTreeMap<String, ImageReference> = produced
                     .iter()
                     .filter(|((ns, _), _)| *ns == object.namespace)
@@ -208,7 +221,7 @@ pub async fn run(args: ApplyArgs) -> u8 {
                 async move {
                     (
                         i,
-                        reconcile_one(engine, conflicts, object, artifacts, mode).await,
+                        reconcile_one(engine, conflicts, object, intent, artifacts, mode).await,
                     )
                 }
             })
@@ -240,6 +253,7 @@ async fn reconcile_one(
     engine: &Engine,
     conflicts: &BTreeMap<String, Vec<Conflict>>,
     object: &LoadedObject,
+    intent: &ArtifactIntent,
     artifacts: BTreeMap<String, ImageReference>,
     mode: Mode,
 ) -> ObjectResult {
@@ -256,7 +270,7 @@ async fn reconcile_one(
         artifacts,
         ..Default::default()
     };
-    match engine.reconcile(&object.spec, &inputs, mode).await {
+    match engine.reconcile(intent, &inputs, mode).await {
         Ok(report) => succeeded(object, &report, mode),
         Err(e) => failed(object, e.to_string()),
     }
@@ -361,27 +375,4 @@ fn print_text(results: &[ObjectResult]) {
             println!("  would write {line}");
         }
     }
-}
-
-/// The `artifactRef`s of a spec with the field that holds each.
-fn artifact_refs(spec: &crate::api::GardenArtifactSpec) -> Vec<(String, &str)> {
-    let mut refs = Vec::new();
-    if let Some(name) = spec.subject.as_ref().and_then(|s| s.artifact_ref.as_ref()) {
-        refs.push(("spec.subject".to_string(), name.name.as_str()));
-    }
-    for (i, entry) in spec
-        .source
-        .index
-        .iter()
-        .flat_map(|x| &x.manifests)
-        .enumerate()
-    {
-        if let Some(name) = &entry.artifact_ref {
-            refs.push((
-                format!("spec.source.index.manifests[{i}]"),
-                name.name.as_str(),
-            ));
-        }
-    }
-    refs
 }

@@ -13,8 +13,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use super::exit;
-use crate::api::validate::InvalidSpec;
 use crate::engine::{Engine, EngineError};
+use crate::intent::{ArtifactIntent, InvalidSpec};
 use crate::oci::ImageReference;
 use crate::oci::media_types::TITLE_ANNOTATION;
 use crate::registry::{DockerConfig, RawManifest, RegistryClient};
@@ -126,38 +126,15 @@ pub fn parse_tagged(what: &str, text: &str) -> Result<ImageReference, Failure> {
     Ok(reference)
 }
 
-/// An engine error in the words of the command line: spec fields become the arguments they
-/// came from (`renames`: spec field prefix -> argument), and the exit code follows the kind.
-pub fn engine_failure(e: EngineError, renames: &[(&str, &str)]) -> Failure {
-    let rename = |text: String| {
-        renames.iter().fold(text, |text, (field, argument)| {
-            text.replace(field, argument)
-        })
-    };
-    match e {
-        EngineError::Invalid(invalid) => invalid_spec(&invalid, renames),
-        EngineError::Source { field, detail } => {
-            Failure::failed(rename(format!("{field}: {detail}")))
-        }
-        EngineError::Registry(e) => Failure::failed(e.to_string()),
-    }
+/// An engine error as the command line shows it: the verbs name their intents' fields after
+/// the arguments, so the message needs no translation; the exit code follows the kind.
+pub fn engine_failure(e: EngineError) -> Failure {
+    Failure::failed(e.to_string())
 }
 
-/// A spec built from the command line that validation refused: one line per field, named by
-/// the argument it came from.
-pub fn invalid_spec(invalid: &InvalidSpec, renames: &[(&str, &str)]) -> Failure {
-    let lines: Vec<String> = invalid
-        .0
-        .iter()
-        .map(|field| {
-            let name = renames
-                .iter()
-                .find(|(prefix, _)| field.field.starts_with(prefix))
-                .map(|(prefix, argument)| field.field.replacen(prefix, argument, 1))
-                .unwrap_or_else(|| field.field.clone());
-            format!("{name}: {}", field.message)
-        })
-        .collect();
+/// An intent the command line could not be read into: one line per argument.
+pub fn invalid_spec(invalid: &InvalidSpec) -> Failure {
+    let lines: Vec<String> = invalid.0.iter().map(ToString::to_string).collect();
     Failure::invalid(lines.join("\n"))
 }
 
@@ -311,28 +288,24 @@ pub struct Written {
     pub result: String,
 }
 
-/// Prints an engine report: `REPOSITORY:TAG@DIGEST` per tag, or one JSON object.
-/// What `tag` and `copy` share: a spec built from the arguments, validated (errors named by
-/// argument), reconciled by the engine, and its report printed.
+/// What `tag` and `copy` share: an intent built from the arguments, reconciled by the engine,
+/// and its report printed.
 pub async fn reconcile_and_print(
-    spec: &crate::api::GardenArtifactSpec,
-    renames: &[(&str, &str)],
+    intent: &ArtifactIntent,
     registry: &RegistryArgs,
     format: Format,
     shown: &str,
 ) -> Result<(), Failure> {
-    use crate::api::validate::{Frontend, validate};
     use crate::engine::{Inputs, Mode};
-    validate(spec, Frontend::Apply).map_err(|e| invalid_spec(&e, renames))?;
     let engine = engine(registry)?;
     let report = with_transfer_progress(
         &engine,
         None,
         format!("{shown}:"),
-        engine.reconcile(spec, &Inputs::default(), Mode::Apply),
+        engine.reconcile(intent, &Inputs::default(), Mode::Apply),
     )
     .await
-    .map_err(|e| engine_failure(e, renames))?;
+    .map_err(engine_failure)?;
     print_report(format, shown, &report);
     Ok(())
 }
@@ -382,6 +355,7 @@ fn sent_spinner(message: String) -> ProgressBar {
     bar
 }
 
+/// Prints an engine report: `REPOSITORY:TAG@DIGEST` per tag, or one JSON object.
 pub fn print_report(format: Format, reference: &str, report: &crate::engine::Report) {
     match format {
         Format::Text => {

@@ -6,7 +6,7 @@ use clap::Args;
 
 use super::common::{self, Failure, Format, Outcome, RegistryArgs};
 use crate::api::patterns::PLATFORM_RE;
-use crate::api::{GardenArtifactSpec, ImageSource, Source};
+use crate::intent::{ArtifactIntent, Content, FieldPath, ImageCopy};
 
 #[derive(Args)]
 pub struct CopyArgs {
@@ -34,7 +34,7 @@ pub async fn run(args: CopyArgs) -> u8 {
 }
 
 async fn copy(args: CopyArgs) -> Outcome {
-    common::parse_reference("SRC", &args.source)?;
+    let source = common::parse_reference("SRC", &args.source)?;
     let destination = common::parse_tagged("DST", &args.destination)?;
     if let Some(platform) = &args.platform
         && !PLATFORM_RE.is_match(platform)
@@ -43,41 +43,18 @@ async fn copy(args: CopyArgs) -> Outcome {
             "--platform {platform:?}: expected os/arch or os/arch/variant, e.g. linux/amd64"
         )));
     }
-    let spec = GardenArtifactSpec {
-        repository: destination.repository().to_string(),
-        tags: destination.tag().iter().map(|t| t.to_string()).collect(),
-        annotations: Default::default(),
-        artifact_type: None,
-        config: None,
-        source: Source {
-            image: Some(ImageSource {
-                reference: args.source.clone(),
-                platform: args.platform.clone(),
-                referrers: args.referrers,
-            }),
-            ..Default::default()
-        },
+    let intent = ArtifactIntent {
+        repository: destination.repository().clone(),
+        tags: destination.tag().into_iter().cloned().collect(),
+        content: Content::Image(ImageCopy {
+            source_field: FieldPath::root("SRC"),
+            source,
+            platform_field: FieldPath::root("--platform"),
+            platform: args.platform.clone(),
+            referrers: args.referrers,
+        }),
         subject: None,
-        links: Vec::new(),
-        credentials: None,
-        deletion_policy: Default::default(),
         interval: None,
-        suspend: false,
     };
-    let renames = [
-        ("spec.source.image.referrers", "--referrers"),
-        ("spec.source.image.platform", "--platform"),
-        ("spec.source.image.reference", "SRC"),
-        ("spec.source.image", "SRC"),
-        ("spec.repository", "DST"),
-        ("spec.tags", "DST tag"),
-    ];
-    common::reconcile_and_print(
-        &spec,
-        &renames,
-        &args.registry,
-        args.output,
-        &args.destination,
-    )
-    .await
+    common::reconcile_and_print(&intent, &args.registry, args.output, &args.destination).await
 }

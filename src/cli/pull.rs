@@ -109,7 +109,7 @@ async fn pull(args: PullArgs) -> Outcome {
     }
 
     let client = common::registry_client(&args.registry)?;
-    let repo = &reference.repository();
+    let repo = reference.repository();
     let root = client
         .get_manifest(repo, reference.reference())
         .await?
@@ -234,7 +234,7 @@ async fn choose(
         .collect();
     for entry in entries {
         let child = client
-            .get_manifest(&reference.repository(), &entry.digest)
+            .get_manifest(reference.repository(), &entry.digest)
             .await?
             .ok_or_else(|| {
                 Failure::failed(format!(

@@ -1,7 +1,7 @@
 //! `garden-artifacts push REF FILE[:MEDIATYPE]...`: local files as one artefact, one layer per
-//! file. The command line becomes a GardenArtifact spec with `source.files` and goes through
-//! the engine, so a pushed artefact is byte for byte what `apply` would build from the same
-//! files.
+//! file. The command line becomes an intent with files, named by the arguments they came from,
+//! and goes through the engine, so a pushed artefact is byte for byte what `apply` would build
+//! from the same files.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,12 +10,14 @@ use clap::Args;
 use serde::Serialize;
 
 use super::common::{self, Document, Failure, Format, Outcome, RegistryArgs};
-use crate::api::patterns::{FILE_NAME_RE, MEDIA_TYPE_RE, TAG_RE};
-use crate::api::validate::{Frontend, validate};
-use crate::api::{ArtifactReference, FileSource, GardenArtifactSpec, Link, Source};
+use crate::api::patterns::{FILE_NAME_RE, MEDIA_TYPE_RE};
+use crate::api::validate::manifest_fields;
 use crate::engine::{Inputs, Mode};
-use crate::oci::Repository;
+use crate::intent::{
+    ArtifactIntent, Content, FieldPath, File, FileOrigin, FilesContent, Reference, ReferenceTarget,
+};
 use crate::oci::media_types;
+use crate::oci::{RelativeReference, Repository, Tag};
 
 #[derive(Args)]
 pub struct PushArgs {
@@ -86,7 +88,7 @@ pub async fn run(args: PushArgs) -> u8 {
 }
 
 /// The parts of REF: the repository and its tags (none only with a subject).
-fn split_reference(text: &str, has_subject: bool) -> Result<(Repository, Vec<String>), Failure> {
+fn split_reference(text: &str, has_subject: bool) -> Result<(Repository, Vec<Tag>), Failure> {
     if text.contains('@') {
         return Err(Failure::invalid(format!(
             "REF {text:?} names a digest; expected host[:port]/repository:tag (push writes a tag, the digest follows from the content)"
@@ -103,13 +105,22 @@ fn split_reference(text: &str, has_subject: bool) -> Result<(Repository, Vec<Str
     };
     let repository = Repository::parse(repository)
         .map_err(|e| Failure::invalid(format!("REF: {e}; expected host[:port]/repository:tag")))?;
+    let mut parsed: Vec<Tag> = Vec::new();
     for tag in &tags {
-        if !TAG_RE.is_match(tag) {
+        let Ok(tag) = Tag::parse(tag) else {
             return Err(Failure::invalid(format!(
                 "REF {text:?}: {tag:?} is not a valid tag ([A-Za-z0-9_][A-Za-z0-9._-]{{0,127}})"
             )));
+        };
+        if parsed.contains(&tag) {
+            return Err(Failure::invalid(format!(
+                "REF {text:?}: tag {:?} is listed twice",
+                tag.as_str()
+            )));
         }
+        parsed.push(tag);
     }
+    let tags = parsed;
     if tags.is_empty() && !has_subject {
         return Err(Failure::invalid(format!(
             "REF {text:?} names no tag; expected host[:port]/repository:tag (only a push with --subject may leave it out)"
@@ -138,8 +149,8 @@ fn split_file_argument(argument: &str) -> Result<(PathBuf, Option<String>), Fail
     }
 }
 
-/// One `source.files` entry per FILE argument, and the file sizes.
-fn file_sources(arguments: &[String]) -> Result<(Vec<FileSource>, Vec<u64>), Failure> {
+/// One file per FILE argument, named by it, and the file sizes.
+fn file_sources(arguments: &[String]) -> Result<(Vec<File>, Vec<u64>), Failure> {
     let mut sources = Vec::new();
     let mut sizes = Vec::new();
     let mut problems = Vec::new();
@@ -192,7 +203,9 @@ fn file_sources(arguments: &[String]) -> Result<(Vec<FileSource>, Vec<u64>), Fai
             ));
             continue;
         }
-        if media_type.is_none() && media_types::for_file_name(&title).is_none() {
+        let Some(media_type) =
+            media_type.or_else(|| media_types::for_file_name(&title).map(str::to_string))
+        else {
             problems.push(format!(
                 "FILE {}: no media type is known for this suffix (known: {}); give one as {}:TYPE",
                 path.display(),
@@ -200,14 +213,15 @@ fn file_sources(arguments: &[String]) -> Result<(Vec<FileSource>, Vec<u64>), Fai
                 path.display()
             ));
             continue;
-        }
+        };
         let absolute = std::path::absolute(&path).unwrap_or(path);
         sizes.push(metadata.len());
-        sources.push(FileSource {
+        sources.push(File {
+            field: FieldPath::root(&format!("FILE {argument}")),
             name: title,
-            path: Some(absolute.to_string_lossy().into_owned()),
             media_type,
-            ..Default::default()
+            annotations: BTreeMap::new(),
+            origin: FileOrigin::Path(absolute.to_string_lossy().into_owned()),
         });
     }
     if problems.is_empty() {
@@ -242,14 +256,14 @@ fn annotations(arguments: &[String]) -> Result<BTreeMap<String, String>, Failure
     Ok(annotations)
 }
 
-fn links(arguments: &[String]) -> Result<Vec<Link>, Failure> {
+/// Each `--link REL=URL`, named by the argument, split; checked with the manifest fields.
+fn links(arguments: &[String]) -> Result<Vec<(FieldPath, &str, &str)>, Failure> {
     arguments
         .iter()
         .map(|argument| match argument.split_once('=') {
-            Some((rel, url)) if !rel.is_empty() && !url.is_empty() => Ok(Link {
-                rel: rel.to_string(),
-                url: url.to_string(),
-            }),
+            Some((rel, url)) if !rel.is_empty() && !url.is_empty() => {
+                Ok((FieldPath::root(&format!("--link {argument}:")), rel, url))
+            }
             _ => Err(Failure::invalid(format!(
                 "--link {argument:?}: expected REL=URL, e.g. release-notes=https://example.com/notes"
             ))),
@@ -263,56 +277,38 @@ async fn push(args: PushArgs) -> Outcome {
         common::parse_reference("--subject", subject)?;
     }
     let (files, sizes) = file_sources(&args.files)?;
-    let spec = GardenArtifactSpec {
-        repository: repository.to_string(),
-        tags: tags.clone(),
-        annotations: annotations(&args.annotations)?,
-        artifact_type: args.artifact_type.clone(),
-        config: None,
-        source: Source {
-            files: Some(files),
-            ..Default::default()
-        },
-        subject: args.subject.as_ref().map(|reference| ArtifactReference {
-            artifact_ref: None,
-            reference: Some(reference.clone()),
+    let annotations = annotations(&args.annotations)?;
+    let links = links(&args.links)?;
+    let artifact_type_field = FieldPath::root("--artifact-type");
+    let manifest = manifest_fields(
+        (&FieldPath::root("--annotation"), &annotations),
+        args.artifact_type
+            .as_deref()
+            .map(|t| (&artifact_type_field, t)),
+        &links,
+    )
+    .map_err(|invalid| common::invalid_spec(&invalid))?;
+    let subject = match &args.subject {
+        Some(subject) => Some(Reference {
+            field: FieldPath::root("--subject"),
+            target: ReferenceTarget::Registry(
+                RelativeReference::parse(subject)
+                    .map_err(|e| Failure::invalid(format!("--subject: {e}")))?,
+            ),
         }),
-        links: links(&args.links)?,
-        credentials: None,
-        deletion_policy: Default::default(),
-        interval: None,
-        suspend: false,
+        None => None,
     };
-
-    // Spec fields in the words of the command line; the first matching prefix wins.
-    let mut argument_fields: Vec<(String, String)> = Vec::new();
-    for (i, f) in args.files.iter().enumerate() {
-        argument_fields.push((format!("spec.source.files[{i}]"), format!("FILE {f}")));
-    }
-    for (i, l) in args.links.iter().enumerate() {
-        for part in ["url", "rel"] {
-            argument_fields.push((
-                format!("spec.links[{i}].{part}"),
-                format!("--link {l}: {part}"),
-            ));
-        }
-    }
-    let mut renames: Vec<(&str, &str)> = argument_fields
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    renames.extend([
-        ("spec.subject", "--subject"),
-        ("spec.links", "--link"),
-        ("spec.annotations", "--annotation"),
-        ("spec.artifactType", "--artifact-type"),
-        ("spec.repository", "REF"),
-        ("spec.tags", "REF tag"),
-    ]);
-
-    if let Err(invalid) = validate(&spec, Frontend::Apply) {
-        return Err(common::invalid_spec(&invalid, &renames));
-    }
+    let intent = ArtifactIntent {
+        repository,
+        tags: tags.clone(),
+        content: Content::Files(FilesContent {
+            files,
+            config: None,
+            manifest,
+        }),
+        subject,
+        interval: None,
+    };
 
     let engine = common::engine(&args.registry)?;
     let total: u64 = sizes.iter().sum();
@@ -325,10 +321,10 @@ async fn push(args: PushArgs) -> Outcome {
             sizes.len(),
             common::human_size(total)
         ),
-        engine.reconcile(&spec, &inputs, Mode::Apply),
+        engine.reconcile(&intent, &inputs, Mode::Apply),
     )
     .await;
-    let report = report.map_err(|e| common::engine_failure(e, &renames))?;
+    let report = report.map_err(common::engine_failure)?;
 
     let references: Vec<String> = if tags.is_empty() {
         vec![format!("{}@{}", report.repository, report.digest)]
@@ -350,7 +346,7 @@ async fn push(args: PushArgs) -> Outcome {
                 digest: report.digest.clone(),
                 media_type: report.media_type.clone(),
                 size: report.size,
-                tags,
+                tags: tags.iter().map(ToString::to_string).collect(),
                 result: report.outcome.to_string(),
                 layers,
                 subject: report.subject.as_ref().zip(args.subject.as_ref()).map(

@@ -4,8 +4,8 @@
 use clap::Args;
 
 use super::common::{self, Failure, Format, Outcome, RegistryArgs};
-use crate::api::patterns::TAG_RE;
-use crate::api::{GardenArtifactSpec, ImageSource, Source};
+use crate::intent::{ArtifactIntent, Content, FieldPath, ImageCopy};
+use crate::oci::Tag;
 
 #[derive(Args)]
 pub struct TagArgs {
@@ -28,45 +28,39 @@ pub async fn run(args: TagArgs) -> u8 {
 
 async fn tag(args: TagArgs) -> Outcome {
     let source = common::parse_reference("REF", &args.reference)?;
-    for tag in &args.tags {
-        if !TAG_RE.is_match(tag) {
-            return Err(Failure::invalid(format!(
-                "TAG {tag:?}: expected a tag ([A-Za-z0-9_][A-Za-z0-9._-]{{0,127}}), not a reference"
-            )));
-        }
+    let tags = args
+        .tags
+        .iter()
+        .map(|tag| {
+            Tag::parse(tag).map_err(|_| {
+                Failure::invalid(format!(
+                    "TAG {tag:?}: expected a tag ([A-Za-z0-9_][A-Za-z0-9._-]{{0,127}}), not a reference"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(twice) = tags
+        .iter()
+        .enumerate()
+        .find(|(i, t)| tags[..*i].contains(t))
+    {
+        return Err(Failure::invalid(format!(
+            "TAG {:?} is given twice",
+            twice.1.as_str()
+        )));
     }
-    let spec = GardenArtifactSpec {
-        repository: source.repository().to_string(),
-        tags: args.tags.clone(),
-        annotations: Default::default(),
-        artifact_type: None,
-        config: None,
-        source: Source {
-            image: Some(ImageSource {
-                reference: args.reference.clone(),
-                platform: None,
-                referrers: false,
-            }),
-            ..Default::default()
-        },
+    let intent = ArtifactIntent {
+        repository: source.repository().clone(),
+        tags,
+        content: Content::Image(ImageCopy {
+            source_field: FieldPath::root("REF"),
+            source,
+            platform_field: FieldPath::root("--platform"),
+            platform: None,
+            referrers: false,
+        }),
         subject: None,
-        links: Vec::new(),
-        credentials: None,
-        deletion_policy: Default::default(),
         interval: None,
-        suspend: false,
     };
-    let renames = [
-        ("spec.source.image.reference", "REF"),
-        ("spec.repository", "REF"),
-        ("spec.tags", "TAG"),
-    ];
-    common::reconcile_and_print(
-        &spec,
-        &renames,
-        &args.registry,
-        args.output,
-        &args.reference,
-    )
-    .await
+    common::reconcile_and_print(&intent, &args.registry, args.output, &args.reference).await
 }

@@ -185,7 +185,7 @@ impl Context {
                             key.name, key.key
                         ),
                     })?;
-                inputs.config_map_keys.insert(key.clone(), value);
+                inputs.config_map_keys.insert(intent_key(key), value);
             }
             if let Some(key) = &file.secret_key_ref {
                 let field = format!("spec.source.files[{i}].secretKeyRef");
@@ -199,7 +199,7 @@ impl Context {
                         field: field.clone(),
                         detail: format!("Secret {namespace}/{} has no key {:?}", key.name, key.key),
                     })?;
-                inputs.secret_keys.insert(key.clone(), value);
+                inputs.secret_keys.insert(intent_key(key), value);
             }
         }
         Ok(inputs)
@@ -295,5 +295,13 @@ impl Context {
                 namespace: namespace.into(),
                 name: name.into(),
             })
+    }
+}
+
+/// The engine's name for a key that a spec's file reads.
+fn intent_key(key: &crate::api::KeyRef) -> crate::intent::KeyRef {
+    crate::intent::KeyRef {
+        name: key.name.clone(),
+        key: key.key.clone(),
     }
 }

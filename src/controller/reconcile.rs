@@ -16,7 +16,7 @@ use serde_json::json;
 use super::context::{Context, InputError};
 use super::status::{Observation, next_status};
 use super::watches;
-use crate::api::validate::{Frontend, validate};
+use crate::api::validate::{Frontend, parse_duration, validate};
 use crate::api::{API_VERSION, DeletionPolicy, GardenArtifact, GardenArtifactStatus, KIND};
 use crate::engine::{EngineError, Mode, Outcome, Report, TagRemoval};
 use crate::oci::Repository;
@@ -123,28 +123,10 @@ pub fn error_policy(object: Arc<GardenArtifact>, error: &Error, _ctx: Arc<Contex
     Action::requeue(RETRY_AFTER_ERROR)
 }
 
-/// `10m`, `1h30m`, `45s`, `500ms`; `None` for anything else (the schema already refused it).
+/// `10m`, `1h30m`, `45s`, `500ms` through the one duration parser of the API; `None` for zero
+/// or anything else (the schema already refused it).
 pub fn parse_interval(text: &str) -> Option<Duration> {
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
-        let value: u64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let (unit, len) = if rest.starts_with("ms") {
-            (Duration::from_millis(1), 2)
-        } else {
-            match rest.chars().next()? {
-                's' => (Duration::from_secs(1), 1),
-                'm' => (Duration::from_secs(60), 1),
-                'h' => (Duration::from_secs(3600), 1),
-                _ => return None,
-            }
-        };
-        total += unit * u32::try_from(value).ok()?;
-        rest = &rest[len..];
-    }
-    (!total.is_zero()).then_some(total)
+    parse_duration(text).filter(|d| !d.is_zero())
 }
 
 fn interval(object: &GardenArtifact) -> Duration {
@@ -174,11 +156,14 @@ async fn apply(
         write_status(api, object, ctx, &Observation::Suspended).await?;
         return Ok(Settled::Done(Action::await_change()));
     }
-    if let Err(invalid) = validate(&object.spec, Frontend::Controller) {
-        let message = invalid.to_string();
-        stall(api, object, ctx, "InvalidSpec", &message).await?;
-        return Ok(Settled::Stalled(Action::await_change()));
-    }
+    let intent = match validate(&object.spec, Frontend::Controller) {
+        Ok(intent) => intent,
+        Err(invalid) => {
+            let message = invalid.to_string();
+            stall(api, object, ctx, "InvalidSpec", &message).await?;
+            return Ok(Settled::Stalled(Action::await_change()));
+        }
+    };
     // Ownership is decided over all objects; a cache still filling would let a newer object
     // take a tag for one round.
     let _ = ctx.store.wait_until_ready().await;
@@ -212,7 +197,7 @@ async fn apply(
         }
     };
 
-    match engine.reconcile(&object.spec, &inputs, Mode::Apply).await {
+    match engine.reconcile(&intent, &inputs, Mode::Apply).await {
         Ok(report) => {
             publish_changes(object, ctx, &report).await;
             write_status(api, object, ctx, &Observation::Converged(&report)).await?;
@@ -307,7 +292,7 @@ async fn publish_changes(object: &GardenArtifact, ctx: &Context, report: &Report
         let before = status
             .into_iter()
             .flat_map(|s| &s.references)
-            .find(|r| r.field == pin.field && r.reference == pin.reference);
+            .find(|r| r.field == pin.field.as_str() && r.reference == pin.reference);
         if let Some(before) = before
             && before.digest != pin.head.digest
         {

@@ -76,7 +76,7 @@ pub fn next_status(
                 .pins
                 .iter()
                 .map(|pin| PinnedReference {
-                    field: pin.field.clone(),
+                    field: pin.field.to_string(),
                     reference: pin.reference.clone(),
                     digest: pin.head.digest.clone(),
                 })

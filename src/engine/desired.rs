@@ -1,4 +1,4 @@
-//! Pure: from a spec and the descriptors of its content to the exact manifest bytes we want.
+//! Pure: from an intent and the descriptors of its content to the exact manifest bytes we want.
 //! Same input, same bytes, same digest: that is what makes a converged resync cost one HEAD per
 //! tag and nothing else.
 
@@ -11,7 +11,7 @@ use oci_client::manifest::{OciDescriptor, OciImageManifest};
 use serde::Serialize;
 
 use super::links::link_annotations;
-use crate::api::{GardenArtifactSpec, IndexPlatform};
+use crate::intent::{Config, FilesContent, ManifestFields, Platform};
 use crate::oci::Repository;
 use crate::oci::digest::sha256_digest;
 use crate::oci::media_types::{
@@ -98,9 +98,8 @@ fn descriptor(blob: &Blob, annotations: BTreeMap<String, String>) -> OciDescript
     }
 }
 
-/// The config blob: the spec's, or the OCI empty descriptor `{}`.
-pub fn config_blob(spec: &GardenArtifactSpec) -> Blob {
-    let config = spec.config.as_ref();
+/// The config blob: the intent's, or the OCI empty descriptor `{}`.
+pub fn config_blob(config: Option<&Config>) -> Blob {
     let content = Bytes::from(
         config
             .and_then(|c| c.content.clone())
@@ -116,10 +115,10 @@ pub fn config_blob(spec: &GardenArtifactSpec) -> Blob {
     }
 }
 
-/// The manifest annotations: the spec's, and its links.
-fn annotations(spec: &GardenArtifactSpec) -> Option<BTreeMap<String, String>> {
-    let mut all = spec.annotations.clone();
-    all.extend(link_annotations(&spec.links));
+/// The manifest annotations: the intent's, and its links.
+fn annotations(fields: &ManifestFields) -> Option<BTreeMap<String, String>> {
+    let mut all = fields.annotations.clone();
+    all.extend(link_annotations(&fields.links));
     (!all.is_empty()).then_some(all)
 }
 
@@ -137,17 +136,17 @@ pub fn subject_descriptor(head: &ManifestHead) -> OciDescriptor {
 
 /// An image manifest over `layers`, in their order.
 pub fn files_manifest(
-    spec: &GardenArtifactSpec,
+    content: &FilesContent,
     subject: Option<OciDescriptor>,
     layers: Vec<Layer>,
 ) -> Manifest {
-    let config = config_blob(spec);
-    let config_annotations = spec
+    let config = config_blob(content.config.as_ref());
+    let config_annotations = content
         .config
         .as_ref()
         .map(|c| c.annotations.clone())
         .unwrap_or_default();
-    let artifact_type = spec.artifact_type.clone().or_else(|| {
+    let artifact_type = content.manifest.artifact_type.clone().or_else(|| {
         // The image spec requires an artifactType when the config is the empty descriptor.
         (config.media_type == OCI_EMPTY).then(|| UNKNOWN_ARTIFACT.to_string())
     });
@@ -165,7 +164,7 @@ pub fn files_manifest(
             .collect(),
         subject,
         artifact_type,
-        annotations: annotations(spec),
+        annotations: annotations(&content.manifest),
     };
     let bytes = serde_json::to_vec(&manifest).expect("a manifest always serializes");
     let mut blobs = vec![config];
@@ -185,21 +184,24 @@ pub fn files_manifest(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{ConfigSpec, FileSource, Source};
+    use crate::intent::FilesContent;
 
-    fn spec() -> GardenArtifactSpec {
-        serde_yaml::from_str(
-            r#"
-repository: 127.0.0.1:5000/gardenlinux/gardenlinux
-tags: ["1877.5-aws-gardener_prod-amd64"]
-annotations: {cname: aws-gardener_prod-amd64-1877.5-60d819dd, architecture: amd64}
-source:
-  files:
-    - name: aws-gardener_prod-amd64-1877.5.release
-      content: "ID=gardenlinux"
-"#,
-        )
-        .unwrap()
+    fn spec() -> FilesContent {
+        FilesContent {
+            files: Vec::new(),
+            config: None,
+            manifest: ManifestFields {
+                annotations: BTreeMap::from([
+                    (
+                        "cname".to_string(),
+                        "aws-gardener_prod-amd64-1877.5-60d819dd".to_string(),
+                    ),
+                    ("architecture".to_string(), "amd64".to_string()),
+                ]),
+                artifact_type: None,
+                links: Vec::new(),
+            },
+        }
     }
 
     fn layer(name: &str, content: &'static str, media_type: &str) -> Layer {
@@ -276,15 +278,11 @@ source:
     #[test]
     fn gardenlinux_config_as_published_today() {
         let mut s = spec();
-        s.config = Some(ConfigSpec {
+        s.config = Some(Config {
             media_type: Some("application/vnd.unknown.config.v1+json".into()),
             annotations: BTreeMap::from([("cname".to_string(), "x".to_string())]),
             content: None,
         });
-        s.source = Source {
-            files: Some(vec![FileSource::default()]),
-            ..Default::default()
-        };
         let m = files_manifest(
             &s,
             None,
@@ -348,7 +346,7 @@ pub fn referrer_descriptor(manifest: &Manifest) -> serde_json::Value {
 pub struct IndexChild {
     pub head: ManifestHead,
     pub annotations: BTreeMap<String, String>,
-    pub platform: Option<IndexPlatform>,
+    pub platform: Option<Platform>,
     /// The child's artifactType, when it has one.
     pub artifact_type: Option<String>,
 }
@@ -378,13 +376,13 @@ struct IndexDocumentEntry<'a> {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     annotations: &'a BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    platform: Option<&'a IndexPlatform>,
+    platform: Option<&'a Platform>,
 }
 
 /// An image index over `entries`, in their order. `copies` are the children that live in
 /// another repository and must be stored in the target first.
 pub fn index_manifest(
-    spec: &GardenArtifactSpec,
+    fields: &ManifestFields,
     entries: &[IndexChild],
     subject: Option<OciDescriptor>,
     copies: Vec<Manifest>,
@@ -392,7 +390,7 @@ pub fn index_manifest(
     let document = IndexDocument {
         schema_version: 2,
         media_type: OCI_INDEX,
-        artifact_type: spec.artifact_type.as_deref(),
+        artifact_type: fields.artifact_type.as_deref(),
         manifests: entries
             .iter()
             .map(|e| IndexDocumentEntry {
@@ -405,7 +403,7 @@ pub fn index_manifest(
             })
             .collect(),
         subject,
-        annotations: annotations(spec),
+        annotations: annotations(fields),
     };
     let bytes = serde_json::to_vec(&document).expect("an index always serializes");
     Manifest::new(

@@ -11,6 +11,7 @@ use super::desired::{Blob, BlobOrigin, Desired};
 use super::plan::{self, Observed, Plan};
 use super::tag_listing;
 use super::{Engine, EngineError};
+use crate::intent::FieldPath;
 use crate::oci::Repository;
 use crate::oci::digest::VerifyingStream;
 use crate::registry::{Error as RegistryError, ErrorClass, ManifestHead, UploadStart};
@@ -297,7 +298,7 @@ impl Engine {
             BlobOrigin::File(path) => {
                 let file = crate::sources::file_stream(path).await.map_err(|e| {
                     EngineError::source(
-                        "spec.source.files",
+                        &FieldPath::root("spec").child("source").child("files"),
                         format!("cannot read {}: {e}", path.display()),
                     )
                 })?;

@@ -9,8 +9,9 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::{Engine, EngineError, Inputs};
+use crate::intent::{FieldPath, Link, Reference, ReferenceTarget};
 use crate::oci::media_types::OCI_INDEX;
-use crate::oci::{ImageReference, RelativeReference, Repository};
+use crate::oci::{ImageReference, Repository};
 use crate::registry::ManifestHead;
 
 /// The annotation key prefix of `spec.links`.
@@ -27,7 +28,7 @@ const SETTLE_CHECKS: [Duration; 3] = [
 /// A reference of the spec, resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pin {
-    pub field: String,
+    pub field: FieldPath,
     /// As the spec says it: a reference, or `artifactRef:<name>`.
     pub reference: String,
     pub resolved: ImageReference,
@@ -49,13 +50,18 @@ impl std::fmt::Display for LinkVia {
     }
 }
 
+/// Where fallback-index failures point: they come from linking the subject.
+fn subject_field() -> FieldPath {
+    FieldPath::root("spec").child("subject")
+}
+
 /// The fallback tag of a subject: `sha256-<hex>`.
 pub fn fallback_tag(subject_digest: &str) -> String {
     subject_digest.replacen(':', "-", 1)
 }
 
 /// `spec.links` as annotations: `io.gardenlinux.link.<rel>`, then `.1`, `.2`... for repeats.
-pub fn link_annotations(links: &[crate::api::Link]) -> BTreeMap<String, String> {
+pub fn link_annotations(links: &[Link]) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     for link in links {
@@ -105,38 +111,30 @@ impl Engine {
     /// resolved, a bare tag or digest in `target`, anything else as written.
     pub(super) async fn pin(
         &self,
-        field: &str,
-        artifact_ref: Option<&str>,
-        reference: Option<&str>,
+        reference: &Reference,
         target: &Repository,
         inputs: &Inputs,
     ) -> Result<Pin, EngineError> {
-        let (shown, resolved) = match (artifact_ref, reference) {
-            (Some(name), _) => {
-                let resolved = inputs.artifacts.get(name).cloned().ok_or_else(|| {
+        let field = &reference.field;
+        let resolved = match &reference.target {
+            ReferenceTarget::Object(name) => {
+                inputs.artifacts.get(name).cloned().ok_or_else(|| {
                     EngineError::source(
-                        format!("{field}.artifactRef"),
+                        &field.child("artifactRef"),
                         format!("GardenArtifact {name:?} of this namespace is not known or has no digest yet"),
                     )
-                })?;
-                (format!("artifactRef:{name}"), resolved)
+                })?
             }
-            (None, Some(reference)) => {
-                let resolved = RelativeReference::parse(reference)
-                    .map_err(|e| EngineError::source(format!("{field}.reference"), e))?
-                    .resolve_in(target);
-                (reference.to_string(), resolved)
-            }
-            (None, None) => return Err(EngineError::source(field, "no reference")),
+            ReferenceTarget::Registry(relative) => relative.resolve_in(target),
         };
         let head = self
             .registry
-            .head_manifest(&resolved.repository(), resolved.reference())
+            .head_manifest(resolved.repository(), resolved.reference())
             .await?
             .ok_or_else(|| EngineError::source(field, format!("{resolved} does not exist")))?;
         Ok(Pin {
-            field: field.to_string(),
-            reference: shown,
+            field: field.clone(),
+            reference: reference.shown(),
             resolved,
             head,
         })
@@ -250,7 +248,7 @@ impl Engine {
             tokio::time::sleep(*wait + jitter).await;
         }
         Err(EngineError::source(
-            "spec.subject",
+            &subject_field(),
             format!(
                 "the fallback index {repo}:{tag} kept changing under us; tried {FALLBACK_ATTEMPTS} times"
             ),
@@ -289,7 +287,7 @@ impl Engine {
         };
         serde_json::from_slice(&raw.bytes).map(Some).map_err(|e| {
             EngineError::source(
-                "spec.subject",
+                &subject_field(),
                 format!("{repo}:{tag} is not an image index: {e}"),
             )
         })
@@ -299,7 +297,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::Link;
+    use crate::intent::Link;
 
     #[test]
     fn links_become_numbered_annotations() {

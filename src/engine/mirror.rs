@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::desired::{Desired, Manifest};
 use super::links::fallback_tag;
 use super::{Engine, EngineError, Mode, plan};
+use crate::intent::FieldPath;
 use crate::oci::Repository;
 
 /// The suffixes of the tags cosign writes next to a signed manifest.
@@ -25,6 +26,7 @@ impl Engine {
     /// `source` into `target`.
     pub(super) async fn mirror_referrers(
         &self,
+        source_field: &FieldPath,
         source: &Repository,
         target: &Repository,
         root: &Manifest,
@@ -41,7 +43,7 @@ impl Engine {
                 let Some(raw) = self.registry.get_manifest(source, digest).await? else {
                     continue;
                 };
-                let copy = Box::pin(self.copied_manifest(source, raw, 1)).await?;
+                let copy = Box::pin(self.copied_manifest(source_field, source, raw, 1)).await?;
                 let wrote = self.store_copy(target, Vec::new(), copy, mode).await?;
                 if mode == Mode::Apply {
                     self.link_referrer(target, &subject.digest, &entry, false)
@@ -54,7 +56,7 @@ impl Engine {
                 let Some(raw) = self.registry.get_manifest(source, &tag).await? else {
                     continue;
                 };
-                let copy = Box::pin(self.copied_manifest(source, raw, 1)).await?;
+                let copy = Box::pin(self.copied_manifest(source_field, source, raw, 1)).await?;
                 let wrote = self.store_copy(target, vec![tag], copy, mode).await?;
                 mirrored.cosign_tags += usize::from(wrote);
             }

@@ -1,5 +1,6 @@
-//! The core: desired state → plan → execution. No kube and no CLI in here; the front ends
-//! (`apply`, the controller) validate a spec, gather its inputs, and call [`Engine::reconcile`].
+//! The core: intent → desired state → plan → execution. No kube and no CLI in here; the front
+//! ends (`apply`, the verbs, the controller) read their input into an [`ArtifactIntent`], gather
+//! its inputs, and call [`Engine::reconcile`].
 
 pub mod claims;
 pub mod desired;
@@ -19,8 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use crate::api::validate::InvalidSpec;
-use crate::api::{GardenArtifactSpec, KeyRef};
+use crate::intent::{ArtifactIntent, Content, FieldPath, KeyRef};
 use crate::oci::{ImageReference, Repository};
 use crate::registry::{self, RegistryClient};
 use crate::sources::UrlFetcher;
@@ -70,27 +70,25 @@ pub struct Report {
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("{0}")]
-    Invalid(#[from] InvalidSpec),
     /// The content a spec names cannot be had as specified: a missing file, a URL whose bytes
     /// do not match their digest, a source image that does not exist.
     #[error("{field}: {detail}")]
-    Source { field: String, detail: String },
+    Source { field: FieldPath, detail: String },
     #[error("{0}")]
     Registry(#[from] registry::Error),
 }
 
 impl EngineError {
-    fn source(field: impl Into<String>, detail: impl Into<String>) -> Self {
+    fn source(field: &FieldPath, detail: impl Into<String>) -> Self {
         EngineError::Source {
-            field: field.into(),
+            field: field.clone(),
             detail: detail.into(),
         }
     }
 
     pub fn class(&self) -> registry::ErrorClass {
         match self {
-            EngineError::Invalid(_) | EngineError::Source { .. } => {
+            EngineError::Source { .. } => {
                 registry::ErrorClass::NeedsPerson(registry::NeedsPerson::Invalid)
             }
             EngineError::Registry(e) => e.class(),
@@ -247,20 +245,19 @@ impl Engine {
         self.known_blobs.lock().expect("not poisoned").remove(repo);
     }
 
-    /// Makes the registry hold what `spec` describes. The spec must have been validated.
+    /// Makes the registry hold what `intent` describes.
     pub async fn reconcile(
         &self,
-        spec: &GardenArtifactSpec,
+        intent: &ArtifactIntent,
         inputs: &Inputs,
         mode: Mode,
     ) -> Result<Report, EngineError> {
-        let repository = Repository::parse(&spec.repository)
-            .map_err(|detail| EngineError::source("spec.repository", detail))?;
-        let tags_seen = match self.unchanged_copy(spec, &repository).await? {
+        let repository = intent.repository.clone();
+        let tags_seen = match self.unchanged_copy(intent).await? {
             CopyCheck::Unchanged(report) => return Ok(*report),
             CopyCheck::Changed { tags_seen } => tags_seen,
         };
-        let resolved = self.resolve(spec, &repository, inputs, mode).await?;
+        let resolved = self.resolve(intent, inputs, mode).await?;
         let observed = self
             .observe(
                 &resolved.desired,
@@ -275,12 +272,16 @@ impl Engine {
             registry_processed_subject = self.execute(&resolved.desired, &plan).await?;
         }
         let manifest = &resolved.desired.manifest;
-        let mirrored = match &spec.source.image {
-            Some(image) if image.referrers => {
-                let source = ImageReference::parse(&image.reference)
-                    .map_err(|e| EngineError::source("spec.source.image.reference", e))?;
-                self.mirror_referrers(&source.repository(), &repository, manifest, mode)
-                    .await?
+        let mirrored = match &intent.content {
+            Content::Image(copy) if copy.referrers => {
+                self.mirror_referrers(
+                    &copy.source_field,
+                    copy.source.repository(),
+                    &repository,
+                    manifest,
+                    mode,
+                )
+                .await?
             }
             _ => MirroredReferrers::default(),
         };
@@ -305,7 +306,12 @@ impl Engine {
             digest: manifest.digest.clone(),
             media_type: manifest.media_type.clone(),
             size: manifest.size(),
-            tags: resolved.desired.tags.clone(),
+            tags: resolved
+                .desired
+                .tags
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
             outcome: plan.outcome,
             plan,
             subject,
@@ -317,29 +323,22 @@ impl Engine {
     /// A converged copy costs a HEAD of the source (none when pinned by digest) and one HEAD
     /// per tag; without this, deciding would need the source manifest and its children. The
     /// tags it saw are handed on, so a copy that must be made does not HEAD them twice.
-    async fn unchanged_copy(
-        &self,
-        spec: &GardenArtifactSpec,
-        repository: &Repository,
-    ) -> Result<CopyCheck, EngineError> {
+    async fn unchanged_copy(&self, intent: &ArtifactIntent) -> Result<CopyCheck, EngineError> {
         let changed = |tags_seen| Ok(CopyCheck::Changed { tags_seen });
+        let repository = &intent.repository;
         // Referrers are checked on every run, so a mirror with them takes the full path.
-        let Some(image) = spec
-            .source
-            .image
-            .as_ref()
-            .filter(|i| i.platform.is_none() && !i.referrers)
-        else {
+        let Content::Image(copy) = &intent.content else {
             return changed(BTreeMap::new());
         };
-        let Ok(source) = ImageReference::parse(&image.reference) else {
+        if copy.platform.is_some() || copy.referrers {
             return changed(BTreeMap::new());
-        };
+        }
+        let source = &copy.source;
         let wanted = match source.digest() {
             Some(digest) => digest.to_string(),
             None => match self
                 .registry
-                .head_manifest(&source.repository(), source.reference())
+                .head_manifest(source.repository(), source.reference())
                 .await?
             {
                 Some(head) => head.digest,
@@ -348,9 +347,9 @@ impl Engine {
         };
         let mut tags_seen = BTreeMap::new();
         let mut last = None;
-        for tag in &spec.tags {
-            let head = self.head_tag(repository, tag).await?;
-            tags_seen.insert(tag.clone(), head.as_ref().map(|h| h.digest.clone()));
+        for tag in &intent.tags {
+            let head = self.head_tag(repository, tag.as_str()).await?;
+            tags_seen.insert(tag.to_string(), head.as_ref().map(|h| h.digest.clone()));
             last = head;
         }
         let all_there = tags_seen
@@ -364,7 +363,7 @@ impl Engine {
             digest: head.digest,
             media_type: head.media_type,
             size: head.size,
-            tags: spec.tags.clone(),
+            tags: intent.tags.iter().map(ToString::to_string).collect(),
             outcome: Outcome::Unchanged,
             plan: Plan {
                 blobs: Vec::new(),

@@ -4,65 +4,24 @@
 
 use std::collections::BTreeMap;
 
-use crate::api::GardenArtifactSpec;
-use crate::api::patterns::IMAGE_REFERENCE_RE;
-use crate::oci::ImageReference;
+use crate::intent::ArtifactIntent;
+use crate::oci::{Repository, Tag};
 
 /// What ordering needs to know of an object.
 #[derive(Clone, Debug)]
 pub struct Node<'a> {
     pub namespace: &'a str,
     pub name: &'a str,
-    pub spec: &'a GardenArtifactSpec,
-}
-
-/// `repository:tag` pairs this spec reads, and the names of the objects it references.
-fn reads(spec: &GardenArtifactSpec) -> (Vec<(String, String)>, Vec<&str>) {
-    let mut tags = Vec::new();
-    let mut names = Vec::new();
-    let mut reference = |r: &str| {
-        if IMAGE_REFERENCE_RE.is_match(r) {
-            if let Ok(parsed) = ImageReference::parse(r)
-                && parsed.digest().is_none()
-                && let Some(tag) = parsed.tag()
-            {
-                tags.push((parsed.repository().to_string(), tag.to_string()));
-            }
-        } else if !r.contains(':') {
-            tags.push((spec.repository.clone(), r.to_string()));
-        }
-    };
-    if let Some(image) = &spec.source.image {
-        reference(&image.reference);
-    }
-    let entries = spec.source.index.iter().flat_map(|i| &i.manifests);
-    for (artifact_ref, r) in entries
-        .map(|e| (e.artifact_ref.as_ref(), e.reference.as_deref()))
-        .chain(
-            spec.subject
-                .iter()
-                .map(|s| (s.artifact_ref.as_ref(), s.reference.as_deref())),
-        )
-    {
-        if let Some(r) = r {
-            reference(r);
-        }
-        if let Some(a) = artifact_ref {
-            names.push(a.name.as_str());
-        }
-    }
-    (tags, names)
+    pub intent: &'a ArtifactIntent,
 }
 
 /// For each node, the nodes it reads from.
 pub fn dependencies(nodes: &[Node<'_>]) -> Vec<Vec<usize>> {
-    let mut producers: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    let mut producers: BTreeMap<(&Repository, &Tag), usize> = BTreeMap::new();
     let mut by_name: BTreeMap<(&str, &str), usize> = BTreeMap::new();
     for (i, node) in nodes.iter().enumerate() {
-        for tag in &node.spec.tags {
-            producers
-                .entry((node.spec.repository.as_str(), tag.as_str()))
-                .or_insert(i);
+        for tag in &node.intent.tags {
+            producers.entry((&node.intent.repository, tag)).or_insert(i);
         }
         by_name.insert((node.namespace, node.name), i);
     }
@@ -70,10 +29,10 @@ pub fn dependencies(nodes: &[Node<'_>]) -> Vec<Vec<usize>> {
         .iter()
         .enumerate()
         .map(|(i, node)| {
-            let (tags, names) = reads(node.spec);
+            let (tags, names) = node.intent.reads();
             let mut deps: Vec<usize> = tags
                 .iter()
-                .filter_map(|(repo, tag)| producers.get(&(repo.as_str(), tag.as_str())).copied())
+                .filter_map(|(repo, tag)| producers.get(&(repo, tag)).copied())
                 .chain(
                     names
                         .iter()
@@ -123,9 +82,11 @@ pub fn waves(nodes: &[Node<'_>]) -> Result<Vec<Vec<usize>>, Vec<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::validate::{Frontend, validate};
 
-    fn spec(yaml: &str) -> GardenArtifactSpec {
-        serde_yaml::from_str(yaml).unwrap()
+    /// Tests read their objects as a user writes them; the engine itself never sees a spec.
+    fn spec(yaml: &str) -> ArtifactIntent {
+        validate(&serde_yaml::from_str(yaml).unwrap(), Frontend::Apply).unwrap()
     }
 
     #[test]
@@ -150,10 +111,10 @@ mod tests {
         let nodes: Vec<Node<'_>> = specs
             .iter()
             .zip(names)
-            .map(|(spec, name)| Node {
+            .map(|(intent, name)| Node {
                 namespace: "r",
                 name,
-                spec,
+                intent,
             })
             .collect();
         assert_eq!(
@@ -170,12 +131,12 @@ mod tests {
             Node {
                 namespace: "n",
                 name: "a",
-                spec: &a,
+                intent: &a,
             },
             Node {
                 namespace: "n",
                 name: "b",
-                spec: &b,
+                intent: &b,
             },
         ];
         assert_eq!(waves(&nodes).unwrap_err(), vec![0, 1]);

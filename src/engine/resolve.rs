@@ -1,4 +1,4 @@
-//! From a spec to the exact [`Desired`] state: reads what the content needs (local files,
+//! From an intent to the exact [`Desired`] state: reads what the content needs (local files,
 //! source manifests, URL blobs the target lacks) and hands the bytes to the pure builders.
 
 use std::collections::BTreeSet;
@@ -10,10 +10,12 @@ use oci_client::manifest::{OciImageIndex, OciImageManifest};
 use super::desired::{self, Blob, BlobOrigin, Desired, IndexChild, Layer, Manifest};
 use super::links::Pin;
 use super::{Engine, EngineError, Inputs, Mode};
-use crate::api::{FileSource, GardenArtifactSpec, ImageSource, IndexSource};
+use crate::intent::{
+    ArtifactIntent, Content, FieldPath, File, FileOrigin, ImageCopy, IndexContent,
+};
+use crate::oci::Repository;
 use crate::oci::digest::{VerifyingStream, sha256_digest};
-use crate::oci::media_types::{self, is_index};
-use crate::oci::{ImageReference, Repository};
+use crate::oci::media_types::is_index;
 use crate::registry::RawManifest;
 
 /// An index inside an index inside an index is as deep as real registries go.
@@ -33,28 +35,20 @@ pub(super) struct Resolved {
 impl Engine {
     pub(super) async fn resolve(
         &self,
-        spec: &GardenArtifactSpec,
-        repository: &Repository,
+        intent: &ArtifactIntent,
         inputs: &Inputs,
         mode: Mode,
     ) -> Result<Resolved, EngineError> {
+        let repository = &intent.repository;
         let mut blobs_present = BTreeSet::new();
         let mut manifests_present = BTreeSet::new();
         let mut pins = Vec::new();
-        let subject = match &spec.subject {
+        let subject = match &intent.subject {
             Some(subject) => {
-                let pin = self
-                    .pin(
-                        "spec.subject",
-                        subject.artifact_ref.as_ref().map(|r| r.name.as_str()),
-                        subject.reference.as_deref(),
-                        repository,
-                        inputs,
-                    )
-                    .await?;
+                let pin = self.pin(subject, repository, inputs).await?;
                 if pin.resolved.repository() != repository {
                     return Err(EngineError::source(
-                        "spec.subject",
+                        &subject.field,
                         format!(
                             "{} is in another repository; a referrer and its subject share one repository ({repository})",
                             pin.resolved
@@ -69,13 +63,13 @@ impl Engine {
         let subject_descriptor = subject
             .as_ref()
             .map(|pin| desired::subject_descriptor(&pin.head));
-        let manifest = match (&spec.source.files, &spec.source.image, &spec.source.index) {
-            (Some(files), None, None) => {
+        let manifest = match &intent.content {
+            Content::Files(content) => {
                 let layers = try_join_all(
-                    files
+                    content
+                        .files
                         .iter()
-                        .enumerate()
-                        .map(|(i, file)| self.resolve_file(i, file, repository, inputs, mode)),
+                        .map(|file| self.resolve_file(file, repository, inputs, mode)),
                 )
                 .await?;
                 let mut resolved_layers = Vec::with_capacity(layers.len());
@@ -85,33 +79,27 @@ impl Engine {
                     }
                     resolved_layers.push(layer);
                 }
-                desired::files_manifest(spec, subject_descriptor, resolved_layers)
+                desired::files_manifest(content, subject_descriptor, resolved_layers)
             }
-            (None, Some(image), None) => {
-                let (source, manifest) = self.resolve_image(image).await?;
-                if source == *repository {
+            Content::Image(copy) => {
+                let manifest = self.resolve_image(copy).await?;
+                if copy.source.repository() == repository {
                     manifests_present.insert(manifest.digest.clone());
                 }
                 manifest
             }
-            (None, None, Some(index)) => {
+            Content::Index(index) => {
                 let (manifest, index_pins) = self
-                    .resolve_index(spec, index, repository, inputs, subject_descriptor)
+                    .resolve_index(index, repository, inputs, subject_descriptor)
                     .await?;
                 pins.extend(index_pins);
                 manifest
-            }
-            _ => {
-                return Err(EngineError::source(
-                    "spec.source",
-                    "exactly one source is required",
-                ));
             }
         };
         Ok(Resolved {
             desired: Desired {
                 repository: repository.clone(),
-                tags: spec.tags.clone(),
+                tags: intent.tags.iter().map(ToString::to_string).collect(),
                 manifest,
             },
             blobs_present,
@@ -125,24 +113,17 @@ impl Engine {
     /// repository are copied into the target first.
     async fn resolve_index(
         &self,
-        spec: &GardenArtifactSpec,
-        index: &IndexSource,
+        index: &IndexContent,
         repository: &Repository,
         inputs: &Inputs,
         subject: Option<oci_client::manifest::OciDescriptor>,
     ) -> Result<(Manifest, Vec<Pin>), EngineError> {
-        let fields: Vec<String> = (0..index.manifests.len())
-            .map(|i| format!("spec.source.index.manifests[{i}]"))
-            .collect();
-        let pins = try_join_all(index.manifests.iter().zip(&fields).map(|(entry, field)| {
-            self.pin(
-                field,
-                entry.artifact_ref.as_ref().map(|r| r.name.as_str()),
-                entry.reference.as_deref(),
-                repository,
-                inputs,
-            )
-        }))
+        let pins = try_join_all(
+            index
+                .entries
+                .iter()
+                .map(|entry| self.pin(&entry.reference, repository, inputs)),
+        )
         .await?;
         let mut copies = Vec::new();
         for pin in pins
@@ -155,15 +136,12 @@ impl Engine {
                 .get_manifest(source, &pin.head.digest)
                 .await?
                 .ok_or_else(|| {
-                    EngineError::source(
-                        pin.field.clone(),
-                        format!("{} does not exist", pin.resolved),
-                    )
+                    EngineError::source(&pin.field, format!("{} does not exist", pin.resolved))
                 })?;
-            copies.push(Box::pin(self.copied_manifest(source, raw, 1)).await?);
+            copies.push(Box::pin(self.copied_manifest(&pin.field, source, raw, 1)).await?);
         }
         let children: Vec<IndexChild> = index
-            .manifests
+            .entries
             .iter()
             .zip(&pins)
             .map(|(entry, pin)| IndexChild {
@@ -174,7 +152,7 @@ impl Engine {
             })
             .collect();
         Ok((
-            desired::index_manifest(spec, &children, subject, copies),
+            desired::index_manifest(&index.manifest, &children, subject, copies),
             pins,
         ))
     }
@@ -182,79 +160,80 @@ impl Engine {
     /// One layer, and whether its blob is already known to be in the target.
     async fn resolve_file(
         &self,
-        index: usize,
-        file: &FileSource,
+        file: &File,
         repository: &Repository,
         inputs: &Inputs,
         mode: Mode,
     ) -> Result<(Layer, bool), EngineError> {
-        let field = format!("spec.source.files[{index}]");
-        let media_type = file
-            .media_type
-            .clone()
-            .or_else(|| media_types::for_file_name(&file.name).map(str::to_string))
-            .ok_or_else(|| {
-                EngineError::source(format!("{field}.mediaType"), "required for this file name")
-            })?;
+        let field = &file.field;
+        let media_type = file.media_type.clone();
         let inline = |bytes: Bytes| Blob {
             digest: sha256_digest(&bytes),
             size: bytes.len() as u64,
             media_type: media_type.clone(),
             origin: BlobOrigin::Inline(bytes),
         };
-        let (blob, present) = if let Some(content) = &file.content {
-            (inline(Bytes::from(content.clone())), false)
-        } else if let Some(key) = &file.config_map_key_ref {
-            let bytes = inputs.config_map_keys.get(key).ok_or_else(|| {
-                EngineError::source(
-                    format!("{field}.configMapKeyRef"),
-                    format!("ConfigMap {:?} has no key {:?}", key.name, key.key),
+        let (blob, present) = match &file.origin {
+            FileOrigin::Inline(bytes) => (inline(bytes.clone()), false),
+            FileOrigin::ConfigMapKey(key) => {
+                let bytes = inputs.config_map_keys.get(key).ok_or_else(|| {
+                    EngineError::source(
+                        &field.child("configMapKeyRef"),
+                        format!("ConfigMap {:?} has no key {:?}", key.name, key.key),
+                    )
+                })?;
+                (inline(bytes.clone()), false)
+            }
+            FileOrigin::SecretKey(key) => {
+                let bytes = inputs.secret_keys.get(key).ok_or_else(|| {
+                    EngineError::source(
+                        &field.child("secretKeyRef"),
+                        format!("Secret {:?} has no key {:?}", key.name, key.key),
+                    )
+                })?;
+                (inline(bytes.clone()), false)
+            }
+            FileOrigin::Path(path) => {
+                let full = match &inputs.base_dir {
+                    Some(base) => base.join(path),
+                    None => path.into(),
+                };
+                let (digest, size) = crate::sources::hash_file(&full).await.map_err(|e| {
+                    EngineError::source(
+                        &field.child("path"),
+                        format!("cannot read {}: {e}", full.display()),
+                    )
+                })?;
+                (
+                    Blob {
+                        digest,
+                        size,
+                        media_type: media_type.clone(),
+                        origin: BlobOrigin::File(full),
+                    },
+                    false,
                 )
-            })?;
-            (inline(bytes.clone()), false)
-        } else if let Some(key) = &file.secret_key_ref {
-            let bytes = inputs.secret_keys.get(key).ok_or_else(|| {
-                EngineError::source(
-                    format!("{field}.secretKeyRef"),
-                    format!("Secret {:?} has no key {:?}", key.name, key.key),
+            }
+            FileOrigin::Url { url, digest, size } => {
+                let (size, present) = match size {
+                    // Declared: the manifest can be built without asking anyone; the upload
+                    // (in the plan) verifies the size along with the digest.
+                    Some(size) => (*size, false),
+                    None => {
+                        self.url_blob_size(field, repository, url, digest.as_str(), mode)
+                            .await?
+                    }
+                };
+                (
+                    Blob {
+                        digest: digest.to_string(),
+                        size,
+                        media_type: media_type.clone(),
+                        origin: BlobOrigin::Url(url.clone()),
+                    },
+                    present,
                 )
-            })?;
-            (inline(bytes.clone()), false)
-        } else if let Some(path) = &file.path {
-            let full = match &inputs.base_dir {
-                Some(base) => base.join(path),
-                None => path.into(),
-            };
-            let (digest, size) = crate::sources::hash_file(&full).await.map_err(|e| {
-                EngineError::source(
-                    format!("{field}.path"),
-                    format!("cannot read {}: {e}", full.display()),
-                )
-            })?;
-            (
-                Blob {
-                    digest,
-                    size,
-                    media_type: media_type.clone(),
-                    origin: BlobOrigin::File(full),
-                },
-                false,
-            )
-        } else if let (Some(url), Some(digest)) = (&file.url, &file.digest) {
-            let size = self
-                .url_blob_size(&field, repository, url, digest, mode)
-                .await?;
-            (
-                Blob {
-                    digest: digest.clone(),
-                    size: size.0,
-                    media_type: media_type.clone(),
-                    origin: BlobOrigin::Url(url.clone()),
-                },
-                size.1,
-            )
-        } else {
-            return Err(EngineError::source(field, "no content origin"));
+            }
         };
         Ok((
             Layer {
@@ -273,7 +252,7 @@ impl Engine {
     /// Returns the size and whether the blob is now in the target.
     async fn url_blob_size(
         &self,
-        field: &str,
+        field: &FieldPath,
         repository: &Repository,
         url: &str,
         digest: &str,
@@ -291,11 +270,11 @@ impl Engine {
             .urls
             .open(url)
             .await
-            .map_err(|e| EngineError::source(format!("{field}.url"), e.to_string()))?;
+            .map_err(|e| EngineError::source(&field.child("url"), e.to_string()))?;
         let verified = VerifyingStream::new(stream, digest, length);
         let mismatch = |e: &dyn std::fmt::Display| {
             EngineError::source(
-                format!("{field}.url"),
+                &field.child("url"),
                 format!("content of {url} was refused: {e}"),
             )
         };
@@ -329,24 +308,20 @@ impl Engine {
     }
 
     /// The source repository and the manifest copied from it.
-    async fn resolve_image(
-        &self,
-        image: &ImageSource,
-    ) -> Result<(Repository, Manifest), EngineError> {
-        let field = "spec.source.image.reference";
-        let source =
-            ImageReference::parse(&image.reference).map_err(|e| EngineError::source(field, e))?;
+    async fn resolve_image(&self, copy: &ImageCopy) -> Result<Manifest, EngineError> {
+        let field = &copy.source_field;
+        let source = &copy.source;
         let raw = self
             .registry
-            .get_manifest(&source.repository(), source.reference())
+            .get_manifest(source.repository(), source.reference())
             .await?
             .ok_or_else(|| EngineError::source(field, format!("{source} does not exist")))?;
-        let raw = match &image.platform {
+        let raw = match &copy.platform {
             Some(platform) if is_index(&raw.media_type) => {
                 let digest = pick_platform(&raw, platform)
-                    .map_err(|e| EngineError::source("spec.source.image.platform", e))?;
+                    .map_err(|e| EngineError::source(&copy.platform_field, e))?;
                 self.registry
-                    .get_manifest(&source.repository(), &digest)
+                    .get_manifest(source.repository(), &digest)
                     .await?
                     .ok_or_else(|| {
                         EngineError::source(
@@ -357,18 +332,17 @@ impl Engine {
             }
             _ => raw,
         };
-        let manifest = Box::pin(self.copied_manifest(&source.repository(), raw, 0)).await?;
-        Ok((source.repository().clone(), manifest))
+        Box::pin(self.copied_manifest(field, source.repository(), raw, 0)).await
     }
 
     /// A manifest copied byte for byte, with the blobs and children it needs in the target.
     pub(super) async fn copied_manifest(
         &self,
+        field: &FieldPath,
         source: &Repository,
         raw: RawManifest,
         depth: usize,
     ) -> Result<Manifest, EngineError> {
-        let field = "spec.source.image.reference";
         let invalid = |e: serde_json::Error| {
             EngineError::source(
                 field,
@@ -401,7 +375,7 @@ impl Engine {
                             ),
                         )
                     })?;
-                Box::pin(self.copied_manifest(source, child, depth + 1)).await
+                Box::pin(self.copied_manifest(field, source, child, depth + 1)).await
             }))
             .await?;
             Ok(Manifest {

@@ -92,6 +92,18 @@ impl fmt::Display for Tag {
     }
 }
 
+impl PartialEq<str> for Tag {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Tag {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
 impl AsRef<str> for Tag {
     fn as_ref(&self) -> &str {
         &self.0

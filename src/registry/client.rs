@@ -243,7 +243,7 @@ impl RegistryClient {
     }
 
     fn url(&self, repo: &Repository, tail: &str) -> String {
-        format!("{}{}/{}", self.base(&repo.registry()), repo.name(), tail)
+        format!("{}{}/{}", self.base(repo.registry()), repo.name(), tail)
     }
 
     fn count(&self, method: &Method, status: u16) {
@@ -522,7 +522,7 @@ impl RegistryClient {
             .send(
                 Method::HEAD,
                 &url,
-                &repo.registry(),
+                repo.registry(),
                 Access::Pull(repo),
                 accept_manifests(),
                 None,
@@ -568,7 +568,7 @@ impl RegistryClient {
             .send(
                 Method::GET,
                 &url,
-                &repo.registry(),
+                repo.registry(),
                 Access::Pull(repo),
                 accept_manifests(),
                 None,
@@ -645,7 +645,7 @@ impl RegistryClient {
             .send(
                 Method::PUT,
                 &url,
-                &repo.registry(),
+                repo.registry(),
                 Access::Push(repo),
                 headers,
                 Some(bytes),
@@ -674,7 +674,7 @@ impl RegistryClient {
             .send(
                 Method::DELETE,
                 &url,
-                &repo.registry(),
+                repo.registry(),
                 Access::Push(repo),
                 HeaderMap::new(),
                 None,
@@ -694,7 +694,7 @@ impl RegistryClient {
             .send(
                 Method::HEAD,
                 &url,
-                &repo.registry(),
+                repo.registry(),
                 Access::Pull(repo),
                 HeaderMap::new(),
                 None,
@@ -723,7 +723,7 @@ impl RegistryClient {
             .send(
                 Method::GET,
                 &url,
-                &repo.registry(),
+                repo.registry(),
                 Access::Pull(repo),
                 HeaderMap::new(),
                 None,
@@ -759,7 +759,7 @@ impl RegistryClient {
             .send(
                 Method::POST,
                 &url,
-                &repo.registry(),
+                repo.registry(),
                 access,
                 HeaderMap::new(),
                 Some(Bytes::new()),
@@ -800,7 +800,7 @@ impl RegistryClient {
         session.query_pairs_mut().append_pair("digest", digest);
         let shown = format!(
             "{}{}",
-            self.base(&repo.registry()).trim_end_matches("/v2/"),
+            self.base(repo.registry()).trim_end_matches("/v2/"),
             session.path()
         );
         let stats = Arc::clone(&self.stats);
@@ -818,12 +818,12 @@ impl RegistryClient {
             request = request.header(header::CONTENT_LENGTH, size);
         }
         if let Some(value) = self
-            .authorization(&repo.registry(), &Access::Push(repo))
+            .authorization(repo.registry(), &Access::Push(repo))
             .await?
         {
             request = request.header(header::AUTHORIZATION, value);
         }
-        let _in_flight = self.budgets.acquire(&repo.registry()).await;
+        let _in_flight = self.budgets.acquire(repo.registry()).await;
         let response = request.send().await.map_err(|e| {
             self.count(&Method::PUT, 0);
             Error::Transport {
@@ -837,7 +837,7 @@ impl RegistryClient {
             // A streamed body is not replayed here: the engine starts the upload over. Until
             // Retry-After has passed, that and every other request to the registry waits.
             let wait = self.backoff(1, retry_after(response.headers()));
-            self.budgets.pause(&repo.registry(), wait);
+            self.budgets.pause(repo.registry(), wait);
         }
         check(Method::PUT, &shown, response).await?;
         if let Some(size) = size {
@@ -864,7 +864,7 @@ impl RegistryClient {
                 .send(
                     Method::GET,
                     &url,
-                    &repo.registry(),
+                    repo.registry(),
                     Access::Pull(repo),
                     HeaderMap::new(),
                     None,
@@ -902,7 +902,7 @@ impl RegistryClient {
                 .send(
                     Method::GET,
                     &url,
-                    &repo.registry(),
+                    repo.registry(),
                     Access::Pull(repo),
                     headers,
                     None,
