@@ -13,11 +13,13 @@ use std::collections::BTreeMap;
 use super::{RegistryArgs, SourceArgs};
 use crate::engine::claims::{self, Claim, Conflict};
 use crate::engine::desired::BlobOrigin;
+use crate::engine::links::fallback_tag;
 use crate::engine::order::{self, Node};
-use crate::engine::{Engine, Inputs, Mode, Report};
+use crate::engine::plan::{Deletion, IndexChange};
+use crate::engine::{Engine, Inputs, Mode, Plan, Report};
 use crate::intent::{ArtifactIntent, ReferenceTarget};
 use crate::manifests::{self, LoadedObject};
-use crate::oci::{Digest, ImageReference};
+use crate::oci::{Digest, ImageReference, Repository};
 use crate::sources::UrlFetcher;
 
 #[derive(Args)]
@@ -320,14 +322,18 @@ fn failed(object: &LoadedObject, error: String) -> ObjectResult {
 
 /// The writes of a plan, one line each, in the order they would happen.
 fn describe_plan(report: &Report) -> Vec<String> {
-    let plan = &report.plan;
     let mut lines = Vec::new();
+    describe_stages(&report.plan, &report.repository, &report.digest, &mut lines);
+    lines
+}
+
+fn describe_stages(plan: &Plan, repository: &Repository, digest: &str, lines: &mut Vec<String>) {
     for blob in &plan.blobs {
         let from = match &blob.origin {
             BlobOrigin::Inline(_) => "inline content".to_string(),
             BlobOrigin::File(path) => format!("file {}", path.display()),
             BlobOrigin::Url(url) => format!("url {url}"),
-            BlobOrigin::Repository(repo) if repo.registry() == report.repository.registry() => {
+            BlobOrigin::Repository(repo) if repo.registry() == repository.registry() => {
                 format!("mount from {repo}")
             }
             BlobOrigin::Repository(repo) => format!("copy from {repo}"),
@@ -345,14 +351,51 @@ fn describe_plan(report: &Report) -> Vec<String> {
     }
     for write in &plan.tags {
         match &write.previous {
-            Some(previous) => lines.push(format!(
-                "tag {} -> {} (now {previous})",
-                write.tag, report.digest
-            )),
-            None => lines.push(format!("tag {} -> {} (new)", write.tag, report.digest)),
+            Some(previous) => lines.push(format!("tag {} -> {digest} (now {previous})", write.tag)),
+            None => lines.push(format!("tag {} -> {digest} (new)", write.tag)),
         }
     }
-    lines
+    for copy in &plan.referrers {
+        if copy.plan.is_empty() {
+            continue;
+        }
+        let what = if copy.cosign_tag {
+            "cosign tag"
+        } else {
+            "referrer"
+        };
+        lines.push(format!("{what} {}:", copy.desired.manifest.digest));
+        let mut nested = Vec::new();
+        describe_stages(
+            &copy.plan,
+            &copy.desired.repository,
+            &copy.desired.manifest.digest,
+            &mut nested,
+        );
+        lines.extend(nested.into_iter().map(|line| format!("  {line}")));
+    }
+    for update in &plan.fallback_indexes {
+        let index = format!(
+            "fallback index {}:{}",
+            update.repository,
+            fallback_tag(&update.subject)
+        );
+        match &update.change {
+            IndexChange::Add(entry) => lines.push(format!(
+                "{index}: add {}",
+                entry.get("digest").and_then(|d| d.as_str()).unwrap_or("?")
+            )),
+            IndexChange::Remove(digest) => lines.push(format!("{index}: remove {digest}")),
+        }
+    }
+    for deletion in &plan.deletions {
+        match deletion {
+            Deletion::Tag { tag, digest } => {
+                lines.push(format!("delete tag {tag} (points at {digest})"))
+            }
+            Deletion::Manifest { digest } => lines.push(format!("delete manifest {digest}")),
+        }
+    }
 }
 
 fn print_text(results: &[ObjectResult]) {

@@ -18,7 +18,7 @@ use super::status::{Observation, next_status};
 use super::watches;
 use crate::api::validate::{Frontend, parse_duration, validate};
 use crate::api::{API_VERSION, DeletionPolicy, GardenArtifact, GardenArtifactStatus, KIND};
-use crate::engine::{EngineError, Mode, Outcome, Report, TagRemoval};
+use crate::engine::{EngineError, Mode, Outcome, Report, Retirement, TagRemoval};
 use crate::oci::Repository;
 
 pub const FINALIZER: &str = "oci.gardenlinux.io/cleanup";
@@ -425,42 +425,40 @@ async fn cleanup(namespace: &str, object: &GardenArtifact, ctx: &Context) -> Res
         }
         Err(e) => return Err(e.into()),
     };
-    if let Some(subject) = &status.subject {
-        engine
-            .unlink_referrer(&repository, &subject.digest, digest)
-            .await?;
-        let deleted = status.tags.is_empty()
-            && engine
-                .registry()
-                .delete_manifest(&repository, digest)
-                .await
-                .map_err(EngineError::from)?;
-        if deleted {
-            let note = format!(
-                "deleted referrer {repository}@{digest} of {}",
-                subject.digest
-            );
-            publish(
-                ctx,
-                object,
-                EventType::Normal,
-                "ReferrerDeleted",
-                "Delete",
-                &note,
-            )
-            .await;
-        }
+    let owned: Vec<String> = status
+        .tags
+        .iter()
+        .map(|t| t.name.clone())
+        .filter(|t| !lost.contains(t))
+        .collect();
+    let retirement = Retirement {
+        repository: &repository,
+        digest,
+        tags: &owned,
+        subject: status.subject.as_ref().map(|s| s.digest.as_str()),
+        untagged: status.tags.is_empty(),
+    };
+    let retired = engine.retire(retirement, Mode::Apply).await?;
+    if let Some(subject) = status.subject.as_ref().filter(|_| retired.referrer_deleted) {
+        let note = format!(
+            "deleted referrer {repository}@{digest} of {}",
+            subject.digest
+        );
+        publish(
+            ctx,
+            object,
+            EventType::Normal,
+            "ReferrerDeleted",
+            "Delete",
+            &note,
+        )
+        .await;
     }
     let mut deleted = Vec::new();
     let mut left = Vec::new();
-    for tag in status
-        .tags
-        .iter()
-        .map(|t| &t.name)
-        .filter(|t| !lost.contains(t))
-    {
-        match engine.remove_tag(&repository, tag, digest).await? {
-            TagRemoval::Removed => deleted.push(tag.clone()),
+    for (tag, removal) in retired.tags {
+        match removal {
+            TagRemoval::Removed => deleted.push(tag),
             TagRemoval::Elsewhere(other) => left.push(format!("{tag} (points at {other})")),
             TagRemoval::Absent => {}
         }

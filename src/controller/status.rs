@@ -157,10 +157,8 @@ mod tests {
             tags: vec!["v1".into()],
             outcome,
             plan: Plan {
-                blobs: vec![],
-                manifests: vec![],
-                tags: vec![],
                 outcome,
+                ..Plan::unchanged()
             },
             subject: None,
             pins: vec![],

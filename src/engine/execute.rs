@@ -8,13 +8,19 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt, stream};
 
 use super::desired::{Blob, BlobOrigin, Desired};
-use super::plan::{self, Observed, Plan};
+use super::plan::{self, Deletion, IndexChange, Observed, Plan};
 use super::tag_listing;
 use super::{Engine, EngineError};
 use crate::intent::FieldPath;
 use crate::oci::Repository;
 use crate::oci::digest::VerifyingStream;
 use crate::registry::{Error as RegistryError, ErrorClass, ManifestHead, UploadStart};
+
+/// What carrying out a plan did besides what the plan says.
+pub(super) struct Executed {
+    /// The registry processed the manifest's subject itself (it answered `OCI-Subject`).
+    pub subject_processed: bool,
+}
 
 /// How often one blob transfer is tried before the object fails.
 const BLOB_ATTEMPTS: u32 = 3;
@@ -174,13 +180,53 @@ impl Engine {
         Ok(head)
     }
 
-    /// Carries the plan out; true when the registry said (`OCI-Subject`) that it processed the
-    /// manifest's subject itself.
+    /// Carries the plan out, stage by stage; the only function of the engine that writes.
     pub(super) async fn execute(
         &self,
         desired: &Desired,
         plan: &Plan,
-    ) -> Result<bool, EngineError> {
+    ) -> Result<Executed, EngineError> {
+        let subject_processed = self.store(desired, plan).await?;
+        let linked_by_registry = subject_processed.then_some(desired.manifest.digest.as_str());
+        self.execute_after_store(&desired.repository, linked_by_registry, plan)
+            .await?;
+        Ok(Executed { subject_processed })
+    }
+
+    /// The stages after the artefact is stored: copied referrers, fallback indexes (except the
+    /// link of `linked_by_registry`, which the registry made itself), deletions. Returns the
+    /// deletions that found something to delete.
+    pub(super) async fn execute_after_store(
+        &self,
+        repo: &Repository,
+        linked_by_registry: Option<&str>,
+        plan: &Plan,
+    ) -> Result<Vec<Deletion>, EngineError> {
+        for copy in &plan.referrers {
+            if !copy.plan.is_empty() {
+                Box::pin(self.execute(&copy.desired, &copy.plan)).await?;
+            }
+        }
+        for update in &plan.fallback_indexes {
+            let linked = matches!(&update.change, IndexChange::Add(entry)
+                if linked_by_registry.is_some()
+                    && entry.get("digest").and_then(|d| d.as_str()) == linked_by_registry);
+            if !linked {
+                self.apply_fallback_update(update).await?;
+            }
+        }
+        let mut deleted = Vec::new();
+        for deletion in &plan.deletions {
+            if self.delete(repo, deletion).await? {
+                deleted.push(deletion.clone());
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Blobs, child manifests, tags: true when the registry said (`OCI-Subject`) that it
+    /// processed the manifest's subject itself.
+    async fn store(&self, desired: &Desired, plan: &Plan) -> Result<bool, EngineError> {
         let repo = &desired.repository;
         let pushes: Vec<_> = plan
             .blobs

@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
+use super::plan::{FallbackIndexUpdate, IndexChange};
 use super::{Engine, EngineError, Inputs};
 use crate::intent::{FieldPath, Link, Reference, ReferenceTarget};
 use crate::oci::media_types::OCI_INDEX;
@@ -106,6 +107,16 @@ fn lists(index: &Value, entry: &Value) -> bool {
         .is_some_and(|m| m.contains(entry))
 }
 
+fn lists_digest(index: &Value, digest: &str) -> bool {
+    index
+        .get("manifests")
+        .and_then(Value::as_array)
+        .is_some_and(|m| {
+            m.iter()
+                .any(|e| e.get("digest").and_then(Value::as_str) == Some(digest))
+        })
+}
+
 impl Engine {
     /// A reference of the spec as a full reference: an `artifactRef` through what the front end
     /// resolved, a bare tag or digest in `target`, anything else as written.
@@ -162,52 +173,71 @@ impl Engine {
         Ok(has)
     }
 
-    /// Makes `entry` (the referrer's descriptor) findable from `subject`. With the referrers API
-    /// the registry did it when the manifest was stored; otherwise the fallback index is updated,
-    /// read-modify-write, serialized per subject within this process and verified after writing
-    /// so that a concurrent writer elsewhere cannot make it lose our descriptor silently.
-    pub(super) async fn link_referrer(
+    /// How `entry` (a referrer's descriptor) is made findable from `subject`, and the
+    /// fallback-index change that takes, if any. With the referrers API the registry does it
+    /// when the manifest is stored; otherwise the fallback index must list the descriptor.
+    pub(super) async fn plan_link(
         &self,
         repo: &Repository,
         subject: &str,
         entry: &Value,
-        registry_processed: bool,
-    ) -> Result<LinkVia, EngineError> {
-        if registry_processed || self.has_referrers_api(repo, subject).await? {
-            return Ok(LinkVia::ReferrersApi);
+    ) -> Result<(LinkVia, Option<FallbackIndexUpdate>), EngineError> {
+        if self.has_referrers_api(repo, subject).await? {
+            return Ok((LinkVia::ReferrersApi, None));
         }
-        self.update_fallback(repo, subject, |index| {
-            (!index.is_some_and(|i| lists(i, entry))).then(|| with_referrer(index, entry))
-        })
-        .await?;
-        Ok(LinkVia::FallbackTag)
+        let index = self.read_fallback(repo, &fallback_tag(subject)).await?;
+        let listed = index.is_some_and(|index| lists(&index, entry));
+        let update = (!listed).then(|| FallbackIndexUpdate {
+            repository: repo.clone(),
+            subject: subject.to_string(),
+            change: IndexChange::Add(entry.clone()),
+        });
+        Ok((LinkVia::FallbackTag, update))
     }
 
-    /// Removes the descriptor of `digest` from the fallback index of `subject`, if there is one.
-    pub async fn unlink_referrer(
+    /// The fallback-index change that takes the descriptor of `digest` out of the index of
+    /// `subject`, if the registry keeps one and it lists the descriptor.
+    pub(super) async fn plan_unlink(
         &self,
         repo: &Repository,
         subject: &str,
         digest: &str,
-    ) -> Result<(), EngineError> {
+    ) -> Result<Option<FallbackIndexUpdate>, EngineError> {
         if self.has_referrers_api(repo, subject).await? {
-            return Ok(());
+            return Ok(None);
         }
-        let listed = |index: &Value| {
-            index
-                .get("manifests")
-                .and_then(Value::as_array)
-                .is_some_and(|m| {
-                    m.iter()
-                        .any(|e| e.get("digest").and_then(Value::as_str) == Some(digest))
+        let index = self.read_fallback(repo, &fallback_tag(subject)).await?;
+        Ok(index
+            .is_some_and(|index| lists_digest(&index, digest))
+            .then(|| FallbackIndexUpdate {
+                repository: repo.clone(),
+                subject: subject.to_string(),
+                change: IndexChange::Remove(digest.to_string()),
+            }))
+    }
+
+    /// Carries out one planned fallback-index change (see `update_fallback`).
+    pub(super) async fn apply_fallback_update(
+        &self,
+        update: &FallbackIndexUpdate,
+    ) -> Result<(), EngineError> {
+        let (repo, subject) = (&update.repository, update.subject.as_str());
+        match &update.change {
+            IndexChange::Add(entry) => {
+                self.update_fallback(repo, subject, |index| {
+                    (!index.is_some_and(|i| lists(i, entry))).then(|| with_referrer(index, entry))
                 })
-        };
-        self.update_fallback(repo, subject, |index| {
-            index
-                .filter(|i| listed(i))
-                .map(|i| without_referrer(i, digest))
-        })
-        .await
+                .await
+            }
+            IndexChange::Remove(digest) => {
+                self.update_fallback(repo, subject, |index| {
+                    index
+                        .filter(|i| lists_digest(i, digest))
+                        .map(|i| without_referrer(i, digest))
+                })
+                .await
+            }
+        }
     }
 
     /// Read-modify-write of the fallback index until it holds: `change` returns the new index,

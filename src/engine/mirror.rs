@@ -1,13 +1,14 @@
 //! Mirroring what hangs off an artefact (`source.image.referrers: true`): its OCI 1.1
 //! referrers, found through the source's referrers API and its fallback tag, and the legacy
-//! cosign tags `sha256-<hex>.sig`, `.att`, `.sbom`. Each is copied byte for byte and linked
-//! in the target the way the target supports.
+//! cosign tags `sha256-<hex>.sig`, `.att`, `.sbom`. Each is planned as a byte-for-byte copy
+//! linked in the target the way the target supports; `execute` carries the copies out.
 
 use serde_json::Value;
 
 use super::desired::{Desired, Manifest};
 use super::links::fallback_tag;
-use super::{Engine, EngineError, Mode, plan};
+use super::plan::{self, Plan, ReferrerCopy};
+use super::{Engine, EngineError};
 use crate::intent::FieldPath;
 use crate::oci::Repository;
 
@@ -21,18 +22,33 @@ pub struct MirroredReferrers {
     pub cosign_tags: usize,
 }
 
+impl MirroredReferrers {
+    /// What the copies of a plan store (or, in a dry run, would store).
+    pub fn planned(copies: &[ReferrerCopy]) -> Self {
+        let storing = |cosign: bool| {
+            copies
+                .iter()
+                .filter(|copy| copy.cosign_tag == cosign && !copy.plan.stores_nothing())
+                .count()
+        };
+        Self {
+            referrers: storing(false),
+            cosign_tags: storing(true),
+        }
+    }
+}
+
 impl Engine {
-    /// Copies the referrers of every manifest of `root` (the index and its children) from
-    /// `source` into `target`.
-    pub(super) async fn mirror_referrers(
+    /// Plans the copies of the referrers of every manifest of `root` (the index and its
+    /// children) from `source` into `target`, each linked there the way the target supports.
+    pub(super) async fn plan_mirror(
         &self,
         source_field: &FieldPath,
         source: &Repository,
         target: &Repository,
         root: &Manifest,
-        mode: Mode,
-    ) -> Result<MirroredReferrers, EngineError> {
-        let mut mirrored = MirroredReferrers::default();
+    ) -> Result<Vec<ReferrerCopy>, EngineError> {
+        let mut copies = Vec::new();
         let mut subjects = vec![root];
         subjects.extend(root.children.iter());
         for subject in subjects {
@@ -44,12 +60,19 @@ impl Engine {
                     continue;
                 };
                 let copy = Box::pin(self.copied_manifest(source_field, source, raw, 1)).await?;
-                let wrote = self.store_copy(target, Vec::new(), copy, mode).await?;
-                if mode == Mode::Apply {
-                    self.link_referrer(target, &subject.digest, &entry, false)
-                        .await?;
-                }
-                mirrored.referrers += usize::from(wrote);
+                let desired = Desired {
+                    repository: target.clone(),
+                    tags: Vec::new(),
+                    manifest: copy,
+                };
+                let mut plan = self.plan_store(&desired).await?;
+                let (_, link) = self.plan_link(target, &subject.digest, &entry).await?;
+                plan.fallback_indexes.extend(link);
+                copies.push(ReferrerCopy {
+                    desired,
+                    plan,
+                    cosign_tag: false,
+                });
             }
             for suffix in COSIGN_SUFFIXES {
                 let tag = format!("{}{suffix}", fallback_tag(&subject.digest));
@@ -57,11 +80,20 @@ impl Engine {
                     continue;
                 };
                 let copy = Box::pin(self.copied_manifest(source_field, source, raw, 1)).await?;
-                let wrote = self.store_copy(target, vec![tag], copy, mode).await?;
-                mirrored.cosign_tags += usize::from(wrote);
+                let desired = Desired {
+                    repository: target.clone(),
+                    tags: vec![tag],
+                    manifest: copy,
+                };
+                let plan = self.plan_store(&desired).await?;
+                copies.push(ReferrerCopy {
+                    desired,
+                    plan,
+                    cosign_tag: true,
+                });
             }
         }
-        Ok(mirrored)
+        Ok(copies)
     }
 
     /// The referrer descriptors of `digest` in `repo`: those the referrers API lists and those
@@ -97,34 +129,16 @@ impl Engine {
         Ok(found)
     }
 
-    /// Stores one copied manifest (under `tags`, or by digest); true when something was missing.
-    async fn store_copy(
-        &self,
-        target: &Repository,
-        tags: Vec<String>,
-        manifest: Manifest,
-        mode: Mode,
-    ) -> Result<bool, EngineError> {
-        let desired = Desired {
-            repository: target.clone(),
-            tags,
-            manifest,
-        };
+    /// The plan that stores one copied manifest (under its tags, or by digest).
+    async fn plan_store(&self, desired: &Desired) -> Result<Plan, EngineError> {
         let observed = self
             .observe(
-                &desired,
+                desired,
                 Default::default(),
                 Default::default(),
                 Default::default(),
             )
             .await?;
-        let plan = plan::plan(&desired, &observed);
-        if plan.is_empty() {
-            return Ok(false);
-        }
-        if mode == Mode::Apply {
-            self.execute(&desired, &plan).await?;
-        }
-        Ok(true)
+        Ok(plan::plan(desired, &observed))
     }
 }

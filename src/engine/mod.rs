@@ -27,7 +27,7 @@ use crate::sources::UrlFetcher;
 pub use links::{LinkVia, Pin};
 pub use mirror::MirroredReferrers;
 pub use plan::{Outcome, Plan};
-pub use remove::TagRemoval;
+pub use remove::{Retirement, RetirementReport, TagRemoval};
 
 /// What a front end supplies besides the spec.
 #[derive(Clone, Debug, Default)]
@@ -60,7 +60,7 @@ pub struct Report {
     pub tags: Vec<String>,
     pub outcome: Outcome,
     pub plan: Plan,
-    /// The subject and how the link was made (`None` in a dry run).
+    /// The subject and how the link is made.
     pub subject: Option<(String, Option<LinkVia>)>,
     /// Every reference of the spec, resolved.
     pub pins: Vec<Pin>,
@@ -266,41 +266,38 @@ impl Engine {
                 resolved.manifests_present,
             )
             .await?;
-        let plan = plan::plan(&resolved.desired, &observed);
-        let mut registry_processed_subject = false;
-        if mode == Mode::Apply && !plan.is_empty() {
-            registry_processed_subject = self.execute(&resolved.desired, &plan).await?;
-        }
+        let mut plan = plan::plan(&resolved.desired, &observed);
         let manifest = &resolved.desired.manifest;
-        let mirrored = match &intent.content {
-            Content::Image(copy) if copy.referrers => {
-                self.mirror_referrers(
+        if let Content::Image(copy) = &intent.content
+            && copy.referrers
+        {
+            plan.referrers = self
+                .plan_mirror(
                     &copy.source_field,
                     copy.source.repository(),
                     &repository,
                     manifest,
-                    mode,
                 )
-                .await?
+                .await?;
+        }
+        let mut subject = None;
+        if let Some(pin) = &resolved.subject {
+            let descriptor = desired::referrer_descriptor(manifest);
+            let (via, update) = self
+                .plan_link(&repository, &pin.head.digest, &descriptor)
+                .await?;
+            plan.fallback_indexes.extend(update);
+            subject = Some((pin.head.digest.clone(), via));
+        }
+        if mode == Mode::Apply && !plan.is_empty() {
+            let executed = self.execute(&resolved.desired, &plan).await?;
+            if executed.subject_processed
+                && let Some((_, via)) = &mut subject
+            {
+                *via = LinkVia::ReferrersApi;
             }
-            _ => MirroredReferrers::default(),
-        };
-        let subject = match (&resolved.subject, mode) {
-            (Some(subject), Mode::Apply) => {
-                let entry = desired::referrer_descriptor(manifest);
-                let via = self
-                    .link_referrer(
-                        &repository,
-                        &subject.head.digest,
-                        &entry,
-                        registry_processed_subject,
-                    )
-                    .await?;
-                Some((subject.head.digest.clone(), Some(via)))
-            }
-            (Some(subject), Mode::DryRun) => Some((subject.head.digest.clone(), None)),
-            (None, _) => None,
-        };
+        }
+        let mirrored = MirroredReferrers::planned(&plan.referrers);
         Ok(Report {
             repository,
             digest: manifest.digest.clone(),
@@ -314,7 +311,7 @@ impl Engine {
                 .collect(),
             outcome: plan.outcome,
             plan,
-            subject,
+            subject: subject.map(|(digest, via)| (digest, Some(via))),
             pins: resolved.pins,
             mirrored,
         })
@@ -365,12 +362,7 @@ impl Engine {
             size: head.size,
             tags: intent.tags.iter().map(ToString::to_string).collect(),
             outcome: Outcome::Unchanged,
-            plan: Plan {
-                blobs: Vec::new(),
-                manifests: Vec::new(),
-                tags: Vec::new(),
-                outcome: Outcome::Unchanged,
-            },
+            plan: Plan::unchanged(),
             subject: None,
             pins: Vec::new(),
             mirrored: MirroredReferrers::default(),

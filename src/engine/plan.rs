@@ -1,12 +1,15 @@
-//! Pure: what to write, from what we want and what the registry holds. The order of a plan's
-//! stages is the engine's safety rule: blobs, then child manifests, then tags, so a tag only
-//! ever moves to a manifest whose content is complete.
+//! Pure: what to write, from what we want and what the registry holds. A plan lists every write
+//! a reconciliation makes, so a dry run prints all of it and `execute` is the only place that
+//! writes. The order of a plan's stages is the engine's safety rule: blobs, then child
+//! manifests, then tags, so a tag only ever moves to a manifest whose content is complete; then
+//! what hangs off the artefact (copied referrers, fallback indexes); deletions last.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
 use super::desired::{Blob, Desired, Manifest};
+use crate::oci::Repository;
 
 /// What the registry holds, as far as the engine looked.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -47,19 +50,85 @@ pub struct TagWrite {
     pub previous: Option<String>,
 }
 
+/// A change to the fallback index of a subject (`sha256-<hex>`), for a registry without the
+/// referrers API. Carried out read-modify-write, keeping other writers' descriptors.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FallbackIndexUpdate {
+    pub repository: Repository,
+    /// The subject's digest; the index is its fallback tag.
+    pub subject: String,
+    pub change: IndexChange,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum IndexChange {
+    /// Add this referrer descriptor (replacing one of the same digest).
+    Add(serde_json::Value),
+    /// Take out the descriptor of this digest.
+    Remove(String),
+}
+
+/// A referrer or cosign tag copied along with a mirrored artefact: its own desired state and
+/// the plan that stores it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReferrerCopy {
+    pub desired: Desired,
+    pub plan: Plan,
+    /// A cosign tag (`sha256-<hex>.sig`, ...) rather than an OCI 1.1 referrer.
+    pub cosign_tag: bool,
+}
+
+/// A deletion (`deletionPolicy: Delete`); each is planned only while what it deletes is ours.
 #[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Deletion {
+    /// The tag, which still points at `digest`. On a registry that cannot delete tags it is
+    /// moved to a tombstone manifest of its own first, which is then deleted.
+    Tag { tag: String, digest: String },
+    /// A manifest by digest (a referrer without tags).
+    Manifest { digest: String },
+}
+
+#[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
     pub blobs: Vec<Blob>,
     /// Manifests stored by digest before any tag moves: children first, then, for an
     /// artefact without tags, the manifest itself.
     pub manifests: Vec<Manifest>,
     pub tags: Vec<TagWrite>,
+    /// Referrers and cosign tags of a copied artefact, copied after it.
+    pub referrers: Vec<ReferrerCopy>,
+    /// Fallback-index changes that make referrers findable from their subject.
+    pub fallback_indexes: Vec<FallbackIndexUpdate>,
+    /// Deletions, in the target repository.
+    pub deletions: Vec<Deletion>,
     pub outcome: Outcome,
 }
 
 impl Plan {
-    pub fn is_empty(&self) -> bool {
+    /// A plan that writes nothing.
+    pub fn unchanged() -> Self {
+        Self {
+            blobs: Vec::new(),
+            manifests: Vec::new(),
+            tags: Vec::new(),
+            referrers: Vec::new(),
+            fallback_indexes: Vec::new(),
+            deletions: Vec::new(),
+            outcome: Outcome::Unchanged,
+        }
+    }
+
+    /// True when the artefact's own content and tags need no write.
+    pub fn stores_nothing(&self) -> bool {
         self.blobs.is_empty() && self.manifests.is_empty() && self.tags.is_empty()
+    }
+
+    /// True when nothing at all would be written.
+    pub fn is_empty(&self) -> bool {
+        self.stores_nothing()
+            && self.referrers.iter().all(|r| r.plan.is_empty())
+            && self.fallback_indexes.is_empty()
+            && self.deletions.is_empty()
     }
 }
 
@@ -134,6 +203,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         manifests,
         tags,
         outcome,
+        ..Plan::unchanged()
     }
 }
 

@@ -1,15 +1,36 @@
-//! Removing one tag without touching the manifest it points at (which other tags may share).
+//! Retiring an artefact (`deletionPolicy: Delete`): a plan of deletions, carried out by
+//! `execute` like any other plan. A tag is deleted only while it still points at the artefact
+//! (another object, or a person, may have moved it since); a referrer's descriptor is taken out
+//! of its subject's fallback index, and a referrer without tags is deleted by digest.
+//!
 //! OCI 1.1 registries delete tags directly; older ones (Distribution 2.x) only delete manifests
-//! by digest, so the tag is first moved to a tombstone manifest of its own, which is deleted.
+//! by digest, so such a tag is first moved to a tombstone manifest of its own, which is deleted.
 
 use bytes::Bytes;
 use futures::stream;
 
 use super::desired::tombstone_manifest;
-use super::{Engine, EngineError};
+use super::plan::{Deletion, Plan};
+use super::{Engine, EngineError, Mode};
 use crate::oci::Repository;
 use crate::oci::media_types::OCI_EMPTY;
 
+/// What to retire: the artefact an object wrote, under the tags it owns.
+#[derive(Clone, Debug)]
+pub struct Retirement<'a> {
+    pub repository: &'a Repository,
+    /// The artefact's manifest digest.
+    pub digest: &'a str,
+    /// The tags the object owns.
+    pub tags: &'a [String],
+    /// The subject's digest, for a referrer.
+    pub subject: Option<&'a str>,
+    /// The artefact has no tags at all (a referrer found through its subject): it is deleted
+    /// by digest. Never for a tagged one, whose digest other objects' tags may share.
+    pub untagged: bool,
+}
+
+/// What became of each tag of a retirement.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TagRemoval {
     Removed,
@@ -19,23 +40,89 @@ pub enum TagRemoval {
     Elsewhere(String),
 }
 
+#[derive(Clone, Debug)]
+pub struct RetirementReport {
+    pub plan: Plan,
+    /// Each tag, and what was (or, in a dry run, would be) done with it.
+    pub tags: Vec<(String, TagRemoval)>,
+    /// The referrer's manifest was deleted by digest.
+    pub referrer_deleted: bool,
+}
+
 impl Engine {
-    pub async fn remove_tag(
+    /// Plans the retirement (reads only) and, unless `mode` is a dry run, carries it out.
+    pub async fn retire(
+        &self,
+        retirement: Retirement<'_>,
+        mode: Mode,
+    ) -> Result<RetirementReport, EngineError> {
+        let repo = retirement.repository;
+        let mut plan = Plan::unchanged();
+        let mut tags = Vec::new();
+        for tag in retirement.tags {
+            let removal = match self.registry.head_manifest(repo, tag).await? {
+                None => TagRemoval::Absent,
+                Some(head) if head.digest != retirement.digest => {
+                    TagRemoval::Elsewhere(head.digest)
+                }
+                Some(_) => {
+                    plan.deletions.push(Deletion::Tag {
+                        tag: tag.clone(),
+                        digest: retirement.digest.to_string(),
+                    });
+                    TagRemoval::Removed
+                }
+            };
+            tags.push((tag.clone(), removal));
+        }
+        if let Some(subject) = retirement.subject {
+            plan.fallback_indexes
+                .extend(self.plan_unlink(repo, subject, retirement.digest).await?);
+            if retirement.untagged {
+                plan.deletions.push(Deletion::Manifest {
+                    digest: retirement.digest.to_string(),
+                });
+            }
+        }
+        let mut referrer_deleted = false;
+        if mode == Mode::Apply && !plan.is_empty() {
+            let deleted = self.execute_after_store(repo, None, &plan).await?;
+            referrer_deleted = deleted
+                .iter()
+                .any(|d| matches!(d, Deletion::Manifest { .. }));
+            for (tag, removal) in &mut tags {
+                let gone = deleted
+                    .iter()
+                    .any(|d| matches!(d, Deletion::Tag { tag: t, .. } if t == tag));
+                if *removal == TagRemoval::Removed && !gone {
+                    *removal = TagRemoval::Absent;
+                }
+            }
+        }
+        Ok(RetirementReport {
+            plan,
+            tags,
+            referrer_deleted,
+        })
+    }
+
+    /// Carries out one deletion; true when there was something to delete.
+    pub(super) async fn delete(
         &self,
         repo: &Repository,
-        tag: &str,
-        expected_digest: &str,
-    ) -> Result<TagRemoval, EngineError> {
-        match self.registry.head_manifest(repo, tag).await? {
-            None => return Ok(TagRemoval::Absent),
-            Some(head) if head.digest != expected_digest => {
-                return Ok(TagRemoval::Elsewhere(head.digest));
+        deletion: &Deletion,
+    ) -> Result<bool, EngineError> {
+        match deletion {
+            Deletion::Manifest { digest } => {
+                Ok(self.registry.delete_manifest(repo, digest).await?)
             }
-            Some(_) => {}
+            Deletion::Tag { tag, .. } => self.delete_tag(repo, tag).await,
         }
+    }
+
+    async fn delete_tag(&self, repo: &Repository, tag: &str) -> Result<bool, EngineError> {
         match self.registry.delete_manifest(repo, tag).await {
-            Ok(true) => return Ok(TagRemoval::Removed),
-            Ok(false) => return Ok(TagRemoval::Absent),
+            Ok(deleted) => return Ok(deleted),
             // Distribution 2.x answers 400 DIGEST_INVALID, others 405 UNSUPPORTED.
             Err(e) if matches!(e.status(), Some(400 | 405)) => {}
             Err(e) => return Err(e.into()),
@@ -63,6 +150,6 @@ impl Engine {
         self.registry
             .delete_manifest(repo, &tombstone.digest)
             .await?;
-        Ok(TagRemoval::Removed)
+        Ok(true)
     }
 }
