@@ -156,6 +156,10 @@ pub struct FileSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(patterns::SHA256_DIGEST))]
     pub digest: Option<String>,
+    /// The content's size in bytes, optional with `url`: with it, the manifest is built (and a
+    /// dry run planned) without any request to the URL; the upload verifies it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
     /// A key of a ConfigMap in the object's namespace (controller only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map_key_ref: Option<KeyRef>,

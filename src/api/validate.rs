@@ -504,6 +504,9 @@ fn check_files(c: &mut Checker, files: &[FileSource], frontend: Frontend) -> Vec
             (None, Some(_)) => c.fail(&field.child("digest"), "only used together with url"),
             (None, None) => {}
         }
+        if file.size.is_some() && file.url.is_none() {
+            c.fail(&field.child("size"), "only used together with url");
+        }
         for (key_field, key_ref) in [
             ("configMapKeyRef", &file.config_map_key_ref),
             ("secretKeyRef", &file.secret_key_ref),
@@ -568,7 +571,7 @@ fn check_files(c: &mut Checker, files: &[FileSource], frontend: Frontend) -> Vec
             FileOrigin::Url {
                 url: url.clone(),
                 digest,
-                size: None,
+                size: file.size,
             }
         } else if let Some(key) = &file.config_map_key_ref {
             FileOrigin::ConfigMapKey(KeyRef {
