@@ -321,13 +321,13 @@ impl Engine {
                     UploadStart::Mounted => return Ok(()),
                     UploadStart::Session(session) => session,
                 };
-                let body = Box::pin(self.registry.get_blob(source, &blob.digest).await?);
+                let body = self.registry.get_blob(source, &blob.digest).await?;
                 // No hashing here: the upload is committed with `?digest=`, which the target
                 // registry verifies itself (a mismatch is never committed), and the source is
                 // content-addressed. Hashing would be a third of our CPU for a large copy.
                 let body = VerifyingStream::size_only(body, blob.size);
                 self.registry
-                    .finish_upload(repo, session, &blob.digest, Some(blob.size), body)
+                    .finish_upload(repo, session, &blob.digest, Some(blob.size), body.boxed())
                     .await?;
             }
         }
@@ -348,7 +348,7 @@ impl Engine {
         match self.registry.start_upload(repo, digest, None).await? {
             UploadStart::Session(session) => {
                 self.registry
-                    .finish_upload(repo, session, digest, size, body)
+                    .finish_upload(repo, session, digest, size, body.boxed())
                     .await
             }
             UploadStart::Mounted => Ok(()),

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use crate::api::validate::InvalidSpec;
 use crate::api::{GardenArtifactSpec, KeyRef};
 use crate::oci::{ImageReference, Repository};
-use crate::registry::{self, RegistryClient};
+use crate::registry::{self, Registry};
 use crate::sources::UrlFetcher;
 pub use links::{LinkVia, Pin};
 pub use mirror::MirroredReferrers;
@@ -129,7 +129,7 @@ enum CopyCheck {
 }
 
 pub struct Engine {
-    registry: Arc<RegistryClient>,
+    registry: Arc<dyn Registry>,
     urls: UrlFetcher,
     /// Blob transfers running at once for one object.
     blob_concurrency: usize,
@@ -148,7 +148,7 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(registry: Arc<RegistryClient>, urls: UrlFetcher, blob_concurrency: usize) -> Self {
+    pub fn new(registry: Arc<dyn Registry>, urls: UrlFetcher, blob_concurrency: usize) -> Self {
         Self {
             registry,
             urls,
@@ -162,12 +162,12 @@ impl Engine {
         }
     }
 
-    pub fn registry(&self) -> &RegistryClient {
-        &self.registry
+    pub fn registry(&self) -> &dyn Registry {
+        self.registry.as_ref()
     }
 
-    /// The same engine speaking through another registry client (other credentials).
-    pub fn with_registry(&self, registry: Arc<RegistryClient>) -> Self {
+    /// The same engine speaking through another registry (a client with other credentials).
+    pub fn with_registry(&self, registry: Arc<dyn Registry>) -> Self {
         Self {
             registry,
             urls: self.urls.clone(),
