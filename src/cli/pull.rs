@@ -234,7 +234,7 @@ async fn choose(
         .collect();
     for entry in entries {
         let child = client
-            .get_manifest(&reference.repository(), &entry.digest)
+            .get_manifest(reference.repository(), &entry.digest)
             .await?
             .ok_or_else(|| {
                 Failure::failed(format!(

@@ -131,7 +131,7 @@ impl Engine {
         };
         let head = self
             .registry
-            .head_manifest(&resolved.repository(), resolved.reference())
+            .head_manifest(resolved.repository(), resolved.reference())
             .await?
             .ok_or_else(|| EngineError::source(field, format!("{resolved} does not exist")))?;
         Ok(Pin {

@@ -279,7 +279,7 @@ impl Engine {
             Some(image) if image.referrers => {
                 let source = ImageReference::parse(&image.reference)
                     .map_err(|e| EngineError::source("spec.source.image.reference", e))?;
-                self.mirror_referrers(&source.repository(), &repository, manifest, mode)
+                self.mirror_referrers(source.repository(), &repository, manifest, mode)
                     .await?
             }
             _ => MirroredReferrers::default(),
@@ -339,7 +339,7 @@ impl Engine {
             Some(digest) => digest.to_string(),
             None => match self
                 .registry
-                .head_manifest(&source.repository(), source.reference())
+                .head_manifest(source.repository(), source.reference())
                 .await?
             {
                 Some(head) => head.digest,

@@ -338,7 +338,7 @@ impl Engine {
             ImageReference::parse(&image.reference).map_err(|e| EngineError::source(field, e))?;
         let raw = self
             .registry
-            .get_manifest(&source.repository(), source.reference())
+            .get_manifest(source.repository(), source.reference())
             .await?
             .ok_or_else(|| EngineError::source(field, format!("{source} does not exist")))?;
         let raw = match &image.platform {
@@ -346,7 +346,7 @@ impl Engine {
                 let digest = pick_platform(&raw, platform)
                     .map_err(|e| EngineError::source("spec.source.image.platform", e))?;
                 self.registry
-                    .get_manifest(&source.repository(), &digest)
+                    .get_manifest(source.repository(), &digest)
                     .await?
                     .ok_or_else(|| {
                         EngineError::source(
@@ -357,7 +357,7 @@ impl Engine {
             }
             _ => raw,
         };
-        let manifest = Box::pin(self.copied_manifest(&source.repository(), raw, 0)).await?;
+        let manifest = Box::pin(self.copied_manifest(source.repository(), raw, 0)).await?;
         Ok((source.repository().clone(), manifest))
     }
 
