@@ -103,6 +103,11 @@ pub(super) fn next_link(link: &str) -> Option<String> {
     })
 }
 
+/// The `Link` header of a page with more after it, as Distribution writes it.
+pub(super) fn next_link_header(target: &str) -> String {
+    format!("<{target}>; rel=\"next\"")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,11 +140,11 @@ mod tests {
 
     #[test]
     fn the_next_page_resolves_against_the_current_one() {
-        let link = r#"</v2/a/tags/list?n=2&last=b>; rel="next""#;
+        let link = next_link_header("/v2/a/tags/list?n=2&last=b");
         assert_eq!(
             next_page(
                 "http://r:5000/v2/a/tags/list?n=2",
-                &next_link(link).unwrap()
+                &next_link(&link).unwrap()
             )
             .unwrap(),
             "http://r:5000/v2/a/tags/list?n=2&last=b"

@@ -16,6 +16,7 @@ pub mod credentials;
 mod error;
 mod headers;
 mod manifests;
+pub mod memory;
 mod referrers;
 mod tags;
 mod transport;
