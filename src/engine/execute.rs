@@ -366,3 +366,139 @@ fn uploads_without_asking(blob: &Blob) -> bool {
 fn is_transient(e: &RegistryError) -> bool {
     e.class() == ErrorClass::Transient
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use super::super::test_support::{engine, reconcile_yaml, repo};
+    use super::super::{Mode, Outcome};
+    use crate::registry::memory::{Call, MemoryRegistry, Operation};
+
+    fn files_spec(tag: &str, own: &str) -> String {
+        format!(
+            r#"
+repository: memory.test/a
+tags: [{tag}]
+source:
+  files:
+    - name: shared.txt
+      content: shared content
+      mediaType: application/vnd.test.file
+    - name: own.txt
+      content: {own}
+      mediaType: application/vnd.test.file
+"#
+        )
+    }
+
+    fn position(calls: &[Call], wanted: impl Fn(&Call) -> bool) -> Vec<usize> {
+        calls
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| wanted(c))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    fn uploads_by_digest(registry: &MemoryRegistry) -> BTreeMap<String, usize> {
+        let mut uploads = BTreeMap::new();
+        for call in registry.calls() {
+            if call.operation == Operation::FinishUpload {
+                *uploads.entry(call.reference).or_default() += 1;
+            }
+        }
+        uploads
+    }
+
+    #[tokio::test]
+    async fn blobs_are_uploaded_once_and_the_tag_moves_last() {
+        let registry = Arc::new(MemoryRegistry::default());
+        let engine = engine(&registry);
+        let report = reconcile_yaml(&engine, &files_spec("v1", "first"), Mode::Apply)
+            .await
+            .unwrap();
+        assert_eq!(report.outcome, Outcome::Created);
+        let calls = registry.calls();
+        let uploads = position(&calls, |c| c.operation == Operation::FinishUpload);
+        let puts = position(&calls, |c| c.operation == Operation::PutManifest);
+        assert_eq!(uploads.len(), 3, "config and two layers: {calls:?}");
+        assert!(
+            uploads.iter().all(|u| *u < puts[0]),
+            "blobs before manifests"
+        );
+        let last_put = &calls[*puts.last().unwrap()];
+        assert_eq!(last_put.reference, "v1", "the tag is written last");
+        assert_eq!(registry.tag(&repo("a"), "v1"), Some(report.digest.clone()));
+
+        // A second artefact in the repository shares a layer and the empty config.
+        reconcile_yaml(&engine, &files_spec("v2", "second"), Mode::Apply)
+            .await
+            .unwrap();
+        let uploads = uploads_by_digest(&registry);
+        assert_eq!(uploads.len(), 4, "one new layer: {uploads:?}");
+        assert!(
+            uploads.values().all(|n| *n == 1),
+            "each blob once: {uploads:?}"
+        );
+
+        registry.clear_calls();
+        let again = reconcile_yaml(&engine, &files_spec("v1", "first"), Mode::Apply)
+            .await
+            .unwrap();
+        assert_eq!(again.outcome, Outcome::Unchanged);
+        assert_eq!(registry.count(Operation::PutManifest), 0);
+        assert_eq!(registry.count(Operation::StartUpload), 0);
+    }
+
+    #[tokio::test]
+    async fn a_failure_mid_plan_moves_no_tag() {
+        let registry = Arc::new(MemoryRegistry::default());
+        let engine = engine(&registry);
+        let a = repo("a");
+        let old = reconcile_yaml(&engine, &files_spec("v1", "old"), Mode::Apply)
+            .await
+            .unwrap();
+        registry.clear_calls();
+        // The one new layer's upload is refused for good.
+        registry.fail(Operation::FinishUpload, 1, 400);
+        let failed = reconcile_yaml(&engine, &files_spec("v1", "new"), Mode::Apply)
+            .await
+            .unwrap_err();
+        assert!(failed.is_permanent(), "{failed}");
+        assert_eq!(
+            registry.count(Operation::PutManifest),
+            0,
+            "{:?}",
+            registry.calls()
+        );
+        assert_eq!(
+            registry.tag(&a, "v1"),
+            Some(old.digest.clone()),
+            "the tag still names complete content"
+        );
+
+        let new = reconcile_yaml(&engine, &files_spec("v1", "new"), Mode::Apply)
+            .await
+            .unwrap();
+        assert_eq!(new.outcome, Outcome::Updated);
+        assert_eq!(registry.tag(&a, "v1"), Some(new.digest));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_transient_upload_failure_is_tried_again() {
+        let registry = Arc::new(MemoryRegistry::default());
+        let engine = engine(&registry);
+        registry.fail(Operation::FinishUpload, 2, 503);
+        let report = reconcile_yaml(&engine, &files_spec("v1", "first"), Mode::Apply)
+            .await
+            .unwrap();
+        assert_eq!(
+            registry.count(Operation::FinishUpload),
+            4,
+            "three blobs, one twice"
+        );
+        assert_eq!(registry.tag(&repo("a"), "v1"), Some(report.digest));
+    }
+}

@@ -12,6 +12,8 @@ pub mod plan;
 mod remove;
 mod resolve;
 mod tag_listing;
+#[cfg(test)]
+mod test_support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
