@@ -139,6 +139,7 @@ pub fn engine_failure(e: EngineError, renames: &[(&str, &str)]) -> Failure {
         EngineError::Source { field, detail } => {
             Failure::failed(rename(format!("{field}: {detail}")))
         }
+        e @ EngineError::Fetch { .. } => Failure::failed(rename(e.to_string())),
         EngineError::Registry(e) => Failure::failed(e.to_string()),
     }
 }

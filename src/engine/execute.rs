@@ -274,7 +274,7 @@ impl Engine {
                     self.remember_blobs(repo, [blob.digest.clone()]);
                     return Ok(());
                 }
-                Err(EngineError::Registry(e)) if attempt < BLOB_ATTEMPTS && is_transient(&e) => {
+                Err(e) if attempt < BLOB_ATTEMPTS && e.class() == ErrorClass::Transient => {
                     // A pause of our own; a 429's Retry-After already paused the registry's budget.
                     tokio::time::sleep(BLOB_RETRY_PAUSE * attempt).await;
                     tracing::warn!(repository = %repo, digest = %blob.digest, error = %e, attempt, "blob transfer failed, trying again");
@@ -306,7 +306,14 @@ impl Engine {
                     .await?;
             }
             BlobOrigin::Url(url) => {
-                let (_, body) = self.urls.open(url).await?;
+                let (_, body) = self
+                    .urls
+                    .open(url)
+                    .await
+                    .map_err(|error| EngineError::Fetch {
+                        field: "spec.source.files".into(),
+                        error,
+                    })?;
                 let body = VerifyingStream::new(body, &blob.digest, Some(blob.size));
                 self.upload(repo, &blob.digest, Some(blob.size), body)
                     .await?;
@@ -363,10 +370,6 @@ fn uploads_without_asking(blob: &Blob) -> bool {
     blob.size <= SMALL_BLOB && matches!(blob.origin, BlobOrigin::Inline(_) | BlobOrigin::File(_))
 }
 
-fn is_transient(e: &RegistryError) -> bool {
-    e.class() == ErrorClass::Transient
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -374,6 +377,7 @@ mod tests {
 
     use super::super::test_support::{engine, reconcile_yaml, repo};
     use super::super::{Mode, Outcome};
+    use crate::registry::ErrorClass;
     use crate::registry::memory::{Call, MemoryRegistry, Operation};
 
     fn files_spec(tag: &str, own: &str) -> String {
@@ -484,6 +488,36 @@ source:
             .unwrap();
         assert_eq!(new.outcome, Outcome::Updated);
         assert_eq!(registry.tag(&a, "v1"), Some(new.digest));
+    }
+
+    #[test]
+    fn a_url_that_does_not_answer_may_pass_one_that_is_refused_does_not() {
+        use crate::engine::EngineError;
+        use crate::sources::FetchError;
+        let fetch = |error| EngineError::Fetch {
+            field: "spec.source.files".into(),
+            error,
+        };
+        let unreachable = fetch(FetchError::Transport {
+            url: "https://example.com/a".into(),
+            detail: "connection refused".into(),
+        });
+        assert_eq!(unreachable.class(), ErrorClass::Transient);
+        assert_eq!(
+            unreachable.to_string(),
+            "spec.source.files: GET https://example.com/a: connection refused"
+        );
+        let unavailable = fetch(FetchError::Status {
+            url: "https://example.com/a".into(),
+            status: 503,
+        });
+        assert!(!unavailable.is_permanent());
+        let gone = fetch(FetchError::Status {
+            url: "https://example.com/a".into(),
+            status: 404,
+        });
+        assert!(gone.is_permanent());
+        assert!(fetch(FetchError::Refused("not allowed".into())).is_permanent());
     }
 
     #[tokio::test(start_paused = true)]

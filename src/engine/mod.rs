@@ -25,7 +25,7 @@ use crate::api::validate::InvalidSpec;
 use crate::api::{GardenArtifactSpec, KeyRef};
 use crate::oci::{ImageReference, Repository};
 use crate::registry::{self, Registry};
-use crate::sources::UrlFetcher;
+use crate::sources::{FetchError, UrlFetcher};
 pub use links::{LinkVia, Pin};
 pub use mirror::MirroredReferrers;
 pub use plan::{Outcome, Plan};
@@ -78,6 +78,13 @@ pub enum EngineError {
     /// do not match their digest, a source image that does not exist.
     #[error("{field}: {detail}")]
     Source { field: String, detail: String },
+    /// A URL source could not be read while the plan ran; a network failure may pass.
+    #[error("{field}: {error}")]
+    Fetch {
+        field: String,
+        #[source]
+        error: FetchError,
+    },
     #[error("{0}")]
     Registry(#[from] registry::Error),
 }
@@ -95,6 +102,13 @@ impl EngineError {
             EngineError::Invalid(_) | EngineError::Source { .. } => {
                 registry::ErrorClass::NeedsPerson(registry::NeedsPerson::Invalid)
             }
+            EngineError::Fetch { error, .. } => match error {
+                FetchError::Transport { .. } => registry::ErrorClass::Transient,
+                FetchError::Status { status, .. } => registry::ErrorClass::of_status(*status),
+                FetchError::Refused(_) => {
+                    registry::ErrorClass::NeedsPerson(registry::NeedsPerson::Invalid)
+                }
+            },
             EngineError::Registry(e) => e.class(),
         }
     }

@@ -10,7 +10,8 @@ use serde::Deserialize;
 
 use super::client::RegistryClient;
 use super::credentials::Credential;
-use super::error::{Error, describe_transport};
+use super::error::Error;
+use crate::http_client::describe_transport;
 use crate::oci::Repository;
 
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);

@@ -10,9 +10,10 @@ use reqwest::{Method, StatusCode};
 
 use super::auth::Access;
 use super::client::RegistryClient;
-use super::error::{Error, describe_transport};
+use super::error::Error;
 use super::headers::{content_length, header_str, retry_after, strip_query};
 use super::transport::check;
+use crate::http_client::describe_transport;
 use crate::oci::Repository;
 
 pub enum UploadStart {

@@ -10,8 +10,9 @@ use std::time::Duration;
 use super::auth::{AuthScheme, CachedToken};
 use super::budget::{BudgetOptions, Budgets};
 use super::credentials::{Credential, CredentialSource};
-use super::error::{Error, describe_transport};
+use super::error::Error;
 use super::transport::{RequestStats, RetryPolicy};
+use crate::http_client::{describe_transport, install_crypto_provider};
 use crate::oci::Repository;
 
 #[derive(Clone, Debug, Default)]
@@ -36,11 +37,6 @@ pub struct RegistryClient {
     pub(super) tokens: Mutex<HashMap<(String, String), CachedToken>>,
     pub(super) stats: Arc<RequestStats>,
     pub(super) budgets: Arc<Budgets>,
-}
-
-fn install_crypto_provider() {
-    // Both kube and reqwest use rustls; whoever comes first installs ring, the rest is a no-op.
-    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// `localhost`, `127.0.0.0/8` and `::1` speak plain HTTP; nothing else does unless named.

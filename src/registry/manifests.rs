@@ -7,9 +7,10 @@ use serde::Deserialize;
 
 use super::auth::Access;
 use super::client::RegistryClient;
-use super::error::{Error, describe_transport};
+use super::error::Error;
 use super::headers::{OCI_SUBJECT, accept_manifests, content_digest, content_length, content_type};
 use super::transport::check;
+use crate::http_client::describe_transport;
 use crate::oci::Repository;
 use crate::oci::digest::sha256_digest;
 

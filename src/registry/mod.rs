@@ -20,7 +20,6 @@ pub mod memory;
 mod referrers;
 mod tags;
 mod transport;
-pub(crate) use error::describe_transport;
 
 pub use api::{BlobStream, Registry, UploadBody};
 pub use blobs::UploadStart;

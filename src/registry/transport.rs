@@ -13,8 +13,9 @@ use serde::Deserialize;
 
 use super::auth::Access;
 use super::client::RegistryClient;
-use super::error::{Error, describe_transport};
+use super::error::Error;
 use super::headers::{retry_after, strip_query};
+use crate::http_client::describe_transport;
 
 #[derive(Clone, Debug)]
 pub struct RetryPolicy {
