@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 
-use crate::registry::Error as RegistryError;
+use crate::http_client::{describe_transport, install_crypto_provider};
 
 const READ_CHUNK: usize = 1024 * 1024;
 
@@ -192,22 +192,33 @@ pub struct UrlFetcher {
     policy: UrlPolicy,
 }
 
+/// Why a URL source cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The URL, the policy or the answer's size rules it out.
+    #[error("url source: {0}")]
+    Refused(String),
+    /// No answer: the connection, TLS, a timeout.
+    #[error("GET {url}: {detail}")]
+    Transport { url: String, detail: String },
+    /// The server answered with an error status.
+    #[error("GET {url}: {status}")]
+    Status { url: String, status: u16 },
+}
+
 pub type ByteStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
 
 impl UrlFetcher {
     pub fn new(policy: UrlPolicy) -> Result<Self, String> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_crypto_provider();
         Ok(Self { policy })
     }
 
     /// Opens `url`: its announced length (if any) and its bytes, at most `max_bytes` of them.
     /// Redirects are followed by hand, each target admitted by the policy again, and each
     /// connection pinned to the addresses that were checked (no second DNS answer).
-    pub async fn open(&self, url: &str) -> Result<(Option<u64>, ByteStream), RegistryError> {
-        let refused = |detail: String| RegistryError::Invalid {
-            what: "url source".into(),
-            detail,
-        };
+    pub async fn open(&self, url: &str) -> Result<(Option<u64>, ByteStream), FetchError> {
+        let refused = FetchError::Refused;
         let mut current = reqwest::Url::parse(url).map_err(|e| refused(format!("{url}: {e}")))?;
         for _ in 0..=MAX_REDIRECTS {
             let addresses = self.policy.admit(&current).await.map_err(refused)?;
@@ -219,12 +230,11 @@ impl UrlFetcher {
                 .redirect(reqwest::redirect::Policy::none())
                 .resolve_to_addrs(&host, &addresses)
                 .build()
-                .map_err(|e| refused(crate::registry::describe_transport(&e)))?;
+                .map_err(|e| refused(describe_transport(&e)))?;
             let shown = current.to_string();
-            let transport = |e: reqwest::Error| RegistryError::Transport {
-                method: "GET".into(),
+            let transport = |e: reqwest::Error| FetchError::Transport {
                 url: shown.clone(),
-                detail: crate::registry::describe_transport(&e),
+                detail: describe_transport(&e),
             };
             let response = http.get(current.clone()).send().await.map_err(transport)?;
             let status = response.status();
@@ -240,12 +250,9 @@ impl UrlFetcher {
                 continue;
             }
             if !status.is_success() {
-                return Err(RegistryError::Status {
-                    method: "GET".into(),
+                return Err(FetchError::Status {
                     url: current.to_string(),
                     status: status.as_u16(),
-                    code: None,
-                    message: None,
                 });
             }
             let length = response.content_length();

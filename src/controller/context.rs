@@ -13,7 +13,7 @@ use crate::api::GardenArtifact;
 use crate::engine::{Engine, Inputs};
 use crate::metrics::Metrics;
 use crate::oci::{Digest, ImageReference, Repository};
-use crate::registry::DockerConfig;
+use crate::registry::{DockerConfig, RegistryClient};
 
 /// (namespace, name) of a registry Secret.
 type SecretKey = (String, String);
@@ -23,6 +23,8 @@ pub struct Context {
     pub client: kube::Client,
     /// Anonymous access; objects without `spec.credentials` use it.
     pub engine: Arc<Engine>,
+    /// The client behind `engine`, from which the clients with a Secret's credentials are made.
+    registry: Arc<RegistryClient>,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     /// Every GardenArtifact the controller watches, for tag ownership and dependents.
@@ -74,6 +76,7 @@ const DOCKER_CONFIG_JSON: &str = "kubernetes.io/dockerconfigjson";
 impl Context {
     pub fn new(
         client: kube::Client,
+        registry: Arc<RegistryClient>,
         engine: Arc<Engine>,
         recorder: Recorder,
         metrics: Arc<Metrics>,
@@ -81,6 +84,7 @@ impl Context {
     ) -> Self {
         Self {
             client,
+            registry,
             engine,
             recorder,
             metrics,
@@ -131,7 +135,7 @@ impl Context {
                 detail,
             },
         )?;
-        let registry = Arc::new(self.engine.registry().with_credentials(Arc::new(config)));
+        let registry = Arc::new(self.registry.with_credentials(Arc::new(config)));
         let engine = Arc::new(self.engine.with_registry(registry));
         self.engines
             .lock()

@@ -33,7 +33,7 @@ use crate::cli::{RegistryArgs, SourceArgs};
 use crate::engine::Engine;
 use crate::http::{self, Probes};
 use crate::metrics::Metrics;
-use crate::registry::{NoCredentials, RegistryClient};
+use crate::registry::{NoCredentials, Registry, RegistryClient};
 use crate::sources::UrlFetcher;
 
 #[derive(Args, Clone, Debug)]
@@ -162,9 +162,9 @@ pub async fn run(args: ControllerArgs) -> Result<(), String> {
         .map_err(|e| format!("Kubernetes client: {e}"))?;
     let options = args.registry.client_options()?;
     let registry =
-        RegistryClient::new(options, Arc::new(NoCredentials)).map_err(|e| e.to_string())?;
+        Arc::new(RegistryClient::new(options, Arc::new(NoCredentials)).map_err(|e| e.to_string())?);
     let engine = Arc::new(Engine::new(
-        Arc::new(registry),
+        Arc::clone(&registry) as Arc<dyn Registry>,
         UrlFetcher::new(args.sources.controller_policy())?,
         args.blob_concurrency,
     ));
@@ -228,6 +228,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), String> {
     let recorder = Recorder::new(client.clone(), Reporter::from("garden-artifacts"));
     let ctx = Arc::new(Context::new(
         client,
+        registry,
         engine,
         recorder,
         metrics,

@@ -500,14 +500,17 @@ mod tests {
     use kube::runtime::reflector;
 
     fn context(client: kube::Client) -> Arc<Context> {
-        let registry = RegistryClient::new(ClientOptions::default(), Arc::new(NoCredentials))
-            .expect("a registry client");
+        let registry = Arc::new(
+            RegistryClient::new(ClientOptions::default(), Arc::new(NoCredentials))
+                .expect("a registry client"),
+        );
         let urls = UrlFetcher::new(UrlPolicy::default()).expect("a URL fetcher");
-        let engine = Arc::new(Engine::new(Arc::new(registry), urls, 1));
+        let engine = Arc::new(Engine::new(registry.clone(), urls, 1));
         let (store, _writer) = reflector::store();
         let recorder = Recorder::new(client.clone(), Reporter::from("garden-artifacts"));
         Arc::new(Context::new(
             client,
+            registry,
             engine,
             recorder,
             Arc::new(Metrics::default()),

@@ -321,7 +321,7 @@ impl Engine {
                     self.remember_blobs(repo, [blob.digest.clone()]);
                     return Ok(());
                 }
-                Err(EngineError::Registry(e)) if attempt < BLOB_ATTEMPTS && is_transient(&e) => {
+                Err(e) if attempt < BLOB_ATTEMPTS && e.class() == ErrorClass::Transient => {
                     // A pause of our own; a 429's Retry-After already paused the registry's budget.
                     tokio::time::sleep(BLOB_RETRY_PAUSE * attempt).await;
                     tracing::warn!(repository = %repo, digest = %blob.digest, error = %e, attempt, "blob transfer failed, trying again");
@@ -353,7 +353,14 @@ impl Engine {
                     .await?;
             }
             BlobOrigin::Url(url) => {
-                let (_, body) = self.urls.open(url).await?;
+                let (_, body) = self
+                    .urls
+                    .open(url)
+                    .await
+                    .map_err(|error| EngineError::Fetch {
+                        field: FieldPath::root("spec").child("source").child("files"),
+                        error,
+                    })?;
                 let body = VerifyingStream::new(body, &blob.digest, Some(blob.size));
                 self.upload(repo, &blob.digest, Some(blob.size), body)
                     .await?;
@@ -368,13 +375,13 @@ impl Engine {
                     UploadStart::Mounted => return Ok(()),
                     UploadStart::Session(session) => session,
                 };
-                let body = Box::pin(self.registry.get_blob(source, &blob.digest).await?);
+                let body = self.registry.get_blob(source, &blob.digest).await?;
                 // No hashing here: the upload is committed with `?digest=`, which the target
                 // registry verifies itself (a mismatch is never committed), and the source is
                 // content-addressed. Hashing would be a third of our CPU for a large copy.
                 let body = VerifyingStream::size_only(body, blob.size);
                 self.registry
-                    .finish_upload(repo, session, &blob.digest, Some(blob.size), body)
+                    .finish_upload(repo, session, &blob.digest, Some(blob.size), body.boxed())
                     .await?;
             }
         }
@@ -395,7 +402,7 @@ impl Engine {
         match self.registry.start_upload(repo, digest, None).await? {
             UploadStart::Session(session) => {
                 self.registry
-                    .finish_upload(repo, session, digest, size, body)
+                    .finish_upload(repo, session, digest, size, body.boxed())
                     .await
             }
             UploadStart::Mounted => Ok(()),
@@ -410,6 +417,171 @@ fn uploads_without_asking(blob: &Blob) -> bool {
     blob.size <= SMALL_BLOB && matches!(blob.origin, BlobOrigin::Inline(_) | BlobOrigin::File(_))
 }
 
-fn is_transient(e: &RegistryError) -> bool {
-    e.class() == ErrorClass::Transient
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use super::super::test_support::{engine, reconcile_yaml, repo};
+    use super::super::{Mode, Outcome};
+    use crate::registry::ErrorClass;
+    use crate::registry::memory::{Call, MemoryRegistry, Operation};
+
+    fn files_spec(tag: &str, own: &str) -> String {
+        format!(
+            r#"
+repository: memory.test/a
+tags: [{tag}]
+source:
+  files:
+    - name: shared.txt
+      content: shared content
+      mediaType: application/vnd.test.file
+    - name: own.txt
+      content: {own}
+      mediaType: application/vnd.test.file
+"#
+        )
+    }
+
+    fn position(calls: &[Call], wanted: impl Fn(&Call) -> bool) -> Vec<usize> {
+        calls
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| wanted(c))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    fn uploads_by_digest(registry: &MemoryRegistry) -> BTreeMap<String, usize> {
+        let mut uploads = BTreeMap::new();
+        for call in registry.calls() {
+            if call.operation == Operation::FinishUpload {
+                *uploads.entry(call.reference).or_default() += 1;
+            }
+        }
+        uploads
+    }
+
+    #[tokio::test]
+    async fn blobs_are_uploaded_once_and_the_tag_moves_last() {
+        let registry = Arc::new(MemoryRegistry::default());
+        let engine = engine(&registry);
+        let report = reconcile_yaml(&engine, &files_spec("v1", "first"), Mode::Apply)
+            .await
+            .unwrap();
+        assert_eq!(report.outcome, Outcome::Created);
+        let calls = registry.calls();
+        let uploads = position(&calls, |c| c.operation == Operation::FinishUpload);
+        let puts = position(&calls, |c| c.operation == Operation::PutManifest);
+        assert_eq!(uploads.len(), 3, "config and two layers: {calls:?}");
+        assert!(
+            uploads.iter().all(|u| *u < puts[0]),
+            "blobs before manifests"
+        );
+        let last_put = &calls[*puts.last().unwrap()];
+        assert_eq!(last_put.reference, "v1", "the tag is written last");
+        assert_eq!(registry.tag(&repo("a"), "v1"), Some(report.digest.clone()));
+
+        // A second artefact in the repository shares a layer and the empty config.
+        reconcile_yaml(&engine, &files_spec("v2", "second"), Mode::Apply)
+            .await
+            .unwrap();
+        let uploads = uploads_by_digest(&registry);
+        assert_eq!(uploads.len(), 4, "one new layer: {uploads:?}");
+        assert!(
+            uploads.values().all(|n| *n == 1),
+            "each blob once: {uploads:?}"
+        );
+
+        registry.clear_calls();
+        let again = reconcile_yaml(&engine, &files_spec("v1", "first"), Mode::Apply)
+            .await
+            .unwrap();
+        assert_eq!(again.outcome, Outcome::Unchanged);
+        assert_eq!(registry.count(Operation::PutManifest), 0);
+        assert_eq!(registry.count(Operation::StartUpload), 0);
+    }
+
+    #[tokio::test]
+    async fn a_failure_mid_plan_moves_no_tag() {
+        let registry = Arc::new(MemoryRegistry::default());
+        let engine = engine(&registry);
+        let a = repo("a");
+        let old = reconcile_yaml(&engine, &files_spec("v1", "old"), Mode::Apply)
+            .await
+            .unwrap();
+        registry.clear_calls();
+        // The one new layer's upload is refused for good.
+        registry.fail(Operation::FinishUpload, 1, 400);
+        let failed = reconcile_yaml(&engine, &files_spec("v1", "new"), Mode::Apply)
+            .await
+            .unwrap_err();
+        assert!(failed.is_permanent(), "{failed}");
+        assert_eq!(
+            registry.count(Operation::PutManifest),
+            0,
+            "{:?}",
+            registry.calls()
+        );
+        assert_eq!(
+            registry.tag(&a, "v1"),
+            Some(old.digest.clone()),
+            "the tag still names complete content"
+        );
+
+        let new = reconcile_yaml(&engine, &files_spec("v1", "new"), Mode::Apply)
+            .await
+            .unwrap();
+        assert_eq!(new.outcome, Outcome::Updated);
+        assert_eq!(registry.tag(&a, "v1"), Some(new.digest));
+    }
+
+    #[test]
+    fn a_url_that_does_not_answer_may_pass_one_that_is_refused_does_not() {
+        use crate::engine::EngineError;
+        use crate::sources::FetchError;
+        let fetch = |error| EngineError::Fetch {
+            field: crate::intent::FieldPath::root("spec")
+                .child("source")
+                .child("files"),
+            error,
+        };
+        let unreachable = fetch(FetchError::Transport {
+            url: "https://example.com/a".into(),
+            detail: "connection refused".into(),
+        });
+        assert_eq!(unreachable.class(), ErrorClass::Transient);
+        assert_eq!(
+            unreachable.to_string(),
+            "spec.source.files: GET https://example.com/a: connection refused"
+        );
+        let unavailable = fetch(FetchError::Status {
+            url: "https://example.com/a".into(),
+            status: 503,
+        });
+        assert!(!unavailable.is_permanent());
+        let gone = fetch(FetchError::Status {
+            url: "https://example.com/a".into(),
+            status: 404,
+        });
+        assert!(gone.is_permanent());
+        assert!(fetch(FetchError::Refused("not allowed".into())).is_permanent());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_transient_upload_failure_is_tried_again() {
+        let registry = Arc::new(MemoryRegistry::default());
+        let engine = engine(&registry);
+        registry.fail(Operation::FinishUpload, 2, 503);
+        let report = reconcile_yaml(&engine, &files_spec("v1", "first"), Mode::Apply)
+            .await
+            .unwrap();
+        assert_eq!(
+            registry.count(Operation::FinishUpload),
+            4,
+            "three blobs, one twice"
+        );
+        assert_eq!(registry.tag(&repo("a"), "v1"), Some(report.digest));
+    }
 }

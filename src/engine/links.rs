@@ -326,8 +326,160 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::engine::Mode;
+    use crate::engine::test_support::{engine, reconcile_yaml, repo, seed_image, seed_referrer};
     use crate::intent::Link;
+    use crate::registry::Registry;
+    use crate::registry::memory::{MemoryOptions, MemoryRegistry, Operation};
+
+    /// A signature-like artefact with the tag `v1` of `memory.test/a` as its subject.
+    const REFERRER: &str = r#"
+repository: memory.test/a
+artifactType: application/vnd.test.signature
+source:
+  files:
+    - name: signature.txt
+      content: signed
+      mediaType: application/vnd.test.file
+subject:
+  reference: v1
+"#;
+
+    fn digests(index: &Value) -> Vec<String> {
+        let mut digests: Vec<String> = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["digest"].as_str().unwrap().to_string())
+            .collect();
+        digests.sort();
+        digests
+    }
+
+    fn fallback_index(registry: &MemoryRegistry, subject: &str) -> Option<Value> {
+        let raw = registry.manifest(&repo("a"), &fallback_tag(subject))?;
+        Some(serde_json::from_slice(&raw.bytes).unwrap())
+    }
+
+    fn index_of(entries: &[Value]) -> Bytes {
+        let index = json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries });
+        Bytes::from(serde_json::to_vec(&index).unwrap())
+    }
+
+    /// The descriptor another writer put in the fallback index, of a referrer it stored.
+    fn theirs(registry: &MemoryRegistry, subject: &str) -> Value {
+        let digest = seed_referrer(registry, &repo("a"), subject, "theirs");
+        let size = registry.manifest(&repo("a"), &digest).unwrap().bytes.len();
+        json!({ "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": digest, "size": size, "x-theirs": true })
+    }
+
+    #[tokio::test]
+    async fn with_the_referrers_api_no_fallback_index_is_written() {
+        let registry = Arc::new(MemoryRegistry::default());
+        let engine = engine(&registry);
+        let subject = seed_image(&registry, &repo("a"), "v1", &["layer"]).digest;
+        let report = reconcile_yaml(&engine, REFERRER, Mode::Apply)
+            .await
+            .unwrap();
+        assert_eq!(
+            report.subject,
+            Some((subject.clone(), Some(LinkVia::ReferrersApi)))
+        );
+        assert!(fallback_index(&registry, &subject).is_none());
+        let listed = registry
+            .referrers(&repo("a"), &subject)
+            .await
+            .unwrap()
+            .unwrap();
+        let listed: Value = serde_json::from_slice(&listed).unwrap();
+        assert_eq!(digests(&listed), [report.digest]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_it_the_fallback_index_gets_our_descriptor_and_keeps_theirs() {
+        let registry = Arc::new(MemoryRegistry::new(MemoryOptions::distribution_2()));
+        let engine = engine(&registry);
+        let a = repo("a");
+        let subject = seed_image(&registry, &a, "v1", &["layer"]).digest;
+        let theirs = theirs(&registry, &subject);
+        registry.insert_manifest(
+            &a,
+            Some(&fallback_tag(&subject)),
+            OCI_INDEX,
+            index_of(std::slice::from_ref(&theirs)),
+        );
+        let report = reconcile_yaml(&engine, REFERRER, Mode::Apply)
+            .await
+            .unwrap();
+        assert_eq!(
+            report.subject,
+            Some((subject.clone(), Some(LinkVia::FallbackTag)))
+        );
+        let index = fallback_index(&registry, &subject).unwrap();
+        let mut expected = vec![
+            report.digest.clone(),
+            theirs["digest"].as_str().unwrap().to_string(),
+        ];
+        expected.sort();
+        assert_eq!(digests(&index), expected);
+        assert!(
+            index["manifests"].as_array().unwrap().contains(&theirs),
+            "kept as written"
+        );
+
+        registry.clear_calls();
+        reconcile_yaml(&engine, REFERRER, Mode::Apply)
+            .await
+            .unwrap();
+        let fallback_writes = registry
+            .calls()
+            .into_iter()
+            .filter(|c| {
+                c.operation == Operation::PutManifest && c.reference == fallback_tag(&subject)
+            })
+            .count();
+        assert_eq!(
+            fallback_writes, 0,
+            "a descriptor already there is not written again"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_settle_checks_re_add_a_descriptor_another_writer_overwrote() {
+        let registry = Arc::new(MemoryRegistry::new(MemoryOptions::distribution_2()));
+        let engine = engine(&registry);
+        let a = repo("a");
+        let subject = seed_image(&registry, &a, "v1", &["layer"]).digest;
+        let tag = fallback_tag(&subject);
+        let theirs = theirs(&registry, &subject);
+        // Another process read the index before our write and writes its version after it.
+        registry.after(Operation::PutManifest, Some(&tag), 1, {
+            let (a, tag, theirs) = (a.clone(), tag.clone(), theirs.clone());
+            move |registry| {
+                registry.insert_manifest(&a, Some(&tag), OCI_INDEX, index_of(&[theirs]));
+            }
+        });
+        let report = reconcile_yaml(&engine, REFERRER, Mode::Apply)
+            .await
+            .unwrap();
+        let index = fallback_index(&registry, &subject).unwrap();
+        let mut expected = vec![
+            report.digest.clone(),
+            theirs["digest"].as_str().unwrap().to_string(),
+        ];
+        expected.sort();
+        assert_eq!(digests(&index), expected, "ours is back, theirs kept");
+        let fallback_writes = registry
+            .calls()
+            .into_iter()
+            .filter(|c| c.operation == Operation::PutManifest && c.reference == tag)
+            .count();
+        assert_eq!(fallback_writes, 2);
+    }
 
     #[test]
     fn links_become_numbered_annotations() {

@@ -142,3 +142,61 @@ impl Engine {
         Ok(plan::plan(desired, &observed))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::engine::Mode;
+    use crate::engine::links::fallback_tag;
+    use crate::engine::test_support::{engine, reconcile_yaml, repo, seed_image, seed_referrer};
+    use crate::oci::media_types::OCI_MANIFEST;
+    use crate::registry::Registry;
+    use crate::registry::memory::MemoryRegistry;
+
+    #[tokio::test]
+    async fn referrers_of_a_source_arrive_in_the_target() {
+        let registry = Arc::new(MemoryRegistry::default());
+        let engine = engine(&registry);
+        let (a, b) = (repo("a"), repo("b"));
+        let image = seed_image(&registry, &a, "v1", &["layer"]);
+        let signature = seed_referrer(&registry, &a, &image.digest, "signed");
+        let cosign = seed_image(&registry, &a, "cosign", &["cosign signature"]);
+        let cosign_tag = format!("{}.sig", fallback_tag(&image.digest));
+        let cosign_bytes = registry.manifest(&a, &cosign.digest).unwrap().bytes;
+        registry.insert_manifest(&a, Some(&cosign_tag), OCI_MANIFEST, cosign_bytes);
+
+        let report = reconcile_yaml(
+            &engine,
+            r#"
+repository: memory.test/b
+tags: [v1]
+source:
+  image:
+    reference: memory.test/a:v1
+    referrers: true
+"#,
+            Mode::Apply,
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.mirrored.referrers, 1);
+        assert_eq!(report.mirrored.cosign_tags, 1);
+        assert_eq!(registry.tag(&b, "v1"), Some(image.digest.clone()));
+        let copied = registry
+            .manifest(&b, &signature)
+            .expect("the referrer is copied");
+        assert_eq!(
+            copied.bytes,
+            registry.manifest(&a, &signature).unwrap().bytes
+        );
+        let listed = registry
+            .referrers(&b, &image.digest)
+            .await
+            .unwrap()
+            .unwrap();
+        let listed: serde_json::Value = serde_json::from_slice(&listed).unwrap();
+        assert_eq!(listed["manifests"][0]["digest"], signature.as_str());
+        assert_eq!(registry.tag(&b, &cosign_tag), Some(cosign.digest));
+    }
+}

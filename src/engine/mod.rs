@@ -13,6 +13,8 @@ pub mod plan;
 mod remove;
 mod resolve;
 mod tag_listing;
+#[cfg(test)]
+mod test_support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -22,8 +24,8 @@ use bytes::Bytes;
 
 use crate::intent::{ArtifactIntent, Content, FieldPath, KeyRef};
 use crate::oci::{ImageReference, Repository};
-use crate::registry::{self, RegistryClient};
-use crate::sources::UrlFetcher;
+use crate::registry::{self, Registry};
+use crate::sources::{FetchError, UrlFetcher};
 pub use links::{LinkVia, Pin};
 pub use mirror::MirroredReferrers;
 pub use plan::{Outcome, Plan};
@@ -74,6 +76,13 @@ pub enum EngineError {
     /// do not match their digest, a source image that does not exist.
     #[error("{field}: {detail}")]
     Source { field: FieldPath, detail: String },
+    /// A URL source could not be read while the plan ran; a network failure may pass.
+    #[error("{field}: {error}")]
+    Fetch {
+        field: FieldPath,
+        #[source]
+        error: FetchError,
+    },
     #[error("{0}")]
     Registry(#[from] registry::Error),
 }
@@ -91,6 +100,13 @@ impl EngineError {
             EngineError::Source { .. } => {
                 registry::ErrorClass::NeedsPerson(registry::NeedsPerson::Invalid)
             }
+            EngineError::Fetch { error, .. } => match error {
+                FetchError::Transport { .. } => registry::ErrorClass::Transient,
+                FetchError::Status { status, .. } => registry::ErrorClass::of_status(*status),
+                FetchError::Refused(_) => {
+                    registry::ErrorClass::NeedsPerson(registry::NeedsPerson::Invalid)
+                }
+            },
             EngineError::Registry(e) => e.class(),
         }
     }
@@ -127,7 +143,7 @@ enum CopyCheck {
 }
 
 pub struct Engine {
-    registry: Arc<RegistryClient>,
+    registry: Arc<dyn Registry>,
     urls: UrlFetcher,
     /// Blob transfers running at once for one object.
     blob_concurrency: usize,
@@ -146,7 +162,7 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(registry: Arc<RegistryClient>, urls: UrlFetcher, blob_concurrency: usize) -> Self {
+    pub fn new(registry: Arc<dyn Registry>, urls: UrlFetcher, blob_concurrency: usize) -> Self {
         Self {
             registry,
             urls,
@@ -160,12 +176,12 @@ impl Engine {
         }
     }
 
-    pub fn registry(&self) -> &RegistryClient {
-        &self.registry
+    pub fn registry(&self) -> &dyn Registry {
+        self.registry.as_ref()
     }
 
-    /// The same engine speaking through another registry client (other credentials).
-    pub fn with_registry(&self, registry: Arc<RegistryClient>) -> Self {
+    /// The same engine speaking through another registry (a client with other credentials).
+    pub fn with_registry(&self, registry: Arc<dyn Registry>) -> Self {
         Self {
             registry,
             urls: self.urls.clone(),

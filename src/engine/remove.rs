@@ -153,3 +153,67 @@ impl Engine {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::engine::test_support::{engine, repo, seed_image};
+    use crate::oci::media_types::OCI_MANIFEST;
+    use crate::registry::memory::{MemoryOptions, MemoryRegistry, Operation};
+
+    /// Retires one tag of `digest`, as the controller does on deletion.
+    async fn remove_tag(engine: &Engine, repo: &Repository, tag: &str, digest: &str) -> TagRemoval {
+        let tags = [tag.to_string()];
+        let retirement = Retirement {
+            repository: repo,
+            digest,
+            tags: &tags,
+            subject: None,
+            untagged: false,
+        };
+        let report = engine.retire(retirement, Mode::Apply).await.unwrap();
+        report.tags.into_iter().next().unwrap().1
+    }
+
+    #[tokio::test]
+    async fn a_tag_still_on_our_digest_is_deleted_and_the_manifest_stays() {
+        for options in [MemoryOptions::default(), MemoryOptions::distribution_2()] {
+            let tag_deletion = options.tag_deletion;
+            let registry = Arc::new(MemoryRegistry::new(options));
+            let engine = engine(&registry);
+            let a = repo("a");
+            let ours = seed_image(&registry, &a, "v1", &["layer"]);
+            let bytes = registry.manifest(&a, "v1").unwrap().bytes;
+            registry.insert_manifest(&a, Some("other"), OCI_MANIFEST, bytes);
+            let removed = remove_tag(&engine, &a, "v1", &ours.digest).await;
+            assert_eq!(removed, TagRemoval::Removed, "tag deletion {tag_deletion}");
+            assert_eq!(registry.tag(&a, "v1"), None);
+            assert_eq!(
+                registry.tag(&a, "other"),
+                Some(ours.digest.clone()),
+                "the manifest and its other tags stay (tag deletion {tag_deletion})"
+            );
+            let tombstone_puts = registry.count(Operation::PutManifest);
+            assert_eq!(tombstone_puts, usize::from(!tag_deletion));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tag_that_moved_is_left_alone() {
+        let registry = Arc::new(MemoryRegistry::default());
+        let engine = engine(&registry);
+        let a = repo("a");
+        let ours = seed_image(&registry, &a, "v1", &["ours"]);
+        let theirs = seed_image(&registry, &a, "v1", &["theirs"]);
+        let removal = remove_tag(&engine, &a, "v1", &ours.digest).await;
+        assert_eq!(removal, TagRemoval::Elsewhere(theirs.digest.clone()));
+        assert_eq!(registry.tag(&a, "v1"), Some(theirs.digest));
+        assert_eq!(registry.count(Operation::DeleteManifest), 0);
+        assert_eq!(
+            remove_tag(&engine, &a, "gone", &ours.digest).await,
+            TagRemoval::Absent
+        );
+    }
+}

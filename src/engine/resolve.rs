@@ -485,3 +485,77 @@ where
         polled
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::super::Mode;
+    use super::super::test_support::{engine, reconcile_yaml, repo, seed_image};
+    use crate::registry::memory::{MemoryRegistry, Operation};
+
+    fn copy_spec(target: &str, tag: &str, source: &str) -> String {
+        format!(
+            r#"
+repository: memory.test/{target}
+tags: [{tag}]
+source:
+  image:
+    reference: memory.test/{source}
+"#
+        )
+    }
+
+    #[tokio::test]
+    async fn a_copy_within_a_repository_is_manifest_only() {
+        let registry = Arc::new(MemoryRegistry::default());
+        let engine = engine(&registry);
+        let a = repo("a");
+        let image = seed_image(&registry, &a, "v1", &["layer one", "layer two"]);
+        let report = reconcile_yaml(&engine, &copy_spec("a", "stable", "a:v1"), Mode::Apply)
+            .await
+            .unwrap();
+        assert_eq!(report.digest, image.digest);
+        assert_eq!(registry.tag(&a, "stable"), Some(image.digest));
+        for blob_operation in [
+            Operation::HeadBlob,
+            Operation::GetBlob,
+            Operation::StartUpload,
+            Operation::FinishUpload,
+        ] {
+            assert_eq!(
+                registry.count(blob_operation),
+                0,
+                "{blob_operation:?}: {:?}",
+                registry.calls()
+            );
+        }
+        assert_eq!(registry.count(Operation::PutManifest), 1);
+    }
+
+    #[tokio::test]
+    async fn a_copy_across_repositories_mounts_and_uploads_where_mounts_fail() {
+        let registry = Arc::new(MemoryRegistry::default());
+        let engine = engine(&registry);
+        let (a, b, c) = (repo("a"), repo("b"), repo("c"));
+        let image = seed_image(&registry, &a, "v1", &["layer one", "layer two"]);
+
+        reconcile_yaml(&engine, &copy_spec("b", "v1", "a:v1"), Mode::Apply)
+            .await
+            .unwrap();
+        assert_eq!(registry.tag(&b, "v1"), Some(image.digest.clone()));
+        assert_eq!(registry.count(Operation::StartUpload), image.blobs.len());
+        assert_eq!(registry.count(Operation::GetBlob), 0, "mounted, not read");
+        assert_eq!(registry.count(Operation::FinishUpload), 0);
+
+        registry.configure(|o| o.cross_repository_mount = false);
+        registry.clear_calls();
+        reconcile_yaml(&engine, &copy_spec("c", "v1", "a:v1"), Mode::Apply)
+            .await
+            .unwrap();
+        assert_eq!(registry.tag(&c, "v1"), Some(image.digest));
+        assert_eq!(registry.count(Operation::GetBlob), image.blobs.len());
+        assert_eq!(registry.count(Operation::FinishUpload), image.blobs.len());
+        assert!(image.blobs.iter().all(|d| registry.has_blob(&c, d)));
+    }
+}
