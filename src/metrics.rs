@@ -20,6 +20,19 @@ const DURATION_BUCKETS: [f64; 10] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 
 /// defined before the first round of that result.
 const ROUND_RESULTS: [&str; 3] = ["success", "error", "stalled"];
 
+/// The classes a failure can have (`registry::ErrorClass::label()`, and the controller's own
+/// `input` and `kube`); each has a series from the start, as `ROUND_RESULTS`.
+const FAILURE_CLASSES: [&str; 8] = [
+    "transient",
+    "conflict",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "invalid",
+    "input",
+    "kube",
+];
+
 /// The two text formats a scraper may ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exposition {
@@ -71,9 +84,13 @@ impl Default for Metrics {
         for result in ROUND_RESULTS {
             let _ = reconciles.get_or_create(&RoundLabels { result });
         }
+        let failures = Family::<FailureLabels, Counter>::default();
+        for class in FAILURE_CLASSES {
+            let _ = failures.get_or_create(&FailureLabels { class });
+        }
         Self {
             reconciles,
-            failures: Family::default(),
+            failures,
             durations: Histogram::new(DURATION_BUCKETS),
             status_writes: Counter::default(),
         }
@@ -171,6 +188,7 @@ fn encode(exposition: Exposition, registry: &Registry) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::{ErrorClass, NeedsPerson};
 
     /// One parsed exposition: `# TYPE` per family, and every sample by its name and labels.
     struct Parsed {
@@ -290,6 +308,10 @@ mod tests {
                 1.0,
             ),
             (
+                "garden_artifacts_reconcile_failures_total{class=\"kube\"}",
+                0.0,
+            ),
+            (
                 "garden_artifacts_reconcile_duration_seconds_bucket{le=\"0.5\"}",
                 0.0,
             ),
@@ -351,5 +373,38 @@ mod tests {
                 .get("garden_artifacts_reconciles_total{result=\"success\"}"),
             Some(&1.0)
         );
+    }
+
+    #[test]
+    fn every_registry_error_class_has_a_series_from_the_start() {
+        let every = [
+            ErrorClass::Transient,
+            ErrorClass::Conflict,
+            ErrorClass::NeedsPerson(NeedsPerson::Unauthorized),
+            ErrorClass::NeedsPerson(NeedsPerson::Forbidden),
+            ErrorClass::NeedsPerson(NeedsPerson::NotFound),
+            ErrorClass::NeedsPerson(NeedsPerson::Invalid),
+        ];
+        // A new class does not compile here until it is listed above.
+        for class in every {
+            match class {
+                ErrorClass::Transient
+                | ErrorClass::Conflict
+                | ErrorClass::NeedsPerson(
+                    NeedsPerson::Unauthorized
+                    | NeedsPerson::Forbidden
+                    | NeedsPerson::NotFound
+                    | NeedsPerson::Invalid,
+                ) => {}
+            }
+        }
+        let text = Metrics::default().render(&RequestStats::default());
+        for class in every {
+            let series = format!(
+                "garden_artifacts_reconcile_failures_total{{class=\"{}\"}} 0",
+                class.label()
+            );
+            assert!(text.contains(&series), "{series} in\n{text}");
+        }
     }
 }
