@@ -1,159 +1,410 @@
-//! Prometheus metrics in the text exposition format. Few enough series that a small registry
-//! of our own beats a dependency: counters and one histogram, rendered on scrape.
+//! The controller's Prometheus metrics, kept and encoded by `prometheus-client`. Every name
+//! is registered without its `_total` suffix: the crate appends it to counters.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 use crate::registry::RequestStats;
 
+const PREFIX: &str = "garden_artifacts";
+
 const DURATION_BUCKETS: [f64; 10] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
-#[derive(Default)]
-pub struct Metrics {
-    reconciles: Mutex<BTreeMap<&'static str, u64>>,
-    status_writes: AtomicU64,
-    durations: Mutex<Histogram>,
+/// The results a round can end with; each has a series from the start, so a rate over it is
+/// defined before the first round of that result.
+const ROUND_RESULTS: [&str; 3] = ["success", "error", "stalled"];
+
+/// The classes a failure can have (`registry::ErrorClass::label()`, and the controller's own
+/// `input` and `kube`); each has a series from the start, as `ROUND_RESULTS`.
+const FAILURE_CLASSES: [&str; 8] = [
+    "transient",
+    "conflict",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "invalid",
+    "input",
+    "kube",
+];
+
+/// The two text formats a scraper may ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exposition {
+    /// OpenMetrics 1.0: counters typed under their family name, ends with `# EOF`.
+    OpenMetrics,
+    /// The Prometheus text format 0.0.4, for scrapers that do not speak OpenMetrics.
+    PrometheusText,
 }
 
-#[derive(Default)]
-struct Histogram {
-    buckets: [u64; DURATION_BUCKETS.len()],
-    count: u64,
-    sum: f64,
+impl Exposition {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Exposition::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Exposition::PrometheusText => {
+                prometheus_client::encoding::prometheus_text::CONTENT_TYPE
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoundLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    status: u16,
+}
+
+/// The controller's own series. The registry client's counters live in [`RequestStats`] (the
+/// registry layer knows nothing of Prometheus) and are read at each scrape.
+pub struct Metrics {
+    reconciles: Family<RoundLabels, Counter>,
+    failures: Family<FailureLabels, Counter>,
+    durations: Histogram,
+    status_writes: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let reconciles = Family::<RoundLabels, Counter>::default();
+        for result in ROUND_RESULTS {
+            let _ = reconciles.get_or_create(&RoundLabels { result });
+        }
+        let failures = Family::<FailureLabels, Counter>::default();
+        for class in FAILURE_CLASSES {
+            let _ = failures.get_or_create(&FailureLabels { class });
+        }
+        Self {
+            reconciles,
+            failures,
+            durations: Histogram::new(DURATION_BUCKETS),
+            status_writes: Counter::default(),
+        }
+    }
 }
 
 impl Metrics {
     /// One reconciliation ended with `result` (`success`, `error`, `stalled`).
     pub fn reconciled(&self, result: &'static str, took: Duration) {
-        *self
-            .reconciles
-            .lock()
-            .expect("not poisoned")
-            .entry(result)
-            .or_default() += 1;
-        let seconds = took.as_secs_f64();
-        let mut h = self.durations.lock().expect("not poisoned");
-        for (i, bound) in DURATION_BUCKETS.iter().enumerate() {
-            if seconds <= *bound {
-                h.buckets[i] += 1;
-            }
-        }
-        h.count += 1;
-        h.sum += seconds;
+        self.reconciles.get_or_create(&RoundLabels { result }).inc();
+        self.durations.observe(took.as_secs_f64());
+    }
+
+    /// One reconciliation did not converge (it ended `error` or `stalled`), for a reason of
+    /// `class`: a `registry::ErrorClass::label()`, or the controller's own (`input`, `kube`).
+    pub fn reconcile_failed(&self, class: &'static str) {
+        self.failures.get_or_create(&FailureLabels { class }).inc();
     }
 
     pub fn status_written(&self) {
-        self.status_writes.fetch_add(1, Ordering::Relaxed);
+        self.status_writes.inc();
     }
 
-    /// The exposition text, registry counters included.
+    /// The OpenMetrics exposition, registry counters included.
     pub fn render(&self, registry: &RequestStats) -> String {
-        let mut out = String::new();
-        let reconciles = self.reconciles.lock().expect("not poisoned").clone();
-        out.push_str("# HELP garden_artifacts_reconciles_total Reconciliations by result.\n");
-        out.push_str("# TYPE garden_artifacts_reconciles_total counter\n");
-        for result in ["success", "error", "stalled"] {
-            let n = reconciles.get(result).copied().unwrap_or(0);
-            let _ = writeln!(
-                out,
-                "garden_artifacts_reconciles_total{{result=\"{result}\"}} {n}"
-            );
-        }
-        let failures = reconciles.get("error").copied().unwrap_or(0)
-            + reconciles.get("stalled").copied().unwrap_or(0);
-        out.push_str("# HELP garden_artifacts_reconcile_failures_total Reconciliations that did not converge.\n");
-        out.push_str("# TYPE garden_artifacts_reconcile_failures_total counter\n");
-        let _ = writeln!(out, "garden_artifacts_reconcile_failures_total {failures}");
-
-        let h = self.durations.lock().expect("not poisoned");
-        out.push_str(
-            "# HELP garden_artifacts_reconcile_duration_seconds Time of one reconciliation.\n",
-        );
-        out.push_str("# TYPE garden_artifacts_reconcile_duration_seconds histogram\n");
-        for (i, bound) in DURATION_BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "garden_artifacts_reconcile_duration_seconds_bucket{{le=\"{bound}\"}} {}",
-                h.buckets[i]
-            );
-        }
-        let _ = writeln!(
-            out,
-            "garden_artifacts_reconcile_duration_seconds_bucket{{le=\"+Inf\"}} {}",
-            h.count
-        );
-        let _ = writeln!(
-            out,
-            "garden_artifacts_reconcile_duration_seconds_sum {}",
-            h.sum
-        );
-        let _ = writeln!(
-            out,
-            "garden_artifacts_reconcile_duration_seconds_count {}",
-            h.count
-        );
-        drop(h);
-
-        out.push_str(
-            "# HELP garden_artifacts_status_writes_total Status patches sent to the API server.\n",
-        );
-        out.push_str("# TYPE garden_artifacts_status_writes_total counter\n");
-        let _ = writeln!(
-            out,
-            "garden_artifacts_status_writes_total {}",
-            self.status_writes.load(Ordering::Relaxed)
-        );
-
-        out.push_str("# HELP garden_artifacts_registry_requests_total Registry requests by method and status (0: no answer).\n");
-        out.push_str("# TYPE garden_artifacts_registry_requests_total counter\n");
-        for ((method, status), n) in registry.request_counts() {
-            let _ = writeln!(
-                out,
-                "garden_artifacts_registry_requests_total{{method=\"{method}\",status=\"{status}\"}} {n}"
-            );
-        }
-        out.push_str("# HELP garden_artifacts_registry_bytes_pushed_total Blob bytes uploaded to registries.\n");
-        out.push_str("# TYPE garden_artifacts_registry_bytes_pushed_total counter\n");
-        let _ = writeln!(
-            out,
-            "garden_artifacts_registry_bytes_pushed_total {}",
-            registry.bytes_uploaded()
-        );
-        out
+        self.render_as(Exposition::OpenMetrics, registry)
     }
+
+    pub fn render_as(&self, exposition: Exposition, registry: &RequestStats) -> String {
+        let scrape = self.scrape_registry(registry.request_counts(), registry.bytes_uploaded());
+        encode(exposition, &scrape)
+    }
+
+    /// A registry of this scrape: the long-lived series (clones share their values) and a
+    /// snapshot of the registry client's counters. The help texts get their final period from
+    /// the crate.
+    fn scrape_registry(
+        &self,
+        request_counts: BTreeMap<(String, u16), u64>,
+        bytes_pushed: u64,
+    ) -> Registry {
+        let mut scrape = Registry::with_prefix(PREFIX);
+        scrape.register(
+            "reconciles",
+            "Reconciliations by result",
+            self.reconciles.clone(),
+        );
+        scrape.register(
+            "reconcile_failures",
+            "Reconciliations that did not converge, by the class of what stopped them",
+            self.failures.clone(),
+        );
+        scrape.register(
+            "reconcile_duration_seconds",
+            "Time of one reconciliation",
+            self.durations.clone(),
+        );
+        scrape.register(
+            "status_writes",
+            "Status patches sent to the API server",
+            self.status_writes.clone(),
+        );
+        let requests = Family::<RequestLabels, Counter>::default();
+        for ((method, status), n) in request_counts {
+            requests
+                .get_or_create(&RequestLabels { method, status })
+                .inc_by(n);
+        }
+        scrape.register(
+            "registry_requests",
+            "Registry requests by method and status (0: no answer)",
+            requests,
+        );
+        scrape.register(
+            "registry_bytes_pushed",
+            "Blob bytes uploaded to registries",
+            ConstCounter::new(bytes_pushed),
+        );
+        scrape
+    }
+}
+
+fn encode(exposition: Exposition, registry: &Registry) -> String {
+    let mut out = String::new();
+    let encoded = match exposition {
+        Exposition::OpenMetrics => prometheus_client::encoding::text::encode(&mut out, registry),
+        Exposition::PrometheusText => {
+            prometheus_client::encoding::prometheus_text::encode(&mut out, registry)
+        }
+    };
+    encoded.expect("writing to a String cannot fail");
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::{ErrorClass, NeedsPerson};
+
+    /// One parsed exposition: `# TYPE` per family, and every sample by its name and labels.
+    struct Parsed {
+        types: BTreeMap<String, String>,
+        samples: BTreeMap<String, f64>,
+        ends_with_eof: bool,
+    }
+
+    /// Parses the text exposition line by line, failing on any line that is not a comment
+    /// (`# HELP`, `# TYPE`, `# EOF`) or a `name{labels} value` sample whose name belongs to the
+    /// family most recently typed.
+    fn parse(text: &str) -> Parsed {
+        let sample = regex::Regex::new(
+            r#"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"(,[a-zA-Z_][a-zA-Z0-9_]*="[^"]*")*\})? (\S+)$"#,
+        )
+        .expect("a valid pattern");
+        let mut parsed = Parsed {
+            types: BTreeMap::new(),
+            samples: BTreeMap::new(),
+            ends_with_eof: text.ends_with("# EOF\n"),
+        };
+        let mut family = String::new();
+        for line in text.lines() {
+            if let Some(typed) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = typed.split_once(' ').expect("# TYPE name kind");
+                family = name.to_string();
+                parsed.types.insert(name.to_string(), kind.to_string());
+            } else if line.starts_with("# HELP ") || line == "# EOF" {
+            } else {
+                let captures = sample
+                    .captures(line)
+                    .unwrap_or_else(|| panic!("not a sample line: {line:?}"));
+                let name = &captures[1];
+                assert!(
+                    name.starts_with(&family),
+                    "{name} outside its family {family}"
+                );
+                let value: f64 = captures[4].parse().expect("a numeric value");
+                let key = format!("{name}{}", captures.get(2).map_or("", |m| m.as_str()));
+                parsed.samples.insert(key, value);
+            }
+        }
+        parsed
+    }
 
     #[test]
     fn renders_counters_and_buckets() {
         let m = Metrics::default();
         m.reconciled("success", Duration::from_millis(30));
         m.reconciled("error", Duration::from_secs(3));
+        m.reconcile_failed("transient");
         m.status_written();
         let text = m.render(&RequestStats::default());
         assert!(text.contains("garden_artifacts_reconciles_total{result=\"success\"} 1"));
-        assert!(text.contains("garden_artifacts_reconcile_failures_total 1"));
+        assert!(text.contains("garden_artifacts_reconcile_failures_total{class=\"transient\"} 1"));
         assert!(text.contains("garden_artifacts_reconcile_duration_seconds_bucket{le=\"0.05\"} 1"));
-        assert!(text.contains("garden_artifacts_reconcile_duration_seconds_bucket{le=\"5\"} 2"));
+        assert!(text.contains("garden_artifacts_reconcile_duration_seconds_bucket{le=\"5.0\"} 2"));
         assert!(text.contains("garden_artifacts_status_writes_total 1"));
     }
 
     #[test]
-    fn stalled_rounds_are_failures() {
+    fn failures_are_counted_by_class() {
         let m = Metrics::default();
         m.reconciled("success", Duration::from_millis(30));
         m.reconciled("stalled", Duration::from_millis(30));
+        m.reconcile_failed("invalid");
         m.reconciled("stalled", Duration::from_millis(30));
+        m.reconcile_failed("invalid");
         m.reconciled("error", Duration::from_millis(30));
+        m.reconcile_failed("unauthorized");
         let text = m.render(&RequestStats::default());
         assert!(text.contains("garden_artifacts_reconciles_total{result=\"stalled\"} 2"));
         assert!(text.contains("garden_artifacts_reconciles_total{result=\"success\"} 1"));
-        assert!(text.contains("garden_artifacts_reconcile_failures_total 3"));
+        assert!(text.contains("garden_artifacts_reconcile_failures_total{class=\"invalid\"} 2"));
+        assert!(
+            text.contains("garden_artifacts_reconcile_failures_total{class=\"unauthorized\"} 1")
+        );
+    }
+
+    /// The names, types and label sets dashboards, alerts, the chart's ServiceMonitor, the
+    /// e2e tests and bench/controller-scale.sh rely on.
+    #[test]
+    fn the_exposition_parses_as_openmetrics_with_the_expected_series() {
+        let m = Metrics::default();
+        m.reconciled("error", Duration::from_millis(700));
+        m.reconcile_failed("not_found");
+        m.status_written();
+        let requests = BTreeMap::from([(("PUT".to_string(), 201), 3), (("GET".to_string(), 0), 1)]);
+        let parsed = parse(&encode(
+            Exposition::OpenMetrics,
+            &m.scrape_registry(requests, 4096),
+        ));
+
+        assert!(parsed.ends_with_eof, "OpenMetrics ends with # EOF");
+        let types: Vec<(&str, &str)> = parsed
+            .types
+            .iter()
+            .map(|(name, kind)| (name.as_str(), kind.as_str()))
+            .collect();
+        assert_eq!(
+            types,
+            [
+                ("garden_artifacts_reconcile_duration_seconds", "histogram"),
+                ("garden_artifacts_reconcile_failures", "counter"),
+                ("garden_artifacts_reconciles", "counter"),
+                ("garden_artifacts_registry_bytes_pushed", "counter"),
+                ("garden_artifacts_registry_requests", "counter"),
+                ("garden_artifacts_status_writes", "counter"),
+            ]
+        );
+        let expected = [
+            ("garden_artifacts_reconciles_total{result=\"success\"}", 0.0),
+            ("garden_artifacts_reconciles_total{result=\"error\"}", 1.0),
+            ("garden_artifacts_reconciles_total{result=\"stalled\"}", 0.0),
+            (
+                "garden_artifacts_reconcile_failures_total{class=\"not_found\"}",
+                1.0,
+            ),
+            (
+                "garden_artifacts_reconcile_failures_total{class=\"kube\"}",
+                0.0,
+            ),
+            (
+                "garden_artifacts_reconcile_duration_seconds_bucket{le=\"0.5\"}",
+                0.0,
+            ),
+            (
+                "garden_artifacts_reconcile_duration_seconds_bucket{le=\"1.0\"}",
+                1.0,
+            ),
+            (
+                "garden_artifacts_reconcile_duration_seconds_bucket{le=\"+Inf\"}",
+                1.0,
+            ),
+            ("garden_artifacts_reconcile_duration_seconds_sum", 0.7),
+            ("garden_artifacts_reconcile_duration_seconds_count", 1.0),
+            ("garden_artifacts_status_writes_total", 1.0),
+            (
+                "garden_artifacts_registry_requests_total{method=\"PUT\",status=\"201\"}",
+                3.0,
+            ),
+            (
+                "garden_artifacts_registry_requests_total{method=\"GET\",status=\"0\"}",
+                1.0,
+            ),
+            ("garden_artifacts_registry_bytes_pushed_total", 4096.0),
+        ];
+        for (series, value) in expected {
+            assert_eq!(
+                parsed.samples.get(series),
+                Some(&value),
+                "{series} in {:?}",
+                parsed.samples.keys()
+            );
+        }
+        let buckets = parsed
+            .samples
+            .keys()
+            .filter(|k| k.starts_with("garden_artifacts_reconcile_duration_seconds_bucket"))
+            .count();
+        assert_eq!(buckets, DURATION_BUCKETS.len() + 1);
+    }
+
+    #[test]
+    fn the_prometheus_text_format_types_counters_by_their_sample_name() {
+        let m = Metrics::default();
+        m.reconciled("success", Duration::from_millis(30));
+        let text = m.render_as(Exposition::PrometheusText, &RequestStats::default());
+        let parsed = parse(&text);
+        assert!(!parsed.ends_with_eof, "{text}");
+        assert_eq!(
+            parsed
+                .types
+                .get("garden_artifacts_reconciles_total")
+                .map(String::as_str),
+            Some("counter"),
+            "{text}"
+        );
+        assert_eq!(
+            parsed
+                .samples
+                .get("garden_artifacts_reconciles_total{result=\"success\"}"),
+            Some(&1.0)
+        );
+    }
+
+    #[test]
+    fn every_registry_error_class_has_a_series_from_the_start() {
+        let every = [
+            ErrorClass::Transient,
+            ErrorClass::Conflict,
+            ErrorClass::NeedsPerson(NeedsPerson::Unauthorized),
+            ErrorClass::NeedsPerson(NeedsPerson::Forbidden),
+            ErrorClass::NeedsPerson(NeedsPerson::NotFound),
+            ErrorClass::NeedsPerson(NeedsPerson::Invalid),
+        ];
+        // A new class does not compile here until it is listed above.
+        for class in every {
+            match class {
+                ErrorClass::Transient
+                | ErrorClass::Conflict
+                | ErrorClass::NeedsPerson(
+                    NeedsPerson::Unauthorized
+                    | NeedsPerson::Forbidden
+                    | NeedsPerson::NotFound
+                    | NeedsPerson::Invalid,
+                ) => {}
+            }
+        }
+        let text = Metrics::default().render(&RequestStats::default());
+        for class in every {
+            let series = format!(
+                "garden_artifacts_reconcile_failures_total{{class=\"{}\"}} 0",
+                class.label()
+            );
+            assert!(text.contains(&series), "{series} in\n{text}");
+        }
     }
 }

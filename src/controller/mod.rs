@@ -174,7 +174,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), String> {
         ready: Default::default(),
         metrics: {
             let (metrics, engine) = (Arc::clone(&metrics), Arc::clone(&engine));
-            Box::new(move || metrics.render(engine.registry().stats()))
+            Box::new(move |exposition| metrics.render_as(exposition, engine.registry().stats()))
         },
     });
     let listener = http::bind(args.metrics_addr)

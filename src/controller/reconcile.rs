@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use kube::api::{Api, Patch, PatchParams};
@@ -49,15 +49,15 @@ pub async fn reconcile(object: Arc<GardenArtifact>, ctx: Arc<Context>) -> Result
         // The patch is itself a change the controller sees; reconcile then.
         return Ok(Action::await_change());
     }
-    // kube's finalizer helper wants a bare `Action` back; whether the round stalled comes out
-    // beside it.
-    let stalled = AtomicBool::new(false);
+    // kube's finalizer helper wants a bare `Action` back; the class of what stalled the round,
+    // if anything did, comes out beside it.
+    let stalled_by = OnceLock::<&'static str>::new();
     let result = finalizer(&api, FINALIZER, object, |event| async {
         match event {
             FinalizerEvent::Apply(object) => match apply(&api, &namespace, &object, &ctx).await? {
                 Settled::Done(action) => Ok(action),
-                Settled::Stalled(action) => {
-                    stalled.store(true, Ordering::Relaxed);
+                Settled::Stalled(action, class) => {
+                    let _ = stalled_by.set(class);
                     Ok(action)
                 }
             },
@@ -66,16 +66,40 @@ pub async fn reconcile(object: Arc<GardenArtifact>, ctx: Arc<Context>) -> Result
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
-    let label = round_result(&result, stalled.load(Ordering::Relaxed));
+    let label = round_result(&result, stalled_by.get().is_some());
     ctx.metrics.reconciled(label, started.elapsed());
+    match (&result, stalled_by.get()) {
+        (Err(e), _) => ctx.metrics.reconcile_failed(e.class()),
+        (Ok(_), Some(class)) => ctx.metrics.reconcile_failed(class),
+        (Ok(_), None) => {}
+    }
     result
 }
 
 /// How an apply round ended when nothing failed: done (converged, or suspended), or stalled on
-/// something only a person can fix (the `Stalled` condition was set; no retry helps).
+/// something only a person can fix (the `Stalled` condition was set; no retry helps), of a
+/// class as [`Error::class`] names it.
 enum Settled {
     Done(Action),
-    Stalled(Action),
+    Stalled(Action, &'static str),
+}
+
+impl Error {
+    /// The `class` label of the failure in `garden_artifacts_reconcile_failures_total`: the
+    /// registry's classification of an engine failure, else `input` (reading the Secrets,
+    /// ConfigMaps and objects the spec names) or `kube` (the controller's own API requests).
+    fn class(&self) -> &'static str {
+        use kube::runtime::finalizer::Error as FinalizerError;
+        match self {
+            Error::Engine(e) => e.class().label(),
+            Error::Input(_) => "input",
+            Error::Finalizer(e) => match e.as_ref() {
+                FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e) => e.class(),
+                _ => "kube",
+            },
+            Error::Status(_) | Error::NoNamespace => "kube",
+        }
+    }
 }
 
 /// The `result` label of a round in `garden_artifacts_reconciles_total`. A stalled round
@@ -161,7 +185,7 @@ async fn apply(
         Err(invalid) => {
             let message = invalid.to_string();
             stall(api, object, ctx, "InvalidSpec", &message).await?;
-            return Ok(Settled::Stalled(Action::await_change()));
+            return Ok(Settled::Stalled(Action::await_change(), "invalid"));
         }
     };
     // Ownership is decided over all objects; a cache still filling would let a newer object
@@ -175,7 +199,7 @@ async fn apply(
             .collect::<Vec<_>>()
             .join("; ");
         stall(api, object, ctx, "TagConflict", &message).await?;
-        return Ok(Settled::Stalled(Action::requeue(every)));
+        return Ok(Settled::Stalled(Action::requeue(every), "conflict"));
     }
 
     let gathered = async {
@@ -189,7 +213,7 @@ async fn apply(
         Ok(gathered) => gathered,
         Err(e) if e.is_permanent() => {
             stall(api, object, ctx, "InputUnavailable", &e.to_string()).await?;
-            return Ok(Settled::Stalled(Action::requeue(every)));
+            return Ok(Settled::Stalled(Action::requeue(every), "input"));
         }
         Err(e) => {
             retrying(api, object, ctx, "InputUnavailable", &e.to_string()).await?;
@@ -205,7 +229,7 @@ async fn apply(
         }
         Err(e) if e.is_permanent() => {
             stall(api, object, ctx, "RegistryRefused", &e.to_string()).await?;
-            Ok(Settled::Stalled(Action::requeue(every)))
+            Ok(Settled::Stalled(Action::requeue(every), e.class().label()))
         }
         Err(e) => {
             retrying(api, object, ctx, "RegistryError", &e.to_string()).await?;
@@ -630,6 +654,26 @@ mod tests {
         assert!(events(&api).is_empty());
     }
 
+    /// A failed round counts as an error, and as a failure of the class of what failed: here
+    /// reading the Secret the spec names, inside kube's finalizer helper.
+    #[tokio::test]
+    async fn a_failed_round_counts_as_a_failure_of_its_class() {
+        let api = FakeApi::start(|request| match request.method.as_str() {
+            "GET" => fake_api::status(403, "Forbidden", "secrets is forbidden"),
+            "POST" if request.path.contains("/events") => (201, request.body.clone()),
+            _ => fake_api::status(500, "InternalError", "unexpected"),
+        })
+        .await;
+        let ctx = context(api.client.clone());
+
+        let result = reconcile(Arc::new(deleted_with_credentials(false)), Arc::clone(&ctx)).await;
+
+        assert!(result.is_err(), "{result:?}");
+        let text = ctx.metrics.render(&RequestStats::default());
+        assert!(text.contains("garden_artifacts_reconciles_total{result=\"error\"} 1"));
+        assert!(text.contains("garden_artifacts_reconcile_failures_total{class=\"input\"} 1"));
+    }
+
     /// Through kube's finalizer helper: the finalizer is removed (a JSON patch of
     /// metadata.finalizers), and the round is a success.
     #[tokio::test]
@@ -719,7 +763,7 @@ mod tests {
         let text = ctx.metrics.render(&RequestStats::default());
         assert!(text.contains("garden_artifacts_reconciles_total{result=\"stalled\"} 1"));
         assert!(text.contains("garden_artifacts_reconciles_total{result=\"success\"} 0"));
-        assert!(text.contains("garden_artifacts_reconcile_failures_total 1"));
+        assert!(text.contains("garden_artifacts_reconcile_failures_total{class=\"invalid\"} 1"));
         let warnings = events(&api);
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert_eq!(
