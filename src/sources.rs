@@ -199,14 +199,31 @@ pub enum FetchError {
     #[error("url source: {0}")]
     Refused(String),
     /// No answer: the connection, TLS, a timeout.
-    #[error("GET {url}: {detail}")]
-    Transport { url: String, detail: String },
+    #[error("{method} {url}: {detail}")]
+    Transport {
+        method: &'static str,
+        url: String,
+        detail: String,
+    },
     /// The server answered with an error status.
-    #[error("GET {url}: {status}")]
-    Status { url: String, status: u16 },
+    #[error("{method} {url}: {status}")]
+    Status {
+        method: &'static str,
+        url: String,
+        status: u16,
+    },
 }
 
 pub type ByteStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+
+/// The two methods a URL source is read with, for messages.
+fn method_name(method: &reqwest::Method) -> &'static str {
+    if method == reqwest::Method::HEAD {
+        "HEAD"
+    } else {
+        "GET"
+    }
+}
 
 impl UrlFetcher {
     pub fn new(policy: UrlPolicy) -> Result<Self, String> {
@@ -214,10 +231,13 @@ impl UrlFetcher {
         Ok(Self { policy })
     }
 
-    /// Opens `url`: its announced length (if any) and its bytes, at most `max_bytes` of them.
-    /// Redirects are followed by hand, each target admitted by the policy again, and each
-    /// connection pinned to the addresses that were checked (no second DNS answer).
-    pub async fn open(&self, url: &str) -> Result<(Option<u64>, ByteStream), FetchError> {
+    /// Sends `method` to `url`, following redirects (each target admitted by the policy again),
+    /// and returns the first answer that is not a redirect, if it is a success.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+    ) -> Result<reqwest::Response, FetchError> {
         let refused = FetchError::Refused;
         let mut current = reqwest::Url::parse(url).map_err(|e| refused(format!("{url}: {e}")))?;
         for _ in 0..=MAX_REDIRECTS {
@@ -233,10 +253,15 @@ impl UrlFetcher {
                 .map_err(|e| refused(describe_transport(&e)))?;
             let shown = current.to_string();
             let transport = |e: reqwest::Error| FetchError::Transport {
+                method: method_name(&method),
                 url: shown.clone(),
                 detail: describe_transport(&e),
             };
-            let response = http.get(current.clone()).send().await.map_err(transport)?;
+            let response = http
+                .request(method.clone(), current.clone())
+                .send()
+                .await
+                .map_err(transport)?;
             let status = response.status();
             if status.is_redirection() {
                 let location = response
@@ -251,34 +276,54 @@ impl UrlFetcher {
             }
             if !status.is_success() {
                 return Err(FetchError::Status {
+                    method: method_name(&method),
                     url: current.to_string(),
                     status: status.as_u16(),
                 });
             }
-            let length = response.content_length();
-            let max = self.policy.max_bytes;
-            if length.is_some_and(|n| n > max) {
-                return Err(refused(format!(
-                    "{current}: {} bytes, more than the {max} a URL source may have",
-                    length.unwrap_or_default()
-                )));
-            }
-            let mut seen = 0u64;
-            let stream = response.bytes_stream().map(move |chunk| {
-                let chunk = chunk.map_err(std::io::Error::other)?;
-                seen += chunk.len() as u64;
-                if seen > max {
-                    return Err(std::io::Error::other(format!(
-                        "more than the {max} bytes a URL source may have"
-                    )));
-                }
-                Ok(chunk)
-            });
-            return Ok((length, Box::pin(stream)));
+            return Ok(response);
         }
         Err(refused(format!(
             "{url}: more than {MAX_REDIRECTS} redirects"
         )))
+    }
+
+    /// The size the server announces for `url` (`Content-Length` of a HEAD), without its body.
+    /// `None` when it announces none.
+    pub async fn content_length(&self, url: &str) -> Result<Option<u64>, FetchError> {
+        let response = self.send(reqwest::Method::HEAD, url).await?;
+        Ok(response
+            .headers()
+            .get(reqwest::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok()))
+    }
+
+    /// Opens `url` for streaming: its announced length, if any, and the bytes, cut off (with
+    /// an error) past the policy's size limit.
+    pub async fn open(&self, url: &str) -> Result<(Option<u64>, ByteStream), FetchError> {
+        let response = self.send(reqwest::Method::GET, url).await?;
+        let current = response.url().clone();
+        let length = response.content_length();
+        let max = self.policy.max_bytes;
+        if length.is_some_and(|n| n > max) {
+            return Err(FetchError::Refused(format!(
+                "{current}: {} bytes, more than the {max} a URL source may have",
+                length.unwrap_or_default()
+            )));
+        }
+        let mut seen = 0u64;
+        let stream = response.bytes_stream().map(move |chunk| {
+            let chunk = chunk.map_err(std::io::Error::other)?;
+            seen += chunk.len() as u64;
+            if seen > max {
+                return Err(std::io::Error::other(format!(
+                    "more than the {max} bytes a URL source may have"
+                )));
+            }
+            Ok(chunk)
+        });
+        Ok((length, Box::pin(stream)))
     }
 }
 

@@ -332,7 +332,7 @@ fn describe_stages(plan: &Plan, repository: &Repository, digest: &str, lines: &m
         let from = match &blob.origin {
             BlobOrigin::Inline(_) => "inline content".to_string(),
             BlobOrigin::File(path) => format!("file {}", path.display()),
-            BlobOrigin::Url(url) => format!("url {url}"),
+            BlobOrigin::Url { url, .. } => format!("url {url}"),
             BlobOrigin::Repository(repo) if repo.registry() == repository.registry() => {
                 format!("mount from {repo}")
             }

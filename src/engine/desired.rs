@@ -11,7 +11,7 @@ use oci_client::manifest::{OciDescriptor, OciImageManifest};
 use serde::Serialize;
 
 use super::links::link_annotations;
-use crate::intent::{Config, FilesContent, ManifestFields, Platform};
+use crate::intent::{Config, FieldPath, FilesContent, ManifestFields, Platform};
 use crate::oci::Repository;
 use crate::oci::digest::sha256_digest;
 use crate::oci::media_types::{
@@ -24,7 +24,11 @@ use crate::registry::ManifestHead;
 pub enum BlobOrigin {
     Inline(Bytes),
     File(PathBuf),
-    Url(String),
+    /// Fetched from `url`; a failure points at `field`.
+    Url {
+        url: String,
+        field: FieldPath,
+    },
     /// Another repository: mounted when it is on the same registry, streamed otherwise.
     Repository(Repository),
 }

@@ -352,18 +352,28 @@ impl Engine {
                 self.upload(repo, &blob.digest, Some(blob.size), body)
                     .await?;
             }
-            BlobOrigin::Url(url) => {
+            BlobOrigin::Url { url, field } => {
                 let (_, body) = self
                     .urls
                     .open(url)
                     .await
                     .map_err(|error| EngineError::Fetch {
-                        field: FieldPath::root("spec").child("source").child("files"),
+                        field: field.clone(),
                         error,
                     })?;
                 let body = VerifyingStream::new(body, &blob.digest, Some(blob.size));
+                let refused = |e: &dyn std::fmt::Display| {
+                    EngineError::source(field, format!("content of {url} was refused: {e}"))
+                };
+                // The stream ends in an error when the bytes do not match their digest or
+                // size: the upload is abandoned, and the registry never completes the blob.
                 self.upload(repo, &blob.digest, Some(blob.size), body)
-                    .await?;
+                    .await
+                    .map_err(|e| match e {
+                        RegistryError::Transport { detail, .. } => refused(&detail),
+                        e @ RegistryError::Status { .. } if e.is_digest_invalid() => refused(&e),
+                        other => EngineError::Registry(other),
+                    })?;
             }
             BlobOrigin::Repository(source) => {
                 let mount_from = (source.registry() == repo.registry()).then_some(source);
@@ -548,6 +558,7 @@ source:
             error,
         };
         let unreachable = fetch(FetchError::Transport {
+            method: "GET",
             url: "https://example.com/a".into(),
             detail: "connection refused".into(),
         });
@@ -557,11 +568,13 @@ source:
             "spec.source.files: GET https://example.com/a: connection refused"
         );
         let unavailable = fetch(FetchError::Status {
+            method: "GET",
             url: "https://example.com/a".into(),
             status: 503,
         });
         assert!(!unavailable.is_permanent());
         let gone = fetch(FetchError::Status {
+            method: "GET",
             url: "https://example.com/a".into(),
             status: 404,
         });

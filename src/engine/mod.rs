@@ -283,6 +283,9 @@ impl Engine {
             )
             .await?;
         let mut plan = plan::plan(&resolved.desired, &observed);
+        // Written already, and so part of what this run wrote.
+        plan.blobs
+            .splice(0..0, resolved.stored_while_resolving.iter().cloned());
         let manifest = &resolved.desired.manifest;
         if let Content::Image(copy) = &intent.content
             && copy.referrers

@@ -18,6 +18,31 @@ use crate::oci::digest::{VerifyingStream, sha256_digest};
 use crate::oci::media_types::is_index;
 use crate::registry::RawManifest;
 
+/// What resolving learned of a layer's blob in the target.
+enum BlobState {
+    /// Not known to be there; the plan decides.
+    Missing,
+    Present,
+    /// Written while resolving: a URL whose size only its bytes could tell.
+    StoredWhileResolving,
+}
+
+/// How the size of a URL blob was learned, and where its bytes are.
+enum UrlSize {
+    /// Known without the bytes; the plan uploads them if the target lacks them.
+    ToUpload(u64),
+    InTarget(u64),
+    StoredWhileResolving(u64),
+}
+
+impl UrlSize {
+    fn bytes(&self) -> u64 {
+        match self {
+            UrlSize::ToUpload(n) | UrlSize::InTarget(n) | UrlSize::StoredWhileResolving(n) => *n,
+        }
+    }
+}
+
 /// An index inside an index inside an index is as deep as real registries go.
 const MAX_INDEX_DEPTH: usize = 3;
 
@@ -27,6 +52,8 @@ pub(super) struct Resolved {
     pub blobs_present: BTreeSet<String>,
     /// Manifests known to be in the target: a copy within one repository was read from there.
     pub manifests_present: BTreeSet<String>,
+    /// Blobs written while resolving (a URL whose size only its bytes tell): part of the plan.
+    pub stored_while_resolving: Vec<Blob>,
     /// Every reference of the spec, resolved (the subject first).
     pub pins: Vec<Pin>,
     pub subject: Option<Pin>,
@@ -42,6 +69,7 @@ impl Engine {
         let repository = &intent.repository;
         let mut blobs_present = BTreeSet::new();
         let mut manifests_present = BTreeSet::new();
+        let mut stored_while_resolving = Vec::new();
         let mut pins = Vec::new();
         let subject = match &intent.subject {
             Some(subject) => {
@@ -73,9 +101,16 @@ impl Engine {
                 )
                 .await?;
                 let mut resolved_layers = Vec::with_capacity(layers.len());
-                for (layer, present) in layers {
-                    if present {
-                        blobs_present.insert(layer.blob.digest.clone());
+                for (layer, state) in layers {
+                    match state {
+                        BlobState::Missing => {}
+                        BlobState::Present => {
+                            blobs_present.insert(layer.blob.digest.clone());
+                        }
+                        BlobState::StoredWhileResolving => {
+                            blobs_present.insert(layer.blob.digest.clone());
+                            stored_while_resolving.push(layer.blob.clone());
+                        }
                     }
                     resolved_layers.push(layer);
                 }
@@ -104,6 +139,7 @@ impl Engine {
             },
             blobs_present,
             manifests_present,
+            stored_while_resolving,
             pins,
             subject,
         })
@@ -164,7 +200,7 @@ impl Engine {
         repository: &Repository,
         inputs: &Inputs,
         mode: Mode,
-    ) -> Result<(Layer, bool), EngineError> {
+    ) -> Result<(Layer, BlobState), EngineError> {
         let field = &file.field;
         let media_type = file.media_type.clone();
         let inline = |bytes: Bytes| Blob {
@@ -173,8 +209,8 @@ impl Engine {
             media_type: media_type.clone(),
             origin: BlobOrigin::Inline(bytes),
         };
-        let (blob, present) = match &file.origin {
-            FileOrigin::Inline(bytes) => (inline(bytes.clone()), false),
+        let (blob, state) = match &file.origin {
+            FileOrigin::Inline(bytes) => (inline(bytes.clone()), BlobState::Missing),
             FileOrigin::ConfigMapKey(key) => {
                 let bytes = inputs.config_map_keys.get(key).ok_or_else(|| {
                     EngineError::source(
@@ -182,7 +218,7 @@ impl Engine {
                         format!("ConfigMap {:?} has no key {:?}", key.name, key.key),
                     )
                 })?;
-                (inline(bytes.clone()), false)
+                (inline(bytes.clone()), BlobState::Missing)
             }
             FileOrigin::SecretKey(key) => {
                 let bytes = inputs.secret_keys.get(key).ok_or_else(|| {
@@ -191,7 +227,7 @@ impl Engine {
                         format!("Secret {:?} has no key {:?}", key.name, key.key),
                     )
                 })?;
-                (inline(bytes.clone()), false)
+                (inline(bytes.clone()), BlobState::Missing)
             }
             FileOrigin::Path(path) => {
                 let full = match &inputs.base_dir {
@@ -211,28 +247,34 @@ impl Engine {
                         media_type: media_type.clone(),
                         origin: BlobOrigin::File(full),
                     },
-                    false,
+                    BlobState::Missing,
                 )
             }
             FileOrigin::Url { url, digest, size } => {
-                let (size, present) = match size {
+                let size = match size {
                     // Declared: the manifest can be built without asking anyone; the upload
                     // (in the plan) verifies the size along with the digest.
-                    Some(size) => (*size, false),
+                    Some(size) => UrlSize::ToUpload(*size),
                     None => {
                         self.url_blob_size(field, repository, url, digest.as_str(), mode)
                             .await?
                     }
                 };
-                (
-                    Blob {
-                        digest: digest.to_string(),
-                        size,
-                        media_type: media_type.clone(),
-                        origin: BlobOrigin::Url(url.clone()),
+                let blob = Blob {
+                    digest: digest.to_string(),
+                    size: size.bytes(),
+                    media_type: media_type.clone(),
+                    origin: BlobOrigin::Url {
+                        url: url.clone(),
+                        field: field.child("url"),
                     },
-                    present,
-                )
+                };
+                let state = match size {
+                    UrlSize::ToUpload(_) => BlobState::Missing,
+                    UrlSize::InTarget(_) => BlobState::Present,
+                    UrlSize::StoredWhileResolving(_) => BlobState::StoredWhileResolving,
+                };
+                (blob, state)
             }
         };
         Ok((
@@ -242,14 +284,15 @@ impl Engine {
                 annotations: file.annotations.clone(),
                 blob,
             },
-            present,
+            state,
         ))
     }
 
-    /// The size of a URL blob, which the manifest needs. The target may already hold it;
-    /// otherwise it is fetched, verified against its digest while streaming, and (unless this
-    /// is a dry run) stored in the target on the way: content-addressed, so this moves no tag.
-    /// Returns the size and whether the blob is now in the target.
+    /// The size of a URL blob, which the manifest needs, with as few requests as can be: none
+    /// when it is known already (declared, or learned before), a HEAD of the target's blob, a
+    /// HEAD of the URL. The bytes are fetched only when no one announces a size, and only to
+    /// apply: then the blob is stored in the target on the way (content-addressed, so this moves
+    /// no tag) and listed in the plan as written.
     async fn url_blob_size(
         &self,
         field: &FieldPath,
@@ -257,54 +300,51 @@ impl Engine {
         url: &str,
         digest: &str,
         mode: Mode,
-    ) -> Result<(u64, bool), EngineError> {
+    ) -> Result<UrlSize, EngineError> {
         // A digest's size never changes: once learned, a resync needs no request for it.
         if let Some(size) = self.known_size(digest) {
-            return Ok((size, false));
+            return Ok(UrlSize::ToUpload(size));
         }
         if let Some(size) = self.registry.head_blob(repository, digest).await? {
             self.remember_size(digest, size);
-            return Ok((size, true));
+            return Ok(UrlSize::InTarget(size));
         }
-        let (length, stream) = self
-            .urls
-            .open(url)
-            .await
-            .map_err(|e| EngineError::source(&field.child("url"), e.to_string()))?;
+        let url_field = field.child("url");
+        let fetch = |error| EngineError::Fetch {
+            field: url_field.clone(),
+            error,
+        };
+        // Announced, not verified: the upload checks it along with the digest.
+        if let Some(size) = self.urls.content_length(url).await.map_err(fetch)? {
+            return Ok(UrlSize::ToUpload(size));
+        }
+        if mode == Mode::DryRun {
+            return Err(EngineError::source(
+                &url_field,
+                format!(
+                    "{url} announces no size (no Content-Length), and a dry run does not download; give {} to plan it",
+                    field.child("size")
+                ),
+            ));
+        }
+        let (length, stream) = self.urls.open(url).await.map_err(fetch)?;
         let verified = VerifyingStream::new(stream, digest, length);
         let mismatch = |e: &dyn std::fmt::Display| {
-            EngineError::source(
-                &field.child("url"),
-                format!("content of {url} was refused: {e}"),
-            )
+            EngineError::source(&url_field, format!("content of {url} was refused: {e}"))
         };
-        match mode {
-            Mode::DryRun => {
-                use futures::TryStreamExt;
-                let size = verified
-                    .try_fold(0u64, |n, chunk| async move { Ok(n + chunk.len() as u64) })
-                    .await
-                    .map_err(|e| mismatch(&e))?;
-                self.remember_size(digest, size);
-                Ok((size, false))
-            }
-            Mode::Apply => {
-                let counted = CountingStream::new(verified);
-                let counter = counted.counter();
-                self.upload(repository, digest, length, counted)
-                    .await
-                    .map_err(|e| match e {
-                        crate::registry::Error::Transport { detail, .. } => mismatch(&detail),
-                        e @ crate::registry::Error::Status { .. } if e.is_digest_invalid() => {
-                            mismatch(&e)
-                        }
-                        other => EngineError::Registry(other),
-                    })?;
-                let size = counter.load(std::sync::atomic::Ordering::Relaxed);
-                self.remember_size(digest, size);
-                Ok((size, true))
-            }
-        }
+        let counted = CountingStream::new(verified);
+        let counter = counted.counter();
+        self.upload(repository, digest, length, counted)
+            .await
+            .map_err(|e| match e {
+                crate::registry::Error::Transport { detail, .. } => mismatch(&detail),
+                e @ crate::registry::Error::Status { .. } if e.is_digest_invalid() => mismatch(&e),
+                other => EngineError::Registry(other),
+            })?;
+        let size = counter.load(std::sync::atomic::Ordering::Relaxed);
+        self.remember_size(digest, size);
+        self.remember_blobs(repository, [digest.to_string()]);
+        Ok(UrlSize::StoredWhileResolving(size))
     }
 
     /// The source repository and the manifest copied from it.
