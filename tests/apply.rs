@@ -793,3 +793,180 @@ spec:
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert!(digest_of(&format!("{r}/gl:hop")).is_some());
 }
+
+#[test]
+fn a_dry_run_never_reads_a_url_body_and_a_declared_size_needs_no_request_at_all() {
+    let registry = Registry::start();
+    let files = FileServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let r = &registry.addr;
+    let image = vec![5u8; 300_000];
+    let url = files.put("disk.raw", &image);
+    let allow = files.base_url.trim_start_matches("http://").to_string();
+    let manifest = |name: &str, size: Option<usize>| {
+        let size = size.map(|n| format!(", size: {n}")).unwrap_or_default();
+        write_manifest(
+            dir.path(),
+            &format!("{name}.yaml"),
+            &format!(
+                r#"
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: {name}}}
+spec:
+  repository: {r}/gl
+  tags: [{name}]
+  source: {{files: [{{name: disk.raw, url: "{url}", digest: "{}"{size}}}]}}
+"#,
+                sha256(&image)
+            ),
+        )
+    };
+    let apply = |file: &std::path::Path, dry_run: bool| {
+        let mut args = vec![
+            "apply",
+            "-f",
+            file.to_str().unwrap(),
+            "--allow-source-host",
+            &allow,
+        ];
+        if dry_run {
+            args.push("--dry-run");
+        }
+        garden_artifacts(&args, &[])
+    };
+
+    // Declared size: the plan is made without asking the URL's host anything.
+    let sized = manifest("sized", Some(image.len()));
+    let out = apply(&sized, true);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!(
+            "would write blob {} (300000 bytes) from url {url}",
+            sha256(&image)
+        )),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        files.requests(),
+        vec![],
+        "a dry run with a declared size asks the URL nothing"
+    );
+
+    // No size: one HEAD for the announced length, never the body.
+    let unsized_ = manifest("unsized", None);
+    let out = apply(&unsized_, true);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let methods: Vec<String> = files.requests().into_iter().map(|q| q.method).collect();
+    assert_eq!(methods, ["HEAD"]);
+    assert!(Registry::writes(&registry.requests()).is_empty());
+
+    // Applying reads the body once, in the plan's upload, verified against size and digest.
+    let out = apply(&sized, false);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let methods: Vec<String> = files.requests().into_iter().map(|q| q.method).collect();
+    assert_eq!(methods, ["HEAD", "GET"]);
+    assert_eq!(
+        skopeo_json(&format!("{r}/gl:sized"))["layers"][0]["size"],
+        300_000
+    );
+
+    // A declared size that is wrong is refused by the upload, and no tag is written.
+    let wrong = manifest("wrong", Some(image.len() - 1));
+    let before = registry.requests().len();
+    let other_repo = wrong.to_str().unwrap().replace("wrong.yaml", "wrong2.yaml");
+    std::fs::write(
+        &other_repo,
+        std::fs::read_to_string(&wrong)
+            .unwrap()
+            .replace(&format!("{r}/gl"), &format!("{r}/fresh")),
+    )
+    .unwrap();
+    let out = apply(std::path::Path::new(&other_repo), false);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("spec.source.files[0].url: content of"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(digest_of(&format!("{r}/fresh:wrong")).is_none());
+    let pinned = format!("digest={}", sha256(&image).replacen(':', "%3A", 1));
+    let completed: Vec<_> = registry.requests()[before..]
+        .iter()
+        .filter(|q| q.method == "PUT" && q.uri.contains(&pinned) && q.status == 201)
+        .cloned()
+        .collect();
+    assert!(completed.is_empty(), "{completed:#?}");
+}
+
+#[test]
+fn a_dry_run_of_a_referrer_on_distribution_prints_the_fallback_index_update() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let r = &registry.addr;
+    let subject = write_manifest(
+        dir.path(),
+        "subject.yaml",
+        &format!(
+            r#"
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: image}}
+spec: {{repository: {r}/gl, tags: [v1], source: {{files: [{{name: a.release, content: x}}]}}}}
+"#
+        ),
+    );
+    let out = garden_artifacts(&["apply", "-f", subject.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let subject_digest = digest_of(&format!("{r}/gl:v1")).unwrap();
+    let referrer = write_manifest(
+        dir.path(),
+        "referrer.yaml",
+        &format!(
+            r#"
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: sbom}}
+spec:
+  repository: {r}/gl
+  subject: {{reference: v1}}
+  artifactType: application/vnd.cyclonedx+json
+  source: {{files: [{{name: a.sbom, content: "{{}}"}}]}}
+"#
+        ),
+    );
+    let before = registry.requests().len();
+    let out = garden_artifacts(
+        &["apply", "--dry-run", "-f", referrer.to_str().unwrap()],
+        &[],
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    let index_line = format!(
+        "would write fallback index {r}/gl:{}: add sha256:",
+        subject_digest.replacen(':', "-", 1)
+    );
+    assert!(text.contains(&index_line), "{text}");
+    assert!(Registry::writes(&registry.requests()[before..]).is_empty());
+    assert!(fallback_index(&format!("{r}/gl"), &subject_digest).is_none());
+
+    // Applied, the index lists the referrer; a dry run then plans no index change.
+    let out = garden_artifacts(&["apply", "-f", referrer.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let index = fallback_index(&format!("{r}/gl"), &subject_digest);
+    assert_eq!(listed_digests(index.as_ref()).len(), 1);
+    let out = garden_artifacts(
+        &["apply", "--dry-run", "-f", referrer.to_str().unwrap()],
+        &[],
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(!stdout(&out).contains("fallback index"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("unchanged"), "{}", stdout(&out));
+}

@@ -212,6 +212,20 @@ impl FileServer {
         std::fs::write(self.dir.path().join(name), content).unwrap();
         format!("{}/{name}", self.base_url)
     }
+
+    /// Every request the server answered so far, from its log (`"HEAD /a.raw HTTP/1.1" 200`).
+    pub fn requests(&self) -> Vec<Request> {
+        let re = regex::Regex::new(r#""([A-Z]+) (\S+) HTTP/[0-9.]+" ([0-9]{3})"#).unwrap();
+        let text = std::fs::read_to_string(self.dir.path().join(".server.log")).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| re.captures(line))
+            .map(|c| Request {
+                method: c[1].to_string(),
+                uri: c[2].to_string(),
+                status: c[3].parse().unwrap(),
+            })
+            .collect()
+    }
 }
 
 impl Drop for FileServer {
