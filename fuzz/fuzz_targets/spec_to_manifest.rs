@@ -1,5 +1,5 @@
-//! YAML as `garden-artifacts apply` reads it (manifests::load, over a file) → validate → for a
-//! valid object built from inline `content` only, the manifest the engine would push: the same
+//! YAML as `garden-artifacts apply` reads it (manifests::load, over a file) → validate into an
+//! intent → for a valid object built from inline `content` only, the manifest the engine would push: the same
 //! bytes every time, its digest the sha256 of those bytes, and the layers in file order with
 //! the file names as titles. Nothing on the way panics, whatever the YAML.
 #![no_main]
@@ -7,13 +7,13 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use bytes::Bytes;
 use garden_artifacts::api::GardenArtifactSpec;
 use garden_artifacts::api::validate::{Frontend, validate};
-use garden_artifacts::oci::digest::sha256_digest;
 use garden_artifacts::engine::desired::{Blob, BlobOrigin, Layer, files_manifest};
-use garden_artifacts::oci::media_types::{self, TITLE_ANNOTATION};
+use garden_artifacts::intent::{Content, FileOrigin, FilesContent};
 use garden_artifacts::manifests;
+use garden_artifacts::oci::digest::sha256_digest;
+use garden_artifacts::oci::media_types::{self, TITLE_ANNOTATION};
 use libfuzzer_sys::fuzz_target;
 use sha2::Digest;
 
@@ -33,27 +33,23 @@ fn scratch() -> &'static PathBuf {
 }
 
 /// The layers `resolve` builds for inline content, or `None` when a file has another origin.
-fn inline_layers(spec: &GardenArtifactSpec) -> Option<Vec<Layer>> {
-    let files = spec.source.files.as_ref()?;
-    files
+fn inline_layers(content: &FilesContent) -> Option<Vec<Layer>> {
+    content
+        .files
         .iter()
         .map(|file| {
-            let content = file.content.as_ref()?;
-            let media_type = file
-                .media_type
-                .clone()
-                .or_else(|| media_types::for_file_name(&file.name).map(str::to_string))
-                .expect("validate requires a media type for an unknown suffix");
-            let bytes = Bytes::from(content.clone());
+            let FileOrigin::Inline(bytes) = &file.origin else {
+                return None;
+            };
             Some(Layer {
                 name: file.name.clone(),
-                media_type: media_type.clone(),
+                media_type: file.media_type.clone(),
                 annotations: file.annotations.clone(),
                 blob: Blob {
-                    digest: sha256_digest(&bytes),
+                    digest: sha256_digest(bytes),
                     size: bytes.len() as u64,
-                    media_type,
-                    origin: BlobOrigin::Inline(bytes),
+                    media_type: file.media_type.clone(),
+                    origin: BlobOrigin::Inline(bytes.clone()),
                 },
             })
         })
@@ -66,14 +62,29 @@ fuzz_target!(|data: &[u8]| {
     let loaded = manifests::load(std::slice::from_ref(file));
     for object in &loaded.objects {
         let spec = &object.spec;
-        if validate(spec, Frontend::Apply).is_err() {
-            continue;
-        }
-        let Some(layers) = inline_layers(spec) else {
+        let Ok(intent) = validate(spec, Frontend::Apply) else {
             continue;
         };
-        let first = files_manifest(spec, None, layers.clone());
-        let second = files_manifest(spec, None, layers.clone());
+        let Content::Files(content) = &intent.content else {
+            continue;
+        };
+        // The intent keeps the spec's files in order, each with the media type the spec gave
+        // or the suffix table's.
+        let spec_files = spec.source.files.as_ref().expect("files in the spec");
+        assert_eq!(content.files.len(), spec_files.len());
+        for (file, given) in content.files.iter().zip(spec_files) {
+            assert_eq!(file.name, given.name);
+            let expected = given
+                .media_type
+                .clone()
+                .or_else(|| media_types::for_file_name(&given.name).map(str::to_string));
+            assert_eq!(Some(&file.media_type), expected.as_ref());
+        }
+        let Some(layers) = inline_layers(content) else {
+            continue;
+        };
+        let first = files_manifest(content, None, layers.clone());
+        let second = files_manifest(content, None, layers.clone());
         assert_eq!(first.bytes, second.bytes, "same spec, different bytes");
         let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&first.bytes)));
         assert_eq!(first.digest, digest);
