@@ -7,7 +7,6 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use garden_artifacts::api::GardenArtifactSpec;
 use garden_artifacts::api::validate::{Frontend, validate};
 use garden_artifacts::engine::desired::{Blob, BlobOrigin, Layer, files_manifest};
 use garden_artifacts::intent::{Content, FileOrigin, FilesContent};
