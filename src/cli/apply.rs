@@ -131,13 +131,15 @@ pub async fn run(args: ApplyArgs) -> u8 {
     };
 
     let owners: Vec<String> = loaded.objects.iter().map(LoadedObject::key).collect();
+    let repositories: Vec<String> = intents.iter().map(|i| i.repository.identity()).collect();
     let claims: Vec<Claim<'_>> = loaded
         .objects
         .iter()
         .zip(&owners)
-        .map(|(o, owner)| Claim {
+        .zip(&repositories)
+        .map(|((o, owner), repository)| Claim {
             owner,
-            repository: &o.spec.repository,
+            repository,
             tags: &o.spec.tags,
         })
         .collect();
@@ -333,7 +335,7 @@ fn describe_stages(plan: &Plan, repository: &Repository, digest: &str, lines: &m
             BlobOrigin::Inline(_) => "inline content".to_string(),
             BlobOrigin::File(path) => format!("file {}", path.display()),
             BlobOrigin::Url { url, .. } => format!("url {url}"),
-            BlobOrigin::Repository(repo) if repo.registry() == repository.registry() => {
+            BlobOrigin::Repository(repo) if repo.same_registry(repository) => {
                 format!("mount from {repo}")
             }
             BlobOrigin::Repository(repo) => format!("copy from {repo}"),

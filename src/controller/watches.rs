@@ -129,12 +129,22 @@ pub fn lost_tags(objects: &[Arc<GardenArtifact>], object: &GardenArtifact) -> Ve
         )
     });
     let owners: Vec<String> = ordered.iter().map(|o| key(o)).collect();
+    // Two spellings of one repository are one repository.
+    let repositories: Vec<String> = ordered
+        .iter()
+        .map(|o| {
+            Repository::parse(&o.spec.repository)
+                .map(|r| r.identity())
+                .unwrap_or_else(|_| o.spec.repository.clone())
+        })
+        .collect();
     let claims: Vec<Claim<'_>> = ordered
         .iter()
         .zip(&owners)
-        .map(|(o, owner)| Claim {
+        .zip(&repositories)
+        .map(|((o, owner), repository)| Claim {
             owner,
-            repository: &o.spec.repository,
+            repository,
             tags: &o.spec.tags,
         })
         .collect();
@@ -260,5 +270,30 @@ mod tests {
         let lost = lost_tags(&all, &newer);
         assert_eq!(lost.len(), 1);
         assert_eq!(lost[0].owner, "a/older");
+    }
+
+    #[test]
+    fn two_spellings_of_one_registry_are_one_contested_tag() {
+        let older = object(
+            "a",
+            "older",
+            10,
+            "{repository: 'localhost:5000/gl', tags: [latest], source: {files: [{name: x.raw, content: y}]}}",
+        );
+        for spelling in ["127.0.0.1:5000/gl", "LOCALHOST:5000/gl", "[::1]:5000/gl"] {
+            let newer = object(
+                "b",
+                "newer",
+                20,
+                &format!(
+                    "{{repository: '{spelling}', tags: [latest], source: {{files: [{{name: x.raw, content: x}}]}}}}"
+                ),
+            );
+            let all = vec![newer.clone(), older.clone()];
+            assert!(lost_tags(&all, &older).is_empty(), "{spelling}");
+            let lost = lost_tags(&all, &newer);
+            assert_eq!(lost.len(), 1, "{spelling}");
+            assert_eq!(lost[0].owner, "a/older");
+        }
     }
 }

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 pub struct Claim<'a> {
     /// `namespace/name`.
     pub owner: &'a str,
+    /// The repository's identity ([`crate::oci::Repository::identity`]), so two spellings of
+    /// one repository are one claim.
     pub repository: &'a str,
     pub tags: &'a [String],
 }

@@ -376,7 +376,7 @@ impl Engine {
                     })?;
             }
             BlobOrigin::Repository(source) => {
-                let mount_from = (source.registry() == repo.registry()).then_some(source);
+                let mount_from = source.same_registry(repo).then_some(source);
                 let session = match self
                     .registry
                     .start_upload(repo, &blob.digest, mount_from)

@@ -161,7 +161,7 @@ impl Engine {
             .referrers_api
             .lock()
             .expect("not poisoned")
-            .get(repo.registry())
+            .get(repo.registry_id())
         {
             return Ok(*known);
         }
@@ -169,7 +169,7 @@ impl Engine {
         self.referrers_api
             .lock()
             .expect("not poisoned")
-            .insert(repo.registry().to_string(), has);
+            .insert(repo.registry_id().clone(), has);
         Ok(has)
     }
 

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use crate::intent::{ArtifactIntent, Content, FieldPath, KeyRef};
-use crate::oci::{ImageReference, Repository};
+use crate::oci::{ImageReference, RegistryId, Repository};
 use crate::registry::{self, Registry};
 use crate::sources::{FetchError, UrlFetcher};
 pub use links::{LinkVia, Pin};
@@ -148,7 +148,7 @@ pub struct Engine {
     /// Blob transfers running at once for one object.
     blob_concurrency: usize,
     /// Registries known to have (or lack) the referrers API.
-    referrers_api: Arc<Mutex<HashMap<String, bool>>>,
+    referrers_api: Arc<Mutex<HashMap<RegistryId, bool>>>,
     /// Blobs this process saw or stored in a repository, so they are not asked for again.
     known_blobs: Arc<Mutex<HashMap<Repository, HashSet<String>>>>,
     /// One lock per blob upload (repository, digest), so a blob is uploaded once at a time.

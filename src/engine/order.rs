@@ -141,4 +141,30 @@ mod tests {
         ];
         assert_eq!(waves(&nodes).unwrap_err(), vec![0, 1]);
     }
+
+    #[test]
+    fn a_copy_waits_for_its_producer_however_the_registry_is_spelled() {
+        let copy = spec(
+            "{repository: 'localhost:5000/mirror', tags: ['1'], source: {image: {reference: '127.0.0.1:5000/gl:1877.5'}}}",
+        );
+        let release = spec(
+            "{repository: 'LocalHost:5000/gl', tags: ['1877.5'], source: {files: [{name: a.raw, content: x}]}}",
+        );
+        let hub_copy = spec(
+            "{repository: 'localhost:5000/hub', tags: ['1'], source: {image: {reference: 'index.docker.io/library/debian:13'}}}",
+        );
+        let hub = spec(
+            "{repository: 'docker.io/debian', tags: ['13'], source: {files: [{name: a.raw, content: y}]}}",
+        );
+        let nodes: Vec<Node<'_>> = [&copy, &release, &hub_copy, &hub]
+            .into_iter()
+            .zip(["copy", "release", "hub-copy", "hub"])
+            .map(|(intent, name)| Node {
+                namespace: "n",
+                name,
+                intent,
+            })
+            .collect();
+        assert_eq!(waves(&nodes).unwrap(), vec![vec![1, 3], vec![0, 2]]);
+    }
 }

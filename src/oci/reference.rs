@@ -7,11 +7,112 @@ use std::fmt;
 use super::digest::Digest;
 use super::grammar::{IMAGE_REFERENCE_RE, REPOSITORY_RE, TAG_RE};
 
-/// `registry-host[:port]/path`, e.g. `127.0.0.1:5000/gardenlinux/gardenlinux`.
+/// The one identity of a registry, whatever its spelling: host names compare without case; a
+/// default port is the same registry as none (`:443` for a registry reached over HTTPS, `:80`
+/// on loopback, which is reached over plain HTTP); the loopback names (`localhost`,
+/// `127.0.0.1`, `::1`) with one port are one registry; Docker Hub's aliases (`docker.io`,
+/// `index.docker.io`, `registry-1.docker.io`, `registry.hub.docker.com`) are `docker.io`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RegistryId(String);
+
+const DOCKER_HUB: &str = "docker.io";
+const DOCKER_HUB_ALIASES: [&str; 4] = [
+    "docker.io",
+    "index.docker.io",
+    "registry-1.docker.io",
+    "registry.hub.docker.com",
+];
+
+impl RegistryId {
+    /// The identity of `host[:port]` as a reference spells it.
+    pub fn of(registry: &str) -> Self {
+        let registry = registry.to_ascii_lowercase();
+        let (host, port) = match registry.strip_prefix('[') {
+            Some(rest) => match rest.split_once(']') {
+                Some((host, tail)) => (host.to_string(), tail.strip_prefix(':')),
+                None => (rest.to_string(), None),
+            },
+            None => match registry.rsplit_once(':') {
+                Some((host, port)) => (host.to_string(), Some(port)),
+                None => (registry.clone(), None),
+            },
+        };
+        let loopback = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        let host = if loopback {
+            "localhost".to_string()
+        } else if DOCKER_HUB_ALIASES.contains(&host.as_str()) {
+            DOCKER_HUB.to_string()
+        } else if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        let default_port = if loopback { "80" } else { "443" };
+        let port = port
+            .map(|p| p.trim_start_matches('0'))
+            .filter(|p| *p != default_port);
+        Self(match port {
+            Some(port) => format!("{host}:{port}"),
+            None => host,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_docker_hub(&self) -> bool {
+        self.0 == DOCKER_HUB
+    }
+}
+
+impl fmt::Display for RegistryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `registry-host[:port]/path`, e.g. `127.0.0.1:5000/gardenlinux/gardenlinux`. It keeps the
+/// spelling it was given (requests go where the user said), and compares, orders and hashes by
+/// its identity: two spellings of one repository are one repository.
+#[derive(Clone, Debug)]
 pub struct Repository {
     registry: String,
     name: String,
+    id: RegistryId,
+    /// The path as the registry knows it: Docker Hub's single-segment names live under
+    /// `library/`.
+    canonical_name: String,
+}
+
+impl PartialEq for Repository {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id && self.canonical_name == other.canonical_name
+    }
+}
+
+impl Eq for Repository {}
+
+impl std::hash::Hash for Repository {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.id.hash(state);
+        self.canonical_name.hash(state);
+    }
+}
+
+impl PartialOrd for Repository {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Repository {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (&self.id, &self.canonical_name).cmp(&(&other.id, &other.canonical_name))
+    }
 }
 
 impl Repository {
@@ -22,10 +123,33 @@ impl Repository {
             ));
         }
         let (registry, name) = s.split_once('/').expect("the pattern requires a slash");
+        let id = RegistryId::of(registry);
+        let canonical_name = if id.is_docker_hub() && !name.contains('/') {
+            format!("library/{name}")
+        } else {
+            name.to_string()
+        };
         Ok(Self {
             registry: registry.to_string(),
             name: name.to_string(),
+            id,
+            canonical_name,
         })
+    }
+
+    /// The registry's identity, for every comparison of registries.
+    pub fn registry_id(&self) -> &RegistryId {
+        &self.id
+    }
+
+    /// True when both live in one registry (a blob can be mounted from one into the other).
+    pub fn same_registry(&self, other: &Repository) -> bool {
+        self.id == other.id
+    }
+
+    /// The repository's identity as text: `registry-id/canonical-path`.
+    pub fn identity(&self) -> String {
+        format!("{}/{}", self.id, self.canonical_name)
     }
 
     /// The registry host, with its port when one was given.
@@ -36,11 +160,6 @@ impl Repository {
     /// The path within the registry (what goes into `/v2/<name>/...`).
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    /// A repository of the same registry.
-    pub fn sibling(&self, name: &str) -> Result<Self, String> {
-        Self::parse(&format!("{}/{name}", self.registry))
     }
 
     pub fn with_tag(&self, tag: &Tag) -> ImageReference {
@@ -250,6 +369,39 @@ mod tests {
         assert_eq!(r.repository().to_string(), "localhost:5000/a");
         assert_eq!(r.reference(), "latest");
         assert!(ImageReference::parse("localhost:5000/a").is_err());
+    }
+
+    #[test]
+    fn spellings_of_one_registry_are_one_registry() {
+        let same = |a: &str, b: &str| {
+            let (a, b) = (Repository::parse(a).unwrap(), Repository::parse(b).unwrap());
+            a == b && a.identity() == b.identity() && a.same_registry(&b)
+        };
+        assert!(same("Registry.Example.com/gl", "registry.example.com/gl"));
+        assert!(same(
+            "registry.example.com:443/gl",
+            "registry.example.com/gl"
+        ));
+        assert!(same("localhost:5000/gl", "127.0.0.1:5000/gl"));
+        assert!(same("[::1]:5000/gl", "localhost:5000/gl"));
+        assert!(same("localhost:80/gl", "localhost/gl"));
+        assert!(same("docker.io/ubuntu", "index.docker.io/library/ubuntu"));
+        assert!(same(
+            "registry-1.docker.io/library/ubuntu",
+            "docker.io/ubuntu"
+        ));
+        // Different ports, paths (which are case-sensitive by grammar), or hosts stay apart.
+        assert!(!same("localhost:5000/gl", "localhost:5001/gl"));
+        assert!(!same(
+            "registry.example.com:8443/gl",
+            "registry.example.com/gl"
+        ));
+        assert!(!same("ghcr.io/ubuntu", "ghcr.io/library/ubuntu"));
+        assert!(!same("127.0.0.2:5000/gl", "10.0.0.1:5000/gl"));
+        // The spelling is kept for requests and messages.
+        let r = Repository::parse("LOCALHOST:5000/gl").unwrap();
+        assert_eq!(r.to_string(), "LOCALHOST:5000/gl");
+        assert_eq!(r.registry_id().as_str(), "localhost:5000");
     }
 
     #[test]

@@ -739,7 +739,7 @@ impl Registry for MemoryRegistry {
         let hooks = self.begin(op, repo, digest)?;
         let mut store = self.store.lock().expect("not poisoned");
         let mountable = mount_from
-            .filter(|from| from.registry() == repo.registry())
+            .filter(|from| from.same_registry(repo))
             .filter(|_| self.options().cross_repository_mount)
             .and_then(|from| store.blobs.get(from).and_then(|b| b.get(digest)).cloned());
         let start = match mountable {
