@@ -4,6 +4,7 @@
 //! A [`Credential`] never prints its secret: `Debug` redacts it, and nothing implements
 //! `Display`, so it cannot slip into a log line or an error message by accident.
 
+use crate::oci::RegistryId;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Write;
@@ -131,14 +132,25 @@ impl DockerConfig {
 
 impl CredentialSource for DockerConfig {
     fn lookup(&self, registry: &str) -> Result<Option<Credential>, String> {
+        // A key names the registry in any of its spellings (`https://index.docker.io/v1/` is
+        // Docker Hub's); the spelling the reference used wins when both are there.
+        let id = RegistryId::of(registry);
+        let same = |key: &str| RegistryId::of(normalize_host(key)) == id;
         for (origin, file) in &self.files {
-            if let Some(helper) = file.cred_helpers.get(registry) {
+            let helper = file.cred_helpers.get(registry).or_else(|| {
+                file.cred_helpers
+                    .iter()
+                    .find(|(key, _)| same(key))
+                    .map(|(_, helper)| helper)
+            });
+            if let Some(helper) = helper {
                 return run_helper(helper, registry);
             }
             let entry = file
                 .auths
                 .iter()
                 .find(|(key, _)| normalize_host(key) == registry)
+                .or_else(|| file.auths.iter().find(|(key, _)| same(key)))
                 .map(|(_, entry)| entry);
             if let Some(entry) = entry {
                 return credential_from_entry(entry)
@@ -282,6 +294,23 @@ mod tests {
             Some(Credential::IdentityToken("tok".into()))
         );
         assert_eq!(config.lookup("quay.io").unwrap(), None);
+    }
+
+    #[test]
+    fn an_entry_serves_every_spelling_of_its_registry() {
+        let json = br#"{"auths":{"https://index.docker.io/v1/":{"auth":"YWxpY2U6czNjcjN0"},
+                        "LOCALHOST:5000":{"identitytoken":"loop"}}}"#;
+        let config = DockerConfig::parse("test", json).unwrap();
+        let alice = Some(Credential::Basic {
+            username: "alice".into(),
+            password: "s3cr3t".into(),
+        });
+        assert_eq!(config.lookup("docker.io").unwrap(), alice);
+        assert_eq!(config.lookup("registry-1.docker.io").unwrap(), alice);
+        let token = Some(Credential::IdentityToken("loop".into()));
+        assert_eq!(config.lookup("127.0.0.1:5000").unwrap(), token);
+        assert_eq!(config.lookup("[::1]:5000").unwrap(), token);
+        assert_eq!(config.lookup("127.0.0.1:5001").unwrap(), None);
     }
 
     #[test]
