@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use clap::Args;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::ResourceExt;
@@ -29,45 +28,36 @@ use tokio::sync::watch;
 pub use context::Context;
 
 use crate::api::GardenArtifact;
-use crate::cli::{RegistryArgs, SourceArgs};
 use crate::engine::Engine;
 use crate::http::{self, Probes};
 use crate::metrics::Metrics;
-use crate::registry::{NoCredentials, RegistryClient};
-use crate::sources::UrlFetcher;
+use crate::registry::{ClientOptions, NoCredentials, RegistryClient};
+use crate::sources::{UrlFetcher, UrlPolicy};
 
-#[derive(Args, Clone, Debug)]
-pub struct ControllerArgs {
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long)]
+/// What the controller is told by whoever starts it (the command line builds it from flags).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Watch only this namespace; `None`: all namespaces.
     pub namespace: Option<String>,
     /// Where /metrics, /healthz and /readyz are served.
-    #[arg(long, default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
-    #[command(flatten)]
-    pub registry: RegistryArgs,
-    #[command(flatten)]
-    pub sources: SourceArgs,
+    pub registry: ClientOptions,
+    /// Where `url` file sources may be fetched from.
+    pub url_policy: UrlPolicy,
     /// Objects reconciled at once.
-    #[arg(long, default_value_t = 4)]
     pub concurrency: u16,
     /// Blob transfers at once within one object.
-    #[arg(long, default_value_t = 4)]
     pub blob_concurrency: usize,
-    /// Run only while holding a Lease, so one of several replicas writes.
-    #[arg(long)]
-    pub leader_elect: bool,
-    /// Namespace of the Lease.
-    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    /// `Some`: run only while holding this Lease.
+    pub leader_election: Option<LeaderElection>,
+}
+
+/// The Lease that replicas share, and this replica's name in it.
+#[derive(Clone, Debug)]
+pub struct LeaderElection {
     pub lease_namespace: String,
-    #[arg(long, default_value = "garden-artifacts")]
     pub lease_name: String,
-    /// This replica's name in the Lease.
-    #[arg(long, env = "POD_NAME")]
-    pub identity: Option<String>,
-    /// Log lines as JSON (the default) or text.
-    #[arg(long, value_enum, default_value = "json")]
-    pub log_format: crate::telemetry::LogFormat,
+    pub identity: String,
 }
 
 /// The pause after an error of any of the controller's watches. kube applies one backoff to
@@ -155,18 +145,17 @@ impl Signals {
     }
 }
 
-pub async fn run(args: ControllerArgs) -> Result<(), String> {
+pub async fn run(config: Config) -> Result<(), String> {
     let signals = Signals::listen()?;
     let client = kube::Client::try_default()
         .await
         .map_err(|e| format!("Kubernetes client: {e}"))?;
-    let options = args.registry.client_options()?;
     let registry =
-        RegistryClient::new(options, Arc::new(NoCredentials)).map_err(|e| e.to_string())?;
+        RegistryClient::new(config.registry, Arc::new(NoCredentials)).map_err(|e| e.to_string())?;
     let engine = Arc::new(Engine::new(
         Arc::new(registry),
-        UrlFetcher::new(args.sources.controller_policy())?,
-        args.blob_concurrency,
+        UrlFetcher::new(config.url_policy)?,
+        config.blob_concurrency,
     ));
     let metrics = Arc::new(Metrics::default());
 
@@ -177,22 +166,17 @@ pub async fn run(args: ControllerArgs) -> Result<(), String> {
             Box::new(move || metrics.render(engine.registry().stats()))
         },
     });
-    let listener = http::bind(args.metrics_addr)
+    let listener = http::bind(config.metrics_addr)
         .await
-        .map_err(|e| format!("--metrics-addr {}: {e}", args.metrics_addr))?;
+        .map_err(|e| format!("serving metrics on {}: {e}", config.metrics_addr))?;
     let server = tokio::spawn(http::serve(listener, Arc::clone(&probes)));
 
-    let identity = args
-        .identity
-        .clone()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| format!("garden-artifacts-{}", std::process::id()));
-    let elector = args.leader_elect.then(|| {
+    let elector = config.leader_election.as_ref().map(|lease| {
         leader::LeaderElector::new(
             client.clone(),
-            &args.lease_namespace,
-            &args.lease_name,
-            &identity,
+            &lease.lease_namespace,
+            &lease.lease_name,
+            &lease.identity,
         )
     });
     // A standby replica is healthy and ready; it just does not write.
@@ -211,7 +195,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), String> {
     }
 
     let (artifacts, secrets, config_maps): (Api<GardenArtifact>, Api<Secret>, Api<ConfigMap>) =
-        match &args.namespace {
+        match &config.namespace {
             Some(ns) => (
                 Api::namespaced(client.clone(), ns),
                 Api::namespaced(client.clone(), ns),
@@ -263,7 +247,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), String> {
             watcher::Config::default(),
             move |producer: GardenArtifact| watches::readers_of(&by_producer.state(), &producer),
         )
-        .with_config(ControllerConfig::default().concurrency(args.concurrency))
+        .with_config(ControllerConfig::default().concurrency(config.concurrency))
         .trigger_backoff(WatchBackoff::default())
         .graceful_shutdown_on(signals.received(1))
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
