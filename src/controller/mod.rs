@@ -1,12 +1,17 @@
 //! `garden-artifacts controller`: the engine driven by the Kubernetes API. Kube lives here and
 //! only here; the engine below knows nothing of it.
 
+mod apply;
+mod cleanup;
 mod context;
+mod events;
 #[cfg(test)]
 mod fake_api;
 pub mod leader;
 pub mod reconcile;
 pub mod status;
+#[cfg(test)]
+mod test_support;
 pub mod watches;
 
 use std::net::SocketAddr;
