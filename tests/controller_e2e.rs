@@ -812,6 +812,112 @@ fn a_fixed_secret_re_reconciles() {
     }
 }
 
+/// A registry refusing the credentials needs a person: `Ready=False` with reason
+/// `Unauthorized`, naming the Secret; one Warning event, not one per retry; retries spaced by
+/// a growing backoff (the registry's access log shows each round); and once the Secret is
+/// fixed, the object converges at once.
+#[test]
+fn refused_credentials_warn_once_and_back_off() {
+    let ns = "e2e-refused";
+    let (user, password, wrong) = ("e2e-user", "Corr3ct-h0rse-e2e-4b1d", "Wr0ng-p0ny-e2e-77e0");
+    let mut scene = Scene::with_registry(&[ns], Watch::OwnNamespace, || {
+        Registry::start_with_basic_auth(user, password)
+    });
+    scene.start_namespaced_controller("c");
+    let host = scene.registry.addr.clone();
+    let secret = |pass: &str| {
+        let yaml = scene.cluster.kubectl_ok(&[
+            "create",
+            "secret",
+            "docker-registry",
+            "regcred",
+            "-n",
+            ns,
+            &format!("--docker-server={host}"),
+            &format!("--docker-username={user}"),
+            &format!("--docker-password={pass}"),
+            "--dry-run=client",
+            "-o",
+            "yaml",
+        ]);
+        scene.cluster.apply(&yaml);
+    };
+    secret(wrong);
+    scene.cluster.apply(&artifact(
+        ns,
+        "private",
+        &format!("{host}/e2e/refused"),
+        &["v1"],
+        "behind a password",
+        json!({ "credentials": { "secretRef": { "name": "regcred" } } }),
+    ));
+
+    let failing = scene.wait_condition(ns, "private", "Ready", "False", Duration::from_secs(60));
+    let ready = condition(&failing, "Ready").unwrap();
+    let message = ready["message"].as_str().unwrap();
+    assert_eq!(ready["reason"], "Unauthorized", "{ready}");
+    assert!(
+        message.contains(&format!("Secret {ns}/regcred")) && message.contains("401"),
+        "the status names the Secret and the registry's answer: {message}"
+    );
+    assert!(!message.contains(wrong), "{message}");
+
+    std::thread::sleep(Duration::from_secs(125));
+    let warnings: Vec<Value> = scene
+        .cluster
+        .events(ns)
+        .into_iter()
+        .filter(|e| e["type"] == "Warning" && e["regarding"]["name"] == "private")
+        .collect();
+    assert_eq!(warnings.len(), 1, "one Warning: {warnings:#?}");
+    assert_eq!(warnings[0]["reason"], "Unauthorized", "{warnings:#?}");
+    assert!(
+        warnings[0]["series"].is_null(),
+        "the Warning was not repeated: {warnings:#?}"
+    );
+
+    // Each round asks the registry within a second or two; rounds are further apart.
+    let refused: Vec<i64> = scene
+        .registry
+        .timed_requests()
+        .into_iter()
+        .filter(|(_, r)| r.status == 401)
+        .map(|(at, _)| at)
+        .collect();
+    let mut rounds: Vec<i64> = Vec::new();
+    for at in refused {
+        if rounds.last().is_none_or(|last| at - last > 3) {
+            rounds.push(at);
+        }
+    }
+    let gaps: Vec<i64> = rounds.windows(2).map(|w| w[1] - w[0]).collect();
+    eprintln!("rounds refused at {rounds:?}, {gaps:?} s apart");
+    // 10 s, 20 s, 40 s (the next, 80 s later, falls after the 2 minutes).
+    assert!(
+        (3..=4).contains(&gaps.len()),
+        "4 or 5 rounds in ~2 minutes: {gaps:?}"
+    );
+    assert!(
+        (9..=12).contains(&gaps[0]),
+        "first retry after 10 s: {gaps:?}"
+    );
+    for pair in gaps.windows(2) {
+        assert!(
+            pair[1] * 10 >= pair[0] * 15,
+            "each retry waits longer than the last: {gaps:?}"
+        );
+    }
+
+    secret(password);
+    let started = Instant::now();
+    scene.wait_ready(ns, "private");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(6),
+        "took {took:?}: the backoff held back the fixed Secret"
+    );
+}
+
 /// Scenario 6: A layer from a ConfigMap: a new ConfigMap content moves the tag to a new digest.
 #[test]
 fn a_config_map_change_moves_the_tag() {

@@ -10,14 +10,16 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use serde_json::json;
 
-use super::context::{Context, InputError};
+use super::context::{Context, Credentials, InputError};
 use super::events::{self, Failure};
 use super::reconcile::{Error, FIELD_MANAGER};
+use super::retries::Basis;
 use super::status::{Observation, next_status};
 use super::watches;
 use crate::api::validate::{Frontend, validate};
 use crate::api::{API_VERSION, GardenArtifact, GardenArtifactStatus, KIND};
 use crate::engine::{Engine, EngineError, Inputs, Mode, Report};
+use crate::registry::{ErrorClass, NeedsPerson};
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(600);
 
@@ -26,6 +28,8 @@ const DEFAULT_INTERVAL: Duration = Duration::from_secs(600);
 pub enum Settled {
     Done(Action),
     Stalled(Action),
+    /// Stalled because the registry refused these credentials: retried with a backoff.
+    Refused(Basis),
 }
 
 /// `10m`, `1h30m`, `45s`, `500ms`; `None` for anything else (the schema already refused it).
@@ -94,22 +98,22 @@ async fn validate_and_reconcile(
         stall(api, object, ctx, "InvalidSpec", &message).await?;
         return Ok(Settled::Stalled(Action::await_change()));
     }
-    let (engine, inputs) = match prerequisites(api, namespace, object, ctx).await? {
+    let (engine, credentials, inputs) = match prerequisites(api, namespace, object, ctx).await? {
         ControlFlow::Continue(ready) => ready,
         ControlFlow::Break(settled) => return Ok(settled),
     };
     let result = engine.reconcile(&object.spec, &inputs, Mode::Apply).await;
-    conclude(api, object, ctx, result).await
+    conclude(api, object, ctx, &credentials, result).await
 }
 
 /// The tags are this object's to write and its inputs can be read: the engine for its
-/// credentials and the inputs, or how the round settled without them.
+/// credentials, whose they are, and the inputs; or how the round settled without them.
 async fn prerequisites(
     api: &Api<GardenArtifact>,
     namespace: &str,
     object: &GardenArtifact,
     ctx: &Context,
-) -> Result<ControlFlow<Settled, (Arc<Engine>, Inputs)>, Error> {
+) -> Result<ControlFlow<Settled, (Arc<Engine>, Credentials, Inputs)>, Error> {
     let every = interval(object);
     // Ownership is decided over all objects; a cache still filling would let a newer object
     // take a tag for one round.
@@ -126,10 +130,10 @@ async fn prerequisites(
     }
 
     let gathered = async {
-        let engine = ctx.engine_for(namespace, object).await?;
+        let (engine, credentials) = ctx.engine_for(namespace, object).await?;
         let mut inputs = ctx.inputs_for(namespace, object).await?;
         inputs.artifacts = ctx.artifacts_for(namespace, object)?;
-        Ok::<_, InputError>((engine, inputs))
+        Ok::<_, InputError>((engine, credentials, inputs))
     }
     .await;
     match gathered {
@@ -150,6 +154,7 @@ async fn conclude(
     api: &Api<GardenArtifact>,
     object: &GardenArtifact,
     ctx: &Context,
+    credentials: &Credentials,
     result: Result<Report, EngineError>,
 ) -> Result<Settled, Error> {
     let every = interval(object);
@@ -159,6 +164,18 @@ async fn conclude(
             write_status(api, object, ctx, &Observation::Converged(&report)).await?;
             Ok(Settled::Done(Action::requeue(every)))
         }
+        Err(e) if refusal(&e).is_some() => {
+            let (reason, message) = refusal(&e).expect("a refusal");
+            let message = match credentials {
+                Credentials::Anonymous => format!("{message} anonymous access: {e}"),
+                secret => format!("{message} the credentials of {secret}: {e}"),
+            };
+            stall(api, object, ctx, reason, &message).await?;
+            Ok(Settled::Refused(Basis {
+                generation: object.metadata.generation,
+                credentials: credentials.version(),
+            }))
+        }
         Err(e) if e.is_permanent() => {
             stall(api, object, ctx, "RegistryRefused", &e.to_string()).await?;
             Ok(Settled::Stalled(Action::requeue(every)))
@@ -167,6 +184,20 @@ async fn conclude(
             retrying(api, object, ctx, "RegistryError", &e.to_string()).await?;
             Err(e.into())
         }
+    }
+}
+
+/// The condition reason, and the start of its message, when the registry refused the
+/// credentials (or their absence).
+fn refusal(error: &EngineError) -> Option<(&'static str, &'static str)> {
+    match error.class() {
+        ErrorClass::NeedsPerson(NeedsPerson::Unauthorized) => {
+            Some(("Unauthorized", "the registry refused"))
+        }
+        ErrorClass::NeedsPerson(NeedsPerson::Forbidden) => {
+            Some(("Forbidden", "the registry denies this to"))
+        }
+        _ => None,
     }
 }
 

@@ -36,7 +36,7 @@ pub async fn cleanup(
         .map(|c| c.tag)
         .collect();
     let engine = match ctx.engine_for(namespace, object).await {
-        Ok(engine) => engine,
+        Ok((engine, _)) => engine,
         // The credentials Secret is gone (engine_for reads no other Secret), as when the
         // whole namespace is deleted. No one can bring it back for this object, so waiting
         // would only keep the finalizer forever: leave the registry as it is and say so.

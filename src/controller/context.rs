@@ -9,6 +9,7 @@ use kube::api::Api;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 
+use super::retries::Retries;
 use crate::api::GardenArtifact;
 use crate::engine::{Engine, Inputs};
 use crate::metrics::Metrics;
@@ -29,6 +30,42 @@ pub struct Context {
     pub store: Store<GardenArtifact>,
     /// Engines by Secret, valid for one resourceVersion of it.
     engines: Mutex<HashMap<SecretKey, (ResourceVersion, Arc<Engine>)>>,
+    /// Backoff after failed rounds, by object.
+    pub retries: Retries,
+}
+
+/// Whose credentials a round speaks to the registry with, named as messages may name them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Credentials {
+    Anonymous,
+    Secret {
+        namespace: String,
+        name: String,
+        resource_version: Option<String>,
+    },
+}
+
+impl Credentials {
+    /// The Secret's resourceVersion; `None` for anonymous access.
+    pub fn version(&self) -> Option<String> {
+        match self {
+            Credentials::Anonymous => None,
+            Credentials::Secret {
+                resource_version, ..
+            } => resource_version.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Anonymous => f.write_str("anonymous"),
+            Credentials::Secret {
+                namespace, name, ..
+            } => write!(f, "Secret {namespace}/{name}"),
+        }
+    }
 }
 
 /// An input of the spec that cannot be read. Messages name the field and the object, never a
@@ -86,27 +123,33 @@ impl Context {
             metrics,
             store,
             engines: Mutex::default(),
+            retries: Retries::default(),
         }
     }
 
-    /// The engine speaking with the object's registry credentials.
+    /// The engine speaking with the object's registry credentials, and whose they are.
     pub async fn engine_for(
         &self,
         namespace: &str,
         object: &GardenArtifact,
-    ) -> Result<Arc<Engine>, InputError> {
+    ) -> Result<(Arc<Engine>, Credentials), InputError> {
         let Some(credentials) = &object.spec.credentials else {
-            return Ok(Arc::clone(&self.engine));
+            return Ok((Arc::clone(&self.engine), Credentials::Anonymous));
         };
         let name = &credentials.secret_ref.name;
         let field = "spec.credentials.secretRef";
         let secret = self.get_secret(namespace, name, field).await?;
+        let used = Credentials::Secret {
+            namespace: namespace.to_string(),
+            name: name.clone(),
+            resource_version: secret.metadata.resource_version.clone(),
+        };
         let version = secret.metadata.resource_version.clone().unwrap_or_default();
         let key = (namespace.to_string(), name.clone());
         if let Some((cached_version, engine)) = self.engines.lock().expect("not poisoned").get(&key)
             && *cached_version == version
         {
-            return Ok(Arc::clone(engine));
+            return Ok((Arc::clone(engine), used));
         }
         if secret.type_.as_deref() != Some(DOCKER_CONFIG_JSON) {
             return Err(InputError::Unusable {
@@ -137,7 +180,22 @@ impl Context {
             .lock()
             .expect("not poisoned")
             .insert(key, (version, Arc::clone(&engine)));
-        Ok(engine)
+        Ok((engine, used))
+    }
+
+    /// The resourceVersion of the object's credentials Secret as it is now; `None` when it
+    /// has none, or it cannot be read.
+    pub async fn credentials_version(
+        &self,
+        namespace: &str,
+        object: &GardenArtifact,
+    ) -> Option<String> {
+        let name = &object.spec.credentials.as_ref()?.secret_ref.name;
+        let secret = self
+            .get_secret(namespace, name, "spec.credentials.secretRef")
+            .await
+            .ok()?;
+        secret.metadata.resource_version
     }
 
     /// The values of the object's ConfigMap and Secret key sources, from its own namespace.

@@ -9,6 +9,7 @@ mod events;
 mod fake_api;
 pub mod leader;
 pub mod reconcile;
+mod retries;
 pub mod status;
 #[cfg(test)]
 mod test_support;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
@@ -14,13 +14,13 @@ use serde_json::json;
 use super::apply::{Settled, apply};
 use super::cleanup::cleanup;
 use super::context::{Context, InputError};
+use super::retries::Basis;
 use super::watches;
 use crate::api::GardenArtifact;
 use crate::engine::EngineError;
 
 pub const FINALIZER: &str = "oci.gardenlinux.io/cleanup";
 pub const FIELD_MANAGER: &str = "garden-artifacts";
-const RETRY_AFTER_ERROR: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -39,6 +39,18 @@ pub enum Error {
 pub async fn reconcile(object: Arc<GardenArtifact>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let namespace = object.namespace().ok_or(Error::NoNamespace)?;
+    let key = watches::key(&object);
+    if object.metadata.deletion_timestamp.is_none() && ctx.retries.refused(&key) {
+        let basis = Basis {
+            generation: object.metadata.generation,
+            credentials: ctx.credentials_version(&namespace, &object).await,
+        };
+        // Not a round: a trigger (such as its own status write) that came before the retry
+        // is due, with nothing changed that could fix the credentials.
+        if let Some(wait) = ctx.retries.wait(&key, &basis) {
+            return Ok(Action::requeue(wait));
+        }
+    }
     let api: Api<GardenArtifact> = Api::namespaced(ctx.client.clone(), &namespace);
     if object.finalizers().is_empty() && object.metadata.deletion_timestamp.is_none() {
         add_first_finalizer(&api, &object).await?;
@@ -51,13 +63,26 @@ pub async fn reconcile(object: Arc<GardenArtifact>, ctx: Arc<Context>) -> Result
     let result = finalizer(&api, FINALIZER, object, |event| async {
         match event {
             FinalizerEvent::Apply(object) => match apply(&api, &namespace, &object, &ctx).await? {
-                Settled::Done(action) => Ok(action),
+                Settled::Done(action) => {
+                    ctx.retries.succeeded(&key);
+                    Ok(action)
+                }
                 Settled::Stalled(action) => {
                     stalled.store(true, Ordering::Relaxed);
                     Ok(action)
                 }
+                Settled::Refused(basis) => {
+                    stalled.store(true, Ordering::Relaxed);
+                    Ok(Action::requeue(ctx.retries.failed(&key, Some(basis))))
+                }
             },
-            FinalizerEvent::Cleanup(object) => cleanup(&namespace, &object, &ctx).await,
+            FinalizerEvent::Cleanup(object) => {
+                let cleaned = cleanup(&namespace, &object, &ctx).await;
+                if cleaned.is_ok() {
+                    ctx.retries.succeeded(&key);
+                }
+                cleaned
+            }
         }
     })
     .await
@@ -107,9 +132,12 @@ async fn add_first_finalizer(
     }
 }
 
-pub fn error_policy(object: Arc<GardenArtifact>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(object = %watches::key(&object), %error, "reconcile failed, retrying");
-    Action::requeue(RETRY_AFTER_ERROR)
+/// Every failed round is retried after the object's own backoff.
+pub fn error_policy(object: Arc<GardenArtifact>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = watches::key(&object);
+    let wait = ctx.retries.failed(&key, None);
+    tracing::warn!(object = %key, %error, retry_in = ?wait, "reconcile failed, retrying");
+    Action::requeue(wait)
 }
 
 #[cfg(test)]
