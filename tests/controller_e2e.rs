@@ -918,6 +918,164 @@ fn refused_credentials_warn_once_and_back_off() {
     );
 }
 
+/// The CRD on the API server, made newer than this controller for one test: `spec.retention`,
+/// a field the controller's version does not know, is kept by the API server. Put back on drop.
+struct NewerCrd {
+    cluster: &'static common::cluster::Cluster,
+}
+
+const CRD_NAME: &str = "gardenartifacts.oci.gardenlinux.io";
+const NEWER_FIELD: &str = "retention";
+
+impl NewerCrd {
+    fn install(cluster: &'static common::cluster::Cluster) -> Self {
+        Self::edit(cluster, |spec| {
+            spec["properties"][NEWER_FIELD] = json!({ "type": "string" });
+        });
+        wait_for(
+            "the API server to keep the newer field",
+            Duration::from_secs(30),
+            || {
+                let probe = artifact_object(
+                    "default",
+                    "probe",
+                    "h:1/probe",
+                    &["v1"],
+                    "probe",
+                    json!({ NEWER_FIELD: "30d" }),
+                );
+                let out = cluster.kubectl_stdin(
+                    &[
+                        "create",
+                        "--dry-run=server",
+                        "--validate=false",
+                        "-o",
+                        "json",
+                        "-f",
+                        "-",
+                    ],
+                    &probe.to_string(),
+                );
+                let created: Value = serde_json::from_slice(&out.stdout).ok()?;
+                created["spec"].get(NEWER_FIELD).is_some().then_some(())
+            },
+        );
+        NewerCrd { cluster }
+    }
+
+    /// Replaces the CRD with `change` applied to the schema of its `spec`.
+    fn edit(cluster: &common::cluster::Cluster, change: impl Fn(&mut Value)) {
+        let mut crd: Value =
+            serde_json::from_str(&cluster.kubectl_ok(&["get", "crd", CRD_NAME, "-o", "json"]))
+                .unwrap();
+        for version in crd["spec"]["versions"].as_array_mut().unwrap() {
+            change(&mut version["schema"]["openAPIV3Schema"]["properties"]["spec"]);
+        }
+        let out = cluster.kubectl_stdin(&["replace", "-f", "-"], &crd.to_string());
+        assert!(
+            out.status.success(),
+            "kubectl replace of the CRD failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for NewerCrd {
+    fn drop(&mut self) {
+        Self::edit(self.cluster, |spec| {
+            if let Some(properties) = spec["properties"].as_object_mut() {
+                properties.remove(NEWER_FIELD);
+            }
+        });
+    }
+}
+
+/// One object written against a newer CRD (a field this controller does not know) is reported
+/// on itself, `Stalled` with reason `InvalidObject` naming the field, with one Warning; the
+/// watch goes on, so the other objects, one of them created after it, converge; and once the
+/// field is gone, the object converges too.
+#[test]
+fn an_object_of_a_newer_crd_is_reported_and_the_others_still_converge() {
+    let ns = "e2e-newer-crd";
+    let mut scene = Scene::new(&[ns], Watch::OwnNamespace);
+    let _newer = NewerCrd::install(scene.cluster);
+    scene.start_namespaced_controller("c");
+    let repository = |name: &str| format!("{}/e2e/newer/{name}", scene.registry.addr);
+    scene.cluster.apply(&artifact(
+        ns,
+        "before",
+        &repository("before"),
+        &["v1"],
+        "before",
+        json!({}),
+    ));
+    let newer = artifact(
+        ns,
+        "newer",
+        &repository("newer"),
+        &["v1"],
+        "newer",
+        json!({ NEWER_FIELD: "30d" }),
+    );
+    let out = scene
+        .cluster
+        .kubectl_stdin(&["apply", "--validate=false", "-f", "-"], &newer);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let stalled = scene.wait_condition(ns, "newer", "Stalled", "True", Duration::from_secs(60));
+    let condition = condition(&stalled, "Stalled").unwrap();
+    let message = condition["message"].as_str().unwrap();
+    assert_eq!(condition["reason"], "InvalidObject", "{condition}");
+    assert!(
+        message.contains("spec") && message.contains(NEWER_FIELD),
+        "the message names the field: {message}"
+    );
+    assert_eq!(
+        condition_status(&stalled, "Ready").as_deref(),
+        Some("False")
+    );
+
+    scene.cluster.apply(&artifact(
+        ns,
+        "after",
+        &repository("after"),
+        &["v1"],
+        "after",
+        json!({}),
+    ));
+    scene.wait_ready(ns, "before");
+    scene.wait_ready(ns, "after");
+    assert!(
+        scene.controller_mut("c").running(),
+        "the controller still runs"
+    );
+
+    let warnings: Vec<Value> = scene
+        .cluster
+        .events(ns)
+        .into_iter()
+        .filter(|e| e["type"] == "Warning" && e["regarding"]["name"] == "newer")
+        .collect();
+    assert_eq!(warnings.len(), 1, "one Warning: {warnings:#?}");
+    assert_eq!(warnings[0]["reason"], "InvalidObject", "{warnings:#?}");
+
+    scene.cluster.kubectl_ok(&[
+        "patch",
+        "gardenartifact",
+        "newer",
+        "-n",
+        ns,
+        "--type=json",
+        "-p",
+        &format!(r#"[{{"op":"remove","path":"/spec/{NEWER_FIELD}"}}]"#),
+    ]);
+    scene.wait_ready(ns, "newer");
+}
+
 /// Scenario 6: A layer from a ConfigMap: a new ConfigMap content moves the tag to a new digest.
 #[test]
 fn a_config_map_change_moves_the_tag() {

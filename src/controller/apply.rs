@@ -65,7 +65,7 @@ fn interval(object: &GardenArtifact) -> Duration {
         .unwrap_or(DEFAULT_INTERVAL)
 }
 
-fn now() -> String {
+pub fn now() -> String {
     k8s_openapi::jiff::Timestamp::now()
         .round(k8s_openapi::jiff::Unit::Second)
         .map(|t| t.to_string())
@@ -118,7 +118,7 @@ async fn prerequisites(
     // Ownership is decided over all objects; a cache still filling would let a newer object
     // take a tag for one round.
     let _ = ctx.store.wait_until_ready().await;
-    let lost = watches::lost_tags(&ctx.store.state(), object);
+    let lost = watches::lost_tags(&ctx.valid_objects(), object);
     if !lost.is_empty() {
         let message = lost
             .iter()

@@ -31,7 +31,7 @@ pub async fn cleanup(
     let Ok(repository) = Repository::parse(&object.spec.repository) else {
         return Ok(Action::await_change());
     };
-    let lost: Vec<String> = watches::lost_tags(&ctx.store.state(), object)
+    let lost: Vec<String> = watches::lost_tags(&ctx.valid_objects(), object)
         .into_iter()
         .map(|c| c.tag)
         .collect();

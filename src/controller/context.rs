@@ -10,6 +10,7 @@ use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::retries::Retries;
+use super::watched::Watched;
 use crate::api::GardenArtifact;
 use crate::engine::{Engine, Inputs};
 use crate::metrics::Metrics;
@@ -27,11 +28,22 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     /// Every GardenArtifact the controller watches, for tag ownership and dependents.
-    pub store: Store<GardenArtifact>,
+    pub store: Store<Watched>,
     /// Engines by Secret, valid for one resourceVersion of it.
     engines: Mutex<HashMap<SecretKey, (ResourceVersion, Arc<Engine>)>>,
     /// Backoff after failed rounds, by object.
     pub retries: Retries,
+}
+
+/// A watched object known to parse: the cache's own `Arc`, without a copy.
+pub struct ValidObject(Arc<Watched>);
+
+impl std::ops::Deref for ValidObject {
+    type Target = GardenArtifact;
+
+    fn deref(&self) -> &GardenArtifact {
+        self.0.valid().expect("only valid objects are wrapped")
+    }
 }
 
 /// Whose credentials a round speaks to the registry with, named as messages may name them.
@@ -114,7 +126,7 @@ impl Context {
         engine: Arc<Engine>,
         recorder: Recorder,
         metrics: Arc<Metrics>,
-        store: Store<GardenArtifact>,
+        store: Store<Watched>,
     ) -> Self {
         Self {
             client,
@@ -125,6 +137,16 @@ impl Context {
             engines: Mutex::default(),
             retries: Retries::default(),
         }
+    }
+
+    /// Every watched GardenArtifact that parses.
+    pub fn valid_objects(&self) -> Vec<ValidObject> {
+        self.store
+            .state()
+            .into_iter()
+            .filter(|watched| watched.valid().is_some())
+            .map(ValidObject)
+            .collect()
     }
 
     /// The engine speaking with the object's registry credentials, and whose they are.
@@ -292,7 +314,7 @@ impl Context {
             );
         let mut artifacts = BTreeMap::new();
         for (field, name) in named {
-            let target = self
+            let watched = self
                 .store
                 .get(&ObjectRef::new(&name).within(namespace))
                 .ok_or_else(|| InputError::Missing {
@@ -301,6 +323,18 @@ impl Context {
                     namespace: namespace.into(),
                     name: name.clone(),
                 })?;
+            let target = match &watched.0 {
+                Ok(target) => target,
+                Err(invalid) => {
+                    return Err(InputError::Unusable {
+                        field: format!("{field}.artifactRef"),
+                        detail: format!(
+                            "GardenArtifact {namespace}/{name} cannot be read: {}",
+                            invalid.error
+                        ),
+                    });
+                }
+            };
             let digest = target
                 .status
                 .as_ref()

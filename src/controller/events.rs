@@ -31,7 +31,7 @@ pub fn warns(failure: Failure, status_changed: bool) -> bool {
 /// A Warning for a failure of reconciling, when [`warns`] says so.
 pub async fn failure(
     ctx: &Context,
-    object: &GardenArtifact,
+    object: &impl Resource<DynamicType = ()>,
     failure: Failure,
     status_changed: bool,
     reason: &str,
@@ -113,7 +113,7 @@ pub async fn publish_changes(object: &GardenArtifact, ctx: &Context, report: &Re
 
 pub async fn publish(
     ctx: &Context,
-    object: &GardenArtifact,
+    object: &impl Resource<DynamicType = ()>,
     type_: EventType,
     reason: &str,
     action: &str,

@@ -13,6 +13,7 @@ mod retries;
 pub mod status;
 #[cfg(test)]
 mod test_support;
+pub mod watched;
 pub mod watches;
 
 use std::net::SocketAddr;
@@ -26,12 +27,14 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::utils::Backoff;
 use kube::runtime::watcher;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 pub use context::Context;
+use watched::Watched;
 
 use crate::api::GardenArtifact;
 use crate::engine::Engine;
@@ -103,6 +106,13 @@ impl Backoff for WatchBackoff {
     fn reset(&mut self) {
         *self = Self::default();
     }
+}
+
+/// The same object, as the controller's watch of [`Watched`] names it.
+fn watched_ref(object: ObjectRef<GardenArtifact>) -> ObjectRef<Watched> {
+    let mut watched = ObjectRef::new(&object.name);
+    watched.namespace = object.namespace;
+    watched
 }
 
 /// SIGTERM (what the kubelet sends, and what a PID 1 would otherwise ignore) and SIGINT,
@@ -200,7 +210,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         }
     }
 
-    let (artifacts, secrets, config_maps): (Api<GardenArtifact>, Api<Secret>, Api<ConfigMap>) =
+    let (artifacts, secrets, config_maps): (Api<Watched>, Api<Secret>, Api<ConfigMap>) =
         match &config.namespace {
             Some(ns) => (
                 Api::namespaced(client.clone(), ns),
@@ -224,17 +234,20 @@ pub async fn run(config: Config) -> Result<(), String> {
         store.clone(),
     ));
 
-    let (by_secret, by_config_map, by_producer) = (store.clone(), store.clone(), store.clone());
+    let (by_secret, by_config_map, by_producer) =
+        (Arc::clone(&ctx), Arc::clone(&ctx), Arc::clone(&ctx));
     let running = controller
         .watches(
             secrets,
             watcher::Config::default(),
             move |secret: Secret| {
                 watches::secret_dependents(
-                    &by_secret.state(),
+                    &by_secret.valid_objects(),
                     secret.namespace().as_deref(),
                     &secret.name_any(),
                 )
+                .into_iter()
+                .map(watched_ref)
             },
         )
         .watches(
@@ -242,16 +255,26 @@ pub async fn run(config: Config) -> Result<(), String> {
             watcher::Config::default(),
             move |map: ConfigMap| {
                 watches::config_map_dependents(
-                    &by_config_map.state(),
+                    &by_config_map.valid_objects(),
                     map.namespace().as_deref(),
                     &map.name_any(),
                 )
+                .into_iter()
+                .map(watched_ref)
             },
         )
         .watches(
             artifacts,
             watcher::Config::default(),
-            move |producer: GardenArtifact| watches::readers_of(&by_producer.state(), &producer),
+            move |producer: Watched| {
+                match producer.valid() {
+                    Some(producer) => watches::readers_of(&by_producer.valid_objects(), producer),
+                    // What it produces is unknown; once it parses again, its readers follow.
+                    None => Vec::new(),
+                }
+                .into_iter()
+                .map(watched_ref)
+            },
         )
         .with_config(ControllerConfig::default().concurrency(config.concurrency))
         .trigger_backoff(WatchBackoff::default())

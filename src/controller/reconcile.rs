@@ -5,16 +5,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::apply::{Settled, apply};
 use super::cleanup::cleanup;
 use super::context::{Context, InputError};
 use super::retries::Basis;
+use super::watched::{Watched, report_invalid, skip_cleanup};
 use super::watches;
 use crate::api::GardenArtifact;
 use crate::engine::EngineError;
@@ -36,14 +37,17 @@ pub enum Error {
     NoNamespace,
 }
 
-pub async fn reconcile(object: Arc<GardenArtifact>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(object: Arc<Watched>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let namespace = object.namespace().ok_or(Error::NoNamespace)?;
-    let key = watches::key(&object);
-    if object.metadata.deletion_timestamp.is_none() && ctx.retries.refused(&key) {
+    let key = watches::key(object.as_ref());
+    if let Some(valid) = object.valid()
+        && valid.metadata.deletion_timestamp.is_none()
+        && ctx.retries.refused(&key)
+    {
         let basis = Basis {
-            generation: object.metadata.generation,
-            credentials: ctx.credentials_version(&namespace, &object).await,
+            generation: valid.metadata.generation,
+            credentials: ctx.credentials_version(&namespace, valid).await,
         };
         // Not a round: a trigger (such as its own status write) that came before the retry
         // is due, with nothing changed that could fix the credentials.
@@ -51,8 +55,9 @@ pub async fn reconcile(object: Arc<GardenArtifact>, ctx: Arc<Context>) -> Result
             return Ok(Action::requeue(wait));
         }
     }
-    let api: Api<GardenArtifact> = Api::namespaced(ctx.client.clone(), &namespace);
-    if object.finalizers().is_empty() && object.metadata.deletion_timestamp.is_none() {
+    let api: Api<Watched> = Api::namespaced(ctx.client.clone(), &namespace);
+    let typed: Api<GardenArtifact> = Api::namespaced(ctx.client.clone(), &namespace);
+    if object.finalizers().is_empty() && object.meta().deletion_timestamp.is_none() {
         add_first_finalizer(&api, &object).await?;
         // The patch is itself a change the controller sees; reconcile then.
         return Ok(Action::await_change());
@@ -62,22 +67,31 @@ pub async fn reconcile(object: Arc<GardenArtifact>, ctx: Arc<Context>) -> Result
     let stalled = AtomicBool::new(false);
     let result = finalizer(&api, FINALIZER, object, |event| async {
         match event {
-            FinalizerEvent::Apply(object) => match apply(&api, &namespace, &object, &ctx).await? {
-                Settled::Done(action) => {
-                    ctx.retries.succeeded(&key);
-                    Ok(action)
+            FinalizerEvent::Apply(watched) => {
+                let settled = match &watched.0 {
+                    Ok(object) => apply(&typed, &namespace, object, &ctx).await?,
+                    Err(invalid) => report_invalid(&api, &watched, invalid, &ctx).await?,
+                };
+                match settled {
+                    Settled::Done(action) => {
+                        ctx.retries.succeeded(&key);
+                        Ok(action)
+                    }
+                    Settled::Stalled(action) => {
+                        stalled.store(true, Ordering::Relaxed);
+                        Ok(action)
+                    }
+                    Settled::Refused(basis) => {
+                        stalled.store(true, Ordering::Relaxed);
+                        Ok(Action::requeue(ctx.retries.failed(&key, Some(basis))))
+                    }
                 }
-                Settled::Stalled(action) => {
-                    stalled.store(true, Ordering::Relaxed);
-                    Ok(action)
-                }
-                Settled::Refused(basis) => {
-                    stalled.store(true, Ordering::Relaxed);
-                    Ok(Action::requeue(ctx.retries.failed(&key, Some(basis))))
-                }
-            },
-            FinalizerEvent::Cleanup(object) => {
-                let cleaned = cleanup(&namespace, &object, &ctx).await;
+            }
+            FinalizerEvent::Cleanup(watched) => {
+                let cleaned = match &watched.0 {
+                    Ok(object) => cleanup(&namespace, object, &ctx).await,
+                    Err(invalid) => Ok(skip_cleanup(&watched, invalid, &ctx).await),
+                };
                 if cleaned.is_ok() {
                     ctx.retries.succeeded(&key);
                 }
@@ -106,10 +120,7 @@ fn round_result<T, E>(result: &Result<T, E>, stalled: bool) -> &'static str {
 /// kube's finalizer helper guards its first finalizer with a JSON-patch `test` of a null
 /// `/metadata/finalizers`, which Kubernetes 1.20 rejects (422). The resourceVersion guards
 /// the same race and every supported version accepts it.
-async fn add_first_finalizer(
-    api: &Api<GardenArtifact>,
-    object: &GardenArtifact,
-) -> Result<(), Error> {
+async fn add_first_finalizer(api: &Api<Watched>, object: &Watched) -> Result<(), Error> {
     let patch: json_patch::Patch = serde_json::from_value(json!([
         { "op": "test", "path": "/metadata/resourceVersion", "value": object.resource_version() },
         { "op": "add", "path": "/metadata/finalizers", "value": [FINALIZER] },
@@ -133,8 +144,8 @@ async fn add_first_finalizer(
 }
 
 /// Every failed round is retried after the object's own backoff.
-pub fn error_policy(object: Arc<GardenArtifact>, error: &Error, ctx: Arc<Context>) -> Action {
-    let key = watches::key(&object);
+pub fn error_policy(object: Arc<Watched>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = watches::key(object.as_ref());
     let wait = ctx.retries.failed(&key, None);
     tracing::warn!(object = %key, %error, retry_in = ?wait, "reconcile failed, retrying");
     Action::requeue(wait)
@@ -168,7 +179,7 @@ mod tests {
         .await;
         let ctx = context(api.client.clone());
 
-        let action = reconcile(Arc::new(object), Arc::clone(&ctx)).await;
+        let action = reconcile(Arc::new(Watched(Ok(object))), Arc::clone(&ctx)).await;
 
         assert_eq!(action.expect("the round succeeds"), Action::await_change());
         let patch = api
@@ -217,7 +228,7 @@ mod tests {
         .await;
         let ctx = context(api.client.clone());
 
-        let action = reconcile(Arc::new(stalled), Arc::clone(&ctx)).await;
+        let action = reconcile(Arc::new(Watched(Ok(stalled))), Arc::clone(&ctx)).await;
 
         assert_eq!(
             action.expect("a stalled round is Ok"),
