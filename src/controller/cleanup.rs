@@ -145,7 +145,9 @@ pub async fn cleanup(
 mod tests {
     use super::*;
     use crate::controller::fake_api::{self, FakeApi};
-    use crate::controller::test_support::{context, deleted_with_credentials, events};
+    use crate::controller::test_support::{
+        context, context_with_unfilled_caches, deleted_with_credentials, events,
+    };
 
     /// The namespace is being deleted: its Secrets are gone before the object. The tags stay,
     /// a Warning says so, and the finalizer goes; the registry is never asked.
@@ -182,21 +184,21 @@ mod tests {
         }
     }
 
-    /// Only a missing Secret lets the finalizer go: an API error reading it is retried.
-    #[tokio::test]
-    async fn cleanup_retries_when_the_credentials_secret_cannot_be_read() {
+    /// Only a missing Secret lets the finalizer go: a Secret the controller cannot know about
+    /// yet (its cache of Secrets still listing) is retried.
+    #[tokio::test(start_paused = true)]
+    async fn cleanup_retries_while_the_secrets_cache_is_not_filled() {
         let api = FakeApi::start(|request| match request.method.as_str() {
-            "GET" => fake_api::status(403, "Forbidden", "secrets is forbidden"),
             "POST" if request.path.contains("/events") => (201, request.body.clone()),
             _ => fake_api::status(500, "InternalError", "unexpected"),
         })
         .await;
-        let ctx = context(api.client.clone());
+        let (ctx, _listing) = context_with_unfilled_caches(api.client.clone());
 
         let result = cleanup("ns", &deleted_with_credentials(false), &ctx).await;
 
         assert!(
-            matches!(result, Err(Error::Input(InputError::Api { .. }))),
+            matches!(result, Err(Error::Input(InputError::Uncached { .. }))),
             "{result:?}"
         );
         assert!(events(&api).is_empty());

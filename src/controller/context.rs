@@ -3,9 +3,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::Api;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 
@@ -29,6 +29,10 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Every GardenArtifact the controller watches, for tag ownership and dependents.
     pub store: Store<Watched>,
+    /// The Secrets and ConfigMaps the controller watches for its objects' sake: inputs are
+    /// read here, not fetched each round.
+    secrets: Store<Secret>,
+    config_maps: Store<ConfigMap>,
     /// Engines by Secret, valid for one resourceVersion of it.
     engines: Mutex<HashMap<SecretKey, (ResourceVersion, Arc<Engine>)>>,
     /// Backoff after failed rounds, by object.
@@ -100,23 +104,30 @@ pub enum InputError {
     },
     #[error("{field}: {detail}")]
     Unusable { field: String, detail: String },
-    #[error("{field}: reading {kind} {namespace}/{name}: {source}")]
-    Api {
+    /// The controller's watch of Secrets or ConfigMaps has not listed them all yet (just
+    /// started, or its watch keeps failing): retried, never taken for a missing object.
+    #[error("{field}: {kind} {namespace}/{name}: the controller's cache of them is not filled yet")]
+    Uncached {
         field: String,
         kind: &'static str,
         namespace: String,
         name: String,
-        #[source]
-        source: Box<kube::Error>,
     },
 }
 
 impl InputError {
-    /// An API error may pass; a missing or malformed object needs someone to act.
+    /// A cache filling or a dependency converging may pass; a missing or malformed object
+    /// needs someone to act.
     pub fn is_permanent(&self) -> bool {
-        !matches!(self, InputError::Api { .. } | InputError::NotReady { .. })
+        !matches!(
+            self,
+            InputError::Uncached { .. } | InputError::NotReady { .. }
+        )
     }
 }
+
+/// How long a round waits for a cache still listing before it is retried later.
+const CACHE_FILL_WAIT: Duration = Duration::from_secs(5);
 
 const DOCKER_CONFIG_JSON: &str = "kubernetes.io/dockerconfigjson";
 
@@ -127,6 +138,8 @@ impl Context {
         recorder: Recorder,
         metrics: Arc<Metrics>,
         store: Store<Watched>,
+        secrets: Store<Secret>,
+        config_maps: Store<ConfigMap>,
     ) -> Self {
         Self {
             client,
@@ -134,6 +147,8 @@ impl Context {
             recorder,
             metrics,
             store,
+            secrets,
+            config_maps,
             engines: Mutex::default(),
             retries: Retries::default(),
         }
@@ -178,7 +193,7 @@ impl Context {
                 field: field.into(),
                 detail: format!(
                     "Secret {namespace}/{name} has type {:?}, expected {DOCKER_CONFIG_JSON}",
-                    secret.type_.unwrap_or_default()
+                    secret.type_.clone().unwrap_or_default()
                 ),
             });
         }
@@ -217,7 +232,7 @@ impl Context {
             .get_secret(namespace, name, "spec.credentials.secretRef")
             .await
             .ok()?;
-        secret.metadata.resource_version
+        secret.metadata.resource_version.clone()
     }
 
     /// The values of the object's ConfigMap and Secret key sources, from its own namespace.
@@ -230,23 +245,9 @@ impl Context {
         for (i, file) in object.spec.source.files.iter().flatten().enumerate() {
             if let Some(key) = &file.config_map_key_ref {
                 let field = format!("spec.source.files[{i}].configMapKeyRef");
-                let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
-                let map = api
-                    .get_opt(&key.name)
-                    .await
-                    .map_err(|source| InputError::Api {
-                        field: field.clone(),
-                        kind: "ConfigMap",
-                        namespace: namespace.into(),
-                        name: key.name.clone(),
-                        source: Box::new(source),
-                    })?;
-                let map = map.ok_or_else(|| InputError::Missing {
-                    field: field.clone(),
-                    kind: "ConfigMap",
-                    namespace: namespace.into(),
-                    name: key.name.clone(),
-                })?;
+                let map = self
+                    .cached(&self.config_maps, "ConfigMap", namespace, &key.name, &field)
+                    .await?;
                 let value = map
                     .data
                     .as_ref()
@@ -370,20 +371,41 @@ impl Context {
         namespace: &str,
         name: &str,
         field: &str,
-    ) -> Result<Secret, InputError> {
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-        api.get_opt(name)
+    ) -> Result<Arc<Secret>, InputError> {
+        self.cached(&self.secrets, "Secret", namespace, name, field)
             .await
-            .map_err(|source| InputError::Api {
+    }
+
+    /// `namespace/name` from the watch cache `store`, once it has listed everything.
+    async fn cached<K>(
+        &self,
+        store: &Store<K>,
+        kind: &'static str,
+        namespace: &str,
+        name: &str,
+        field: &str,
+    ) -> Result<Arc<K>, InputError>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + 'static,
+    {
+        // Right after a start the cache may still be listing. A writer that is gone (the
+        // controller stopping) leaves the cache as it is.
+        let filled = tokio::time::timeout(CACHE_FILL_WAIT, store.wait_until_ready())
+            .await
+            .is_ok();
+        if !filled {
+            return Err(InputError::Uncached {
                 field: field.into(),
-                kind: "Secret",
+                kind,
                 namespace: namespace.into(),
                 name: name.into(),
-                source: Box::new(source),
-            })?
+            });
+        }
+        store
+            .get(&ObjectRef::new(name).within(namespace))
             .ok_or_else(|| InputError::Missing {
                 field: field.into(),
-                kind: "Secret",
+                kind,
                 namespace: namespace.into(),
                 name: name.into(),
             })

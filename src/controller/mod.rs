@@ -27,9 +27,9 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::utils::Backoff;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
@@ -225,6 +225,16 @@ pub async fn run(config: Config) -> Result<(), String> {
         };
     let controller = Controller::new(artifacts.clone(), watcher::Config::default());
     let store = controller.store();
+    // The watches of Secrets and ConfigMaps trigger their readers and, cached, are where
+    // rounds read them.
+    let (secrets_cache, secrets_writer) = reflector::store();
+    let (config_maps_cache, config_maps_writer) = reflector::store();
+    let secrets = watcher(secrets, watcher::Config::default())
+        .reflect(secrets_writer)
+        .touched_objects();
+    let config_maps = watcher(config_maps, watcher::Config::default())
+        .reflect(config_maps_writer)
+        .touched_objects();
     let recorder = Recorder::new(client.clone(), Reporter::from("garden-artifacts"));
     let ctx = Arc::new(Context::new(
         client,
@@ -232,37 +242,31 @@ pub async fn run(config: Config) -> Result<(), String> {
         recorder,
         metrics,
         store.clone(),
+        secrets_cache,
+        config_maps_cache,
     ));
 
     let (by_secret, by_config_map, by_producer) =
         (Arc::clone(&ctx), Arc::clone(&ctx), Arc::clone(&ctx));
     let running = controller
-        .watches(
-            secrets,
-            watcher::Config::default(),
-            move |secret: Secret| {
-                watches::secret_dependents(
-                    &by_secret.valid_objects(),
-                    secret.namespace().as_deref(),
-                    &secret.name_any(),
-                )
-                .into_iter()
-                .map(watched_ref)
-            },
-        )
-        .watches(
-            config_maps,
-            watcher::Config::default(),
-            move |map: ConfigMap| {
-                watches::config_map_dependents(
-                    &by_config_map.valid_objects(),
-                    map.namespace().as_deref(),
-                    &map.name_any(),
-                )
-                .into_iter()
-                .map(watched_ref)
-            },
-        )
+        .watches_stream(secrets, move |secret: Secret| {
+            watches::secret_dependents(
+                &by_secret.valid_objects(),
+                secret.namespace().as_deref(),
+                &secret.name_any(),
+            )
+            .into_iter()
+            .map(watched_ref)
+        })
+        .watches_stream(config_maps, move |map: ConfigMap| {
+            watches::config_map_dependents(
+                &by_config_map.valid_objects(),
+                map.namespace().as_deref(),
+                &map.name_any(),
+            )
+            .into_iter()
+            .map(watched_ref)
+        })
         .watches(
             artifacts,
             watcher::Config::default(),

@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector;
+use kube::runtime::reflector::{self, Store, store::Writer};
 use serde_json::json;
 
 use super::context::Context;
@@ -16,7 +17,29 @@ use crate::metrics::Metrics;
 use crate::registry::{ClientOptions, NoCredentials, RegistryClient};
 use crate::sources::{UrlFetcher, UrlPolicy};
 
+/// A Context whose caches hold nothing (and, their writers gone, never will).
 pub fn context(client: kube::Client) -> Arc<Context> {
+    let (secrets, _) = reflector::store();
+    let (config_maps, _) = reflector::store();
+    context_with(client, secrets, config_maps)
+}
+
+/// A Context whose caches of Secrets and ConfigMaps are still listing, until the writers
+/// returned are dropped.
+pub fn context_with_unfilled_caches(
+    client: kube::Client,
+) -> (Arc<Context>, (Writer<Secret>, Writer<ConfigMap>)) {
+    let (secrets, secrets_writer) = reflector::store();
+    let (config_maps, config_maps_writer) = reflector::store();
+    let ctx = context_with(client, secrets, config_maps);
+    (ctx, (secrets_writer, config_maps_writer))
+}
+
+fn context_with(
+    client: kube::Client,
+    secrets: Store<Secret>,
+    config_maps: Store<ConfigMap>,
+) -> Arc<Context> {
     let registry = RegistryClient::new(ClientOptions::default(), Arc::new(NoCredentials))
         .expect("a registry client");
     let urls = UrlFetcher::new(UrlPolicy::default()).expect("a URL fetcher");
@@ -29,6 +52,8 @@ pub fn context(client: kube::Client) -> Arc<Context> {
         recorder,
         Arc::new(Metrics::default()),
         store,
+        secrets,
+        config_maps,
     ))
 }
 
