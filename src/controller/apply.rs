@@ -257,6 +257,25 @@ async fn write_status(
 mod tests {
     use super::*;
 
+    fn answered(status: u16) -> EngineError {
+        EngineError::Registry(crate::registry::Error::Status {
+            method: "HEAD".into(),
+            url: "http://registry.example.com/v2/a/manifests/v1".into(),
+            status,
+            code: None,
+            message: None,
+        })
+    }
+
+    #[test]
+    fn only_refused_credentials_are_refusals() {
+        assert_eq!(refusal(&answered(401)).map(|r| r.0), Some("Unauthorized"));
+        assert_eq!(refusal(&answered(403)).map(|r| r.0), Some("Forbidden"));
+        for other in [404, 400, 409, 503] {
+            assert_eq!(refusal(&answered(other)), None, "{other}");
+        }
+    }
+
     #[test]
     fn intervals_parse_like_go_durations() {
         assert_eq!(parse_interval("10m"), Some(Duration::from_secs(600)));
