@@ -207,8 +207,8 @@ fn controller_permissions() -> BTreeSet<Triple> {
             &["list", "watch", "patch"],
         ),
         ("oci.gardenlinux.io", "gardenartifacts/status", &["patch"]),
-        ("", "secrets", &["get", "list", "watch"]),
-        ("", "configmaps", &["get", "list", "watch"]),
+        ("", "secrets", &["list", "watch"]),
+        ("", "configmaps", &["list", "watch"]),
         ("events.k8s.io", "events", &["create", "patch"]),
     ])
 }

@@ -812,6 +812,270 @@ fn a_fixed_secret_re_reconciles() {
     }
 }
 
+/// A registry refusing the credentials needs a person: `Ready=False` with reason
+/// `Unauthorized`, naming the Secret; one Warning event, not one per retry; retries spaced by
+/// a growing backoff (the registry's access log shows each round); and once the Secret is
+/// fixed, the object converges at once.
+#[test]
+fn refused_credentials_warn_once_and_back_off() {
+    let ns = "e2e-refused";
+    let (user, password, wrong) = ("e2e-user", "Corr3ct-h0rse-e2e-4b1d", "Wr0ng-p0ny-e2e-77e0");
+    let mut scene = Scene::with_registry(&[ns], Watch::OwnNamespace, || {
+        Registry::start_with_basic_auth(user, password)
+    });
+    scene.start_namespaced_controller("c");
+    let host = scene.registry.addr.clone();
+    let secret = |pass: &str| {
+        let yaml = scene.cluster.kubectl_ok(&[
+            "create",
+            "secret",
+            "docker-registry",
+            "regcred",
+            "-n",
+            ns,
+            &format!("--docker-server={host}"),
+            &format!("--docker-username={user}"),
+            &format!("--docker-password={pass}"),
+            "--dry-run=client",
+            "-o",
+            "yaml",
+        ]);
+        scene.cluster.apply(&yaml);
+    };
+    secret(wrong);
+    scene.cluster.apply(&artifact(
+        ns,
+        "private",
+        &format!("{host}/e2e/refused"),
+        &["v1"],
+        "behind a password",
+        json!({ "credentials": { "secretRef": { "name": "regcred" } } }),
+    ));
+
+    let failing = scene.wait_condition(ns, "private", "Ready", "False", Duration::from_secs(60));
+    let ready = condition(&failing, "Ready").unwrap();
+    let message = ready["message"].as_str().unwrap();
+    assert_eq!(ready["reason"], "Unauthorized", "{ready}");
+    assert!(
+        message.contains(&format!("Secret {ns}/regcred")) && message.contains("401"),
+        "the status names the Secret and the registry's answer: {message}"
+    );
+    assert!(!message.contains(wrong), "{message}");
+
+    std::thread::sleep(Duration::from_secs(125));
+    let warnings: Vec<Value> = scene
+        .cluster
+        .events(ns)
+        .into_iter()
+        .filter(|e| e["type"] == "Warning" && e["regarding"]["name"] == "private")
+        .collect();
+    assert_eq!(warnings.len(), 1, "one Warning: {warnings:#?}");
+    assert_eq!(warnings[0]["reason"], "Unauthorized", "{warnings:#?}");
+    assert!(
+        warnings[0]["series"].is_null(),
+        "the Warning was not repeated: {warnings:#?}"
+    );
+
+    // Each round asks the registry within a second or two; rounds are further apart.
+    let refused: Vec<i64> = scene
+        .registry
+        .timed_requests()
+        .into_iter()
+        .filter(|(_, r)| r.status == 401)
+        .map(|(at, _)| at)
+        .collect();
+    let mut rounds: Vec<i64> = Vec::new();
+    for at in refused {
+        if rounds.last().is_none_or(|last| at - last > 3) {
+            rounds.push(at);
+        }
+    }
+    let gaps: Vec<i64> = rounds.windows(2).map(|w| w[1] - w[0]).collect();
+    eprintln!("rounds refused at {rounds:?}, {gaps:?} s apart");
+    // 10 s, 20 s, 40 s (the next, 80 s later, falls after the 2 minutes).
+    assert!(
+        (3..=4).contains(&gaps.len()),
+        "4 or 5 rounds in ~2 minutes: {gaps:?}"
+    );
+    assert!(
+        (9..=12).contains(&gaps[0]),
+        "first retry after 10 s: {gaps:?}"
+    );
+    for pair in gaps.windows(2) {
+        assert!(
+            pair[1] * 10 >= pair[0] * 15,
+            "each retry waits longer than the last: {gaps:?}"
+        );
+    }
+
+    secret(password);
+    let started = Instant::now();
+    scene.wait_ready(ns, "private");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(6),
+        "took {took:?}: the backoff held back the fixed Secret"
+    );
+}
+
+/// The CRD on the API server, made newer than this controller for one test: `spec.retention`,
+/// a field the controller's version does not know, is kept by the API server. Put back on drop.
+struct NewerCrd {
+    cluster: &'static common::cluster::Cluster,
+}
+
+const CRD_NAME: &str = "gardenartifacts.oci.gardenlinux.io";
+const NEWER_FIELD: &str = "retention";
+
+impl NewerCrd {
+    fn install(cluster: &'static common::cluster::Cluster) -> Self {
+        Self::edit(cluster, |spec| {
+            spec["properties"][NEWER_FIELD] = json!({ "type": "string" });
+        });
+        wait_for(
+            "the API server to keep the newer field",
+            Duration::from_secs(30),
+            || {
+                let probe = artifact_object(
+                    "default",
+                    "probe",
+                    "h:1/probe",
+                    &["v1"],
+                    "probe",
+                    json!({ NEWER_FIELD: "30d" }),
+                );
+                let out = cluster.kubectl_stdin(
+                    &[
+                        "create",
+                        "--dry-run=server",
+                        "--validate=false",
+                        "-o",
+                        "json",
+                        "-f",
+                        "-",
+                    ],
+                    &probe.to_string(),
+                );
+                let created: Value = serde_json::from_slice(&out.stdout).ok()?;
+                created["spec"].get(NEWER_FIELD).is_some().then_some(())
+            },
+        );
+        NewerCrd { cluster }
+    }
+
+    /// Replaces the CRD with `change` applied to the schema of its `spec`.
+    fn edit(cluster: &common::cluster::Cluster, change: impl Fn(&mut Value)) {
+        let mut crd: Value =
+            serde_json::from_str(&cluster.kubectl_ok(&["get", "crd", CRD_NAME, "-o", "json"]))
+                .unwrap();
+        for version in crd["spec"]["versions"].as_array_mut().unwrap() {
+            change(&mut version["schema"]["openAPIV3Schema"]["properties"]["spec"]);
+        }
+        let out = cluster.kubectl_stdin(&["replace", "-f", "-"], &crd.to_string());
+        assert!(
+            out.status.success(),
+            "kubectl replace of the CRD failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for NewerCrd {
+    fn drop(&mut self) {
+        Self::edit(self.cluster, |spec| {
+            if let Some(properties) = spec["properties"].as_object_mut() {
+                properties.remove(NEWER_FIELD);
+            }
+        });
+    }
+}
+
+/// One object written against a newer CRD (a field this controller does not know) is reported
+/// on itself, `Stalled` with reason `InvalidObject` naming the field, with one Warning; the
+/// watch goes on, so the other objects, one of them created after it, converge; and once the
+/// field is gone, the object converges too.
+#[test]
+fn an_object_of_a_newer_crd_is_reported_and_the_others_still_converge() {
+    let ns = "e2e-newer-crd";
+    let mut scene = Scene::new(&[ns], Watch::OwnNamespace);
+    let _newer = NewerCrd::install(scene.cluster);
+    scene.start_namespaced_controller("c");
+    let repository = |name: &str| format!("{}/e2e/newer/{name}", scene.registry.addr);
+    scene.cluster.apply(&artifact(
+        ns,
+        "before",
+        &repository("before"),
+        &["v1"],
+        "before",
+        json!({}),
+    ));
+    let newer = artifact(
+        ns,
+        "newer",
+        &repository("newer"),
+        &["v1"],
+        "newer",
+        json!({ NEWER_FIELD: "30d" }),
+    );
+    let out = scene
+        .cluster
+        .kubectl_stdin(&["apply", "--validate=false", "-f", "-"], &newer);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let stalled = scene.wait_condition(ns, "newer", "Stalled", "True", Duration::from_secs(60));
+    let condition = condition(&stalled, "Stalled").unwrap();
+    let message = condition["message"].as_str().unwrap();
+    assert_eq!(condition["reason"], "InvalidObject", "{condition}");
+    assert!(
+        message.contains("spec") && message.contains(NEWER_FIELD),
+        "the message names the field: {message}"
+    );
+    assert_eq!(
+        condition_status(&stalled, "Ready").as_deref(),
+        Some("False")
+    );
+
+    scene.cluster.apply(&artifact(
+        ns,
+        "after",
+        &repository("after"),
+        &["v1"],
+        "after",
+        json!({}),
+    ));
+    scene.wait_ready(ns, "before");
+    scene.wait_ready(ns, "after");
+    assert!(
+        scene.controller_mut("c").running(),
+        "the controller still runs"
+    );
+
+    let warnings: Vec<Value> = scene
+        .cluster
+        .events(ns)
+        .into_iter()
+        .filter(|e| e["type"] == "Warning" && e["regarding"]["name"] == "newer")
+        .collect();
+    assert_eq!(warnings.len(), 1, "one Warning: {warnings:#?}");
+    assert_eq!(warnings[0]["reason"], "InvalidObject", "{warnings:#?}");
+
+    scene.cluster.kubectl_ok(&[
+        "patch",
+        "gardenartifact",
+        "newer",
+        "-n",
+        ns,
+        "--type=json",
+        "-p",
+        &format!(r#"[{{"op":"remove","path":"/spec/{NEWER_FIELD}"}}]"#),
+    ]);
+    scene.wait_ready(ns, "newer");
+}
+
 /// Scenario 6: A layer from a ConfigMap: a new ConfigMap content moves the tag to a new digest.
 #[test]
 fn a_config_map_change_moves_the_tag() {

@@ -1,6 +1,7 @@
 //! The command line: one module per verb, each a thin shell over the library.
 
 mod apply;
+mod controller;
 mod registry_args;
 
 pub use registry_args::{RegistryArgs, SourceArgs};
@@ -35,7 +36,7 @@ enum Command {
     /// Make registries match GardenArtifact manifests, without a cluster.
     Apply(apply::ApplyArgs),
     /// Run the Kubernetes controller.
-    Controller(crate::controller::ControllerArgs),
+    Controller(controller::ControllerArgs),
     /// Print the GardenArtifact CustomResourceDefinition as YAML.
     Crd,
     /// Push local files as one artefact (one layer per file).
@@ -69,7 +70,11 @@ pub async fn run() -> ExitCode {
         }
         Command::Controller(args) => {
             telemetry::init(args.log_format, "info");
-            match crate::controller::run(args).await {
+            let run = match args.config() {
+                Ok(config) => crate::controller::run(config).await,
+                Err(e) => Err(e),
+            };
+            match run {
                 Ok(()) => exit::OK,
                 Err(e) => {
                     tracing::error!(error = %e, "controller failed");

@@ -3,12 +3,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::Api;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 
+use super::retries::Retries;
+use super::watched::Watched;
 use crate::api::GardenArtifact;
 use crate::engine::{Engine, Inputs};
 use crate::metrics::Metrics;
@@ -28,9 +30,60 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     /// Every GardenArtifact the controller watches, for tag ownership and dependents.
-    pub store: Store<GardenArtifact>,
+    pub store: Store<Watched>,
+    /// The Secrets and ConfigMaps the controller watches for its objects' sake: inputs are
+    /// read here, not fetched each round.
+    secrets: Store<Secret>,
+    config_maps: Store<ConfigMap>,
     /// Engines by Secret, valid for one resourceVersion of it.
     engines: Mutex<HashMap<SecretKey, (ResourceVersion, Arc<Engine>)>>,
+    /// Backoff after failed rounds, by object.
+    pub retries: Retries,
+}
+
+/// A watched object known to parse: the cache's own `Arc`, without a copy.
+pub struct ValidObject(Arc<Watched>);
+
+impl std::ops::Deref for ValidObject {
+    type Target = GardenArtifact;
+
+    fn deref(&self) -> &GardenArtifact {
+        self.0.valid().expect("only valid objects are wrapped")
+    }
+}
+
+/// Whose credentials a round speaks to the registry with, named as messages may name them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Credentials {
+    Anonymous,
+    Secret {
+        namespace: String,
+        name: String,
+        resource_version: Option<String>,
+    },
+}
+
+impl Credentials {
+    /// The Secret's resourceVersion; `None` for anonymous access.
+    pub fn version(&self) -> Option<String> {
+        match self {
+            Credentials::Anonymous => None,
+            Credentials::Secret {
+                resource_version, ..
+            } => resource_version.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Anonymous => f.write_str("anonymous"),
+            Credentials::Secret {
+                namespace, name, ..
+            } => write!(f, "Secret {namespace}/{name}"),
+        }
+    }
 }
 
 /// An input of the spec that cannot be read. Messages name the field and the object, never a
@@ -53,23 +106,30 @@ pub enum InputError {
     },
     #[error("{field}: {detail}")]
     Unusable { field: String, detail: String },
-    #[error("{field}: reading {kind} {namespace}/{name}: {source}")]
-    Api {
+    /// The controller's watch of Secrets or ConfigMaps has not listed them all yet (just
+    /// started, or its watch keeps failing): retried, never taken for a missing object.
+    #[error("{field}: {kind} {namespace}/{name}: the controller's cache of them is not filled yet")]
+    Uncached {
         field: String,
         kind: &'static str,
         namespace: String,
         name: String,
-        #[source]
-        source: Box<kube::Error>,
     },
 }
 
 impl InputError {
-    /// An API error may pass; a missing or malformed object needs someone to act.
+    /// A cache filling or a dependency converging may pass; a missing or malformed object
+    /// needs someone to act.
     pub fn is_permanent(&self) -> bool {
-        !matches!(self, InputError::Api { .. } | InputError::NotReady { .. })
+        !matches!(
+            self,
+            InputError::Uncached { .. } | InputError::NotReady { .. }
+        )
     }
 }
+
+/// How long a round waits for a cache still listing before it is retried later.
+const CACHE_FILL_WAIT: Duration = Duration::from_secs(5);
 
 const DOCKER_CONFIG_JSON: &str = "kubernetes.io/dockerconfigjson";
 
@@ -80,7 +140,9 @@ impl Context {
         engine: Arc<Engine>,
         recorder: Recorder,
         metrics: Arc<Metrics>,
-        store: Store<GardenArtifact>,
+        store: Store<Watched>,
+        secrets: Store<Secret>,
+        config_maps: Store<ConfigMap>,
     ) -> Self {
         Self {
             client,
@@ -89,35 +151,53 @@ impl Context {
             recorder,
             metrics,
             store,
+            secrets,
+            config_maps,
             engines: Mutex::default(),
+            retries: Retries::default(),
         }
     }
 
-    /// The engine speaking with the object's registry credentials.
+    /// Every watched GardenArtifact that parses.
+    pub fn valid_objects(&self) -> Vec<ValidObject> {
+        self.store
+            .state()
+            .into_iter()
+            .filter(|watched| watched.valid().is_some())
+            .map(ValidObject)
+            .collect()
+    }
+
+    /// The engine speaking with the object's registry credentials, and whose they are.
     pub async fn engine_for(
         &self,
         namespace: &str,
         object: &GardenArtifact,
-    ) -> Result<Arc<Engine>, InputError> {
+    ) -> Result<(Arc<Engine>, Credentials), InputError> {
         let Some(credentials) = &object.spec.credentials else {
-            return Ok(Arc::clone(&self.engine));
+            return Ok((Arc::clone(&self.engine), Credentials::Anonymous));
         };
         let name = &credentials.secret_ref.name;
         let field = "spec.credentials.secretRef";
         let secret = self.get_secret(namespace, name, field).await?;
+        let used = Credentials::Secret {
+            namespace: namespace.to_string(),
+            name: name.clone(),
+            resource_version: secret.metadata.resource_version.clone(),
+        };
         let version = secret.metadata.resource_version.clone().unwrap_or_default();
         let key = (namespace.to_string(), name.clone());
         if let Some((cached_version, engine)) = self.engines.lock().expect("not poisoned").get(&key)
             && *cached_version == version
         {
-            return Ok(Arc::clone(engine));
+            return Ok((Arc::clone(engine), used));
         }
         if secret.type_.as_deref() != Some(DOCKER_CONFIG_JSON) {
             return Err(InputError::Unusable {
                 field: field.into(),
                 detail: format!(
                     "Secret {namespace}/{name} has type {:?}, expected {DOCKER_CONFIG_JSON}",
-                    secret.type_.unwrap_or_default()
+                    secret.type_.clone().unwrap_or_default()
                 ),
             });
         }
@@ -141,7 +221,22 @@ impl Context {
             .lock()
             .expect("not poisoned")
             .insert(key, (version, Arc::clone(&engine)));
-        Ok(engine)
+        Ok((engine, used))
+    }
+
+    /// The resourceVersion of the object's credentials Secret as it is now; `None` when it
+    /// has none, or it cannot be read.
+    pub async fn credentials_version(
+        &self,
+        namespace: &str,
+        object: &GardenArtifact,
+    ) -> Option<String> {
+        let name = &object.spec.credentials.as_ref()?.secret_ref.name;
+        let secret = self
+            .get_secret(namespace, name, "spec.credentials.secretRef")
+            .await
+            .ok()?;
+        secret.metadata.resource_version.clone()
     }
 
     /// The values of the object's ConfigMap and Secret key sources, from its own namespace.
@@ -154,23 +249,9 @@ impl Context {
         for (i, file) in object.spec.source.files.iter().flatten().enumerate() {
             if let Some(key) = &file.config_map_key_ref {
                 let field = format!("spec.source.files[{i}].configMapKeyRef");
-                let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
-                let map = api
-                    .get_opt(&key.name)
-                    .await
-                    .map_err(|source| InputError::Api {
-                        field: field.clone(),
-                        kind: "ConfigMap",
-                        namespace: namespace.into(),
-                        name: key.name.clone(),
-                        source: Box::new(source),
-                    })?;
-                let map = map.ok_or_else(|| InputError::Missing {
-                    field: field.clone(),
-                    kind: "ConfigMap",
-                    namespace: namespace.into(),
-                    name: key.name.clone(),
-                })?;
+                let map = self
+                    .cached(&self.config_maps, "ConfigMap", namespace, &key.name, &field)
+                    .await?;
                 let value = map
                     .data
                     .as_ref()
@@ -238,7 +319,7 @@ impl Context {
             );
         let mut artifacts = BTreeMap::new();
         for (field, name) in named {
-            let target = self
+            let watched = self
                 .store
                 .get(&ObjectRef::new(&name).within(namespace))
                 .ok_or_else(|| InputError::Missing {
@@ -247,6 +328,18 @@ impl Context {
                     namespace: namespace.into(),
                     name: name.clone(),
                 })?;
+            let target = match &watched.0 {
+                Ok(target) => target,
+                Err(invalid) => {
+                    return Err(InputError::Unusable {
+                        field: format!("{field}.artifactRef"),
+                        detail: format!(
+                            "GardenArtifact {namespace}/{name} cannot be read: {}",
+                            invalid.error
+                        ),
+                    });
+                }
+            };
             let digest = target
                 .status
                 .as_ref()
@@ -282,20 +375,41 @@ impl Context {
         namespace: &str,
         name: &str,
         field: &str,
-    ) -> Result<Secret, InputError> {
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-        api.get_opt(name)
+    ) -> Result<Arc<Secret>, InputError> {
+        self.cached(&self.secrets, "Secret", namespace, name, field)
             .await
-            .map_err(|source| InputError::Api {
+    }
+
+    /// `namespace/name` from the watch cache `store`, once it has listed everything.
+    async fn cached<K>(
+        &self,
+        store: &Store<K>,
+        kind: &'static str,
+        namespace: &str,
+        name: &str,
+        field: &str,
+    ) -> Result<Arc<K>, InputError>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + 'static,
+    {
+        // Right after a start the cache may still be listing. A writer that is gone (the
+        // controller stopping) leaves the cache as it is.
+        let filled = tokio::time::timeout(CACHE_FILL_WAIT, store.wait_until_ready())
+            .await
+            .is_ok();
+        if !filled {
+            return Err(InputError::Uncached {
                 field: field.into(),
-                kind: "Secret",
+                kind,
                 namespace: namespace.into(),
                 name: name.into(),
-                source: Box::new(source),
-            })?
+            });
+        }
+        store
+            .get(&ObjectRef::new(name).within(namespace))
             .ok_or_else(|| InputError::Missing {
                 field: field.into(),
-                kind: "Secret",
+                kind,
                 namespace: namespace.into(),
                 name: name.into(),
             })

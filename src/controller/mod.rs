@@ -1,12 +1,19 @@
 //! `garden-artifacts controller`: the engine driven by the Kubernetes API. Kube lives here and
 //! only here; the engine below knows nothing of it.
 
+mod apply;
+mod cleanup;
 mod context;
+mod events;
 #[cfg(test)]
 mod fake_api;
 pub mod leader;
 pub mod reconcile;
+mod retries;
 pub mod status;
+#[cfg(test)]
+mod test_support;
+pub mod watched;
 pub mod watches;
 
 use std::net::SocketAddr;
@@ -14,60 +21,52 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use clap::Args;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::utils::Backoff;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 pub use context::Context;
+use watched::Watched;
 
 use crate::api::GardenArtifact;
-use crate::cli::{RegistryArgs, SourceArgs};
 use crate::engine::Engine;
 use crate::http::{self, Probes};
 use crate::metrics::Metrics;
-use crate::registry::{NoCredentials, Registry, RegistryClient};
-use crate::sources::UrlFetcher;
+use crate::registry::{ClientOptions, NoCredentials, Registry, RegistryClient};
+use crate::sources::{UrlFetcher, UrlPolicy};
 
-#[derive(Args, Clone, Debug)]
-pub struct ControllerArgs {
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long)]
+/// What the controller is told by whoever starts it (the command line builds it from flags).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Watch only this namespace; `None`: all namespaces.
     pub namespace: Option<String>,
     /// Where /metrics, /healthz and /readyz are served.
-    #[arg(long, default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
-    #[command(flatten)]
-    pub registry: RegistryArgs,
-    #[command(flatten)]
-    pub sources: SourceArgs,
+    pub registry: ClientOptions,
+    /// Where `url` file sources may be fetched from.
+    pub url_policy: UrlPolicy,
     /// Objects reconciled at once.
-    #[arg(long, default_value_t = 4)]
     pub concurrency: u16,
     /// Blob transfers at once within one object.
-    #[arg(long, default_value_t = 4)]
     pub blob_concurrency: usize,
-    /// Run only while holding a Lease, so one of several replicas writes.
-    #[arg(long)]
-    pub leader_elect: bool,
-    /// Namespace of the Lease.
-    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    /// `Some`: run only while holding this Lease.
+    pub leader_election: Option<LeaderElection>,
+}
+
+/// The Lease that replicas share, and this replica's name in it.
+#[derive(Clone, Debug)]
+pub struct LeaderElection {
     pub lease_namespace: String,
-    #[arg(long, default_value = "garden-artifacts")]
     pub lease_name: String,
-    /// This replica's name in the Lease.
-    #[arg(long, env = "POD_NAME")]
-    pub identity: Option<String>,
-    /// Log lines as JSON (the default) or text.
-    #[arg(long, value_enum, default_value = "json")]
-    pub log_format: crate::telemetry::LogFormat,
+    pub identity: String,
 }
 
 /// The pause after an error of any of the controller's watches. kube applies one backoff to
@@ -107,6 +106,13 @@ impl Backoff for WatchBackoff {
     fn reset(&mut self) {
         *self = Self::default();
     }
+}
+
+/// The same object, as the controller's watch of [`Watched`] names it.
+fn watched_ref(object: ObjectRef<GardenArtifact>) -> ObjectRef<Watched> {
+    let mut watched = ObjectRef::new(&object.name);
+    watched.namespace = object.namespace;
+    watched
 }
 
 /// SIGTERM (what the kubelet sends, and what a PID 1 would otherwise ignore) and SIGINT,
@@ -155,18 +161,18 @@ impl Signals {
     }
 }
 
-pub async fn run(args: ControllerArgs) -> Result<(), String> {
+pub async fn run(config: Config) -> Result<(), String> {
     let signals = Signals::listen()?;
     let client = kube::Client::try_default()
         .await
         .map_err(|e| format!("Kubernetes client: {e}"))?;
-    let options = args.registry.client_options()?;
-    let registry =
-        Arc::new(RegistryClient::new(options, Arc::new(NoCredentials)).map_err(|e| e.to_string())?);
+    let registry = Arc::new(
+        RegistryClient::new(config.registry, Arc::new(NoCredentials)).map_err(|e| e.to_string())?,
+    );
     let engine = Arc::new(Engine::new(
         Arc::clone(&registry) as Arc<dyn Registry>,
-        UrlFetcher::new(args.sources.controller_policy())?,
-        args.blob_concurrency,
+        UrlFetcher::new(config.url_policy)?,
+        config.blob_concurrency,
     ));
     let metrics = Arc::new(Metrics::default());
 
@@ -177,22 +183,17 @@ pub async fn run(args: ControllerArgs) -> Result<(), String> {
             Box::new(move |exposition| metrics.render_as(exposition, engine.registry().stats()))
         },
     });
-    let listener = http::bind(args.metrics_addr)
+    let listener = http::bind(config.metrics_addr)
         .await
-        .map_err(|e| format!("--metrics-addr {}: {e}", args.metrics_addr))?;
+        .map_err(|e| format!("serving metrics on {}: {e}", config.metrics_addr))?;
     let server = tokio::spawn(http::serve(listener, Arc::clone(&probes)));
 
-    let identity = args
-        .identity
-        .clone()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| format!("garden-artifacts-{}", std::process::id()));
-    let elector = args.leader_elect.then(|| {
+    let elector = config.leader_election.as_ref().map(|lease| {
         leader::LeaderElector::new(
             client.clone(),
-            &args.lease_namespace,
-            &args.lease_name,
-            &identity,
+            &lease.lease_namespace,
+            &lease.lease_name,
+            &lease.identity,
         )
     });
     // A standby replica is healthy and ready; it just does not write.
@@ -210,8 +211,8 @@ pub async fn run(args: ControllerArgs) -> Result<(), String> {
         }
     }
 
-    let (artifacts, secrets, config_maps): (Api<GardenArtifact>, Api<Secret>, Api<ConfigMap>) =
-        match &args.namespace {
+    let (artifacts, secrets, config_maps): (Api<Watched>, Api<Secret>, Api<ConfigMap>) =
+        match &config.namespace {
             Some(ns) => (
                 Api::namespaced(client.clone(), ns),
                 Api::namespaced(client.clone(), ns),
@@ -225,6 +226,16 @@ pub async fn run(args: ControllerArgs) -> Result<(), String> {
         };
     let controller = Controller::new(artifacts.clone(), watcher::Config::default());
     let store = controller.store();
+    // The watches of Secrets and ConfigMaps trigger their readers and, cached, are where
+    // rounds read them.
+    let (secrets_cache, secrets_writer) = reflector::store();
+    let (config_maps_cache, config_maps_writer) = reflector::store();
+    let secrets = watcher(secrets, watcher::Config::default())
+        .reflect(secrets_writer)
+        .touched_objects();
+    let config_maps = watcher(config_maps, watcher::Config::default())
+        .reflect(config_maps_writer)
+        .touched_objects();
     let recorder = Recorder::new(client.clone(), Reporter::from("garden-artifacts"));
     let ctx = Arc::new(Context::new(
         client,
@@ -233,38 +244,45 @@ pub async fn run(args: ControllerArgs) -> Result<(), String> {
         recorder,
         metrics,
         store.clone(),
+        secrets_cache,
+        config_maps_cache,
     ));
 
-    let (by_secret, by_config_map, by_producer) = (store.clone(), store.clone(), store.clone());
+    let (by_secret, by_config_map, by_producer) =
+        (Arc::clone(&ctx), Arc::clone(&ctx), Arc::clone(&ctx));
     let running = controller
-        .watches(
-            secrets,
-            watcher::Config::default(),
-            move |secret: Secret| {
-                watches::secret_dependents(
-                    &by_secret.state(),
-                    secret.namespace().as_deref(),
-                    &secret.name_any(),
-                )
-            },
-        )
-        .watches(
-            config_maps,
-            watcher::Config::default(),
-            move |map: ConfigMap| {
-                watches::config_map_dependents(
-                    &by_config_map.state(),
-                    map.namespace().as_deref(),
-                    &map.name_any(),
-                )
-            },
-        )
+        .watches_stream(secrets, move |secret: Secret| {
+            watches::secret_dependents(
+                &by_secret.valid_objects(),
+                secret.namespace().as_deref(),
+                &secret.name_any(),
+            )
+            .into_iter()
+            .map(watched_ref)
+        })
+        .watches_stream(config_maps, move |map: ConfigMap| {
+            watches::config_map_dependents(
+                &by_config_map.valid_objects(),
+                map.namespace().as_deref(),
+                &map.name_any(),
+            )
+            .into_iter()
+            .map(watched_ref)
+        })
         .watches(
             artifacts,
             watcher::Config::default(),
-            move |producer: GardenArtifact| watches::readers_of(&by_producer.state(), &producer),
+            move |producer: Watched| {
+                match producer.valid() {
+                    Some(producer) => watches::readers_of(&by_producer.valid_objects(), producer),
+                    // What it produces is unknown; once it parses again, its readers follow.
+                    None => Vec::new(),
+                }
+                .into_iter()
+                .map(watched_ref)
+            },
         )
-        .with_config(ControllerConfig::default().concurrency(args.concurrency))
+        .with_config(ControllerConfig::default().concurrency(config.concurrency))
         .trigger_backoff(WatchBackoff::default())
         .graceful_shutdown_on(signals.received(1))
         .run(reconcile::reconcile, reconcile::error_policy, ctx)

@@ -1,19 +1,19 @@
 //! Pure: which GardenArtifacts a change to another object concerns, and who owns which tag.
 //! Each function takes a snapshot of the cache, so it is tested with plain values.
 
-use std::sync::Arc;
+use std::ops::Deref;
 
-use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
 
 use crate::api::GardenArtifact;
 use crate::engine::claims::{self, Claim, Conflict};
 use crate::oci::{RelativeReference, Repository};
 
-fn same_namespace<'a>(
-    objects: &'a [Arc<GardenArtifact>],
+fn same_namespace<'a, O: Deref<Target = GardenArtifact>>(
+    objects: &'a [O],
     namespace: Option<&'a str>,
-) -> impl Iterator<Item = &'a Arc<GardenArtifact>> + 'a {
+) -> impl Iterator<Item = &'a O> + 'a {
     objects
         .iter()
         .filter(move |o| o.namespace().as_deref() == namespace)
@@ -21,7 +21,7 @@ fn same_namespace<'a>(
 
 /// Objects of the Secret's namespace that read it (credentials or a file source).
 pub fn secret_dependents(
-    objects: &[Arc<GardenArtifact>],
+    objects: &[impl Deref<Target = GardenArtifact>],
     namespace: Option<&str>,
     name: &str,
 ) -> Vec<ObjectRef<GardenArtifact>> {
@@ -38,13 +38,13 @@ pub fn secret_dependents(
                     .flatten()
                     .any(|f| f.secret_key_ref.as_ref().is_some_and(|k| k.name == name))
         })
-        .map(|o| ObjectRef::from_obj(o.as_ref()))
+        .map(|o| ObjectRef::from_obj(&**o))
         .collect()
 }
 
 /// Objects of the ConfigMap's namespace that read it.
 pub fn config_map_dependents(
-    objects: &[Arc<GardenArtifact>],
+    objects: &[impl Deref<Target = GardenArtifact>],
     namespace: Option<&str>,
     name: &str,
 ) -> Vec<ObjectRef<GardenArtifact>> {
@@ -56,20 +56,20 @@ pub fn config_map_dependents(
                     .is_some_and(|k| k.name == name)
             })
         })
-        .map(|o| ObjectRef::from_obj(o.as_ref()))
+        .map(|o| ObjectRef::from_obj(&**o))
         .collect()
 }
 
 /// Objects that read what `producer` writes (a copied tag, an index entry, a subject, an
 /// `artifactRef`): when it changes, they follow.
 pub fn readers_of(
-    objects: &[Arc<GardenArtifact>],
+    objects: &[impl Deref<Target = GardenArtifact>],
     producer: &GardenArtifact,
 ) -> Vec<ObjectRef<GardenArtifact>> {
     objects
         .iter()
         .filter(|o| o.uid() != producer.uid() && reads_from(o, producer))
-        .map(|o| ObjectRef::from_obj(o.as_ref()))
+        .map(|o| ObjectRef::from_obj(&**o))
         .collect()
 }
 
@@ -119,8 +119,11 @@ fn reads_from(reader: &GardenArtifact, producer: &GardenArtifact) -> bool {
 
 /// The tags `object` may not have because an older object claims them. Age decides: the
 /// creation timestamp, then namespace/name, so every replica and every resync agrees.
-pub fn lost_tags(objects: &[Arc<GardenArtifact>], object: &GardenArtifact) -> Vec<Conflict> {
-    let mut ordered: Vec<&Arc<GardenArtifact>> = objects.iter().collect();
+pub fn lost_tags(
+    objects: &[impl Deref<Target = GardenArtifact>],
+    object: &GardenArtifact,
+) -> Vec<Conflict> {
+    let mut ordered: Vec<&GardenArtifact> = objects.iter().map(|o| &**o).collect();
     ordered.sort_by_key(|o| {
         (
             o.creation_timestamp().map(|t| t.0),
@@ -128,7 +131,7 @@ pub fn lost_tags(objects: &[Arc<GardenArtifact>], object: &GardenArtifact) -> Ve
             o.name_any(),
         )
     });
-    let owners: Vec<String> = ordered.iter().map(|o| key(o)).collect();
+    let owners: Vec<String> = ordered.iter().map(|o| key(*o)).collect();
     // Two spellings of one repository are one repository.
     let repositories: Vec<String> = ordered
         .iter()
@@ -153,7 +156,7 @@ pub fn lost_tags(objects: &[Arc<GardenArtifact>], object: &GardenArtifact) -> Ve
         .unwrap_or_default()
 }
 
-pub fn key(object: &GardenArtifact) -> String {
+pub fn key(object: &impl Resource) -> String {
     format!(
         "{}/{}",
         object.namespace().unwrap_or_default(),
@@ -165,6 +168,7 @@ pub fn key(object: &GardenArtifact) -> String {
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use std::sync::Arc;
 
     fn object(ns: &str, name: &str, created: i64, yaml: &str) -> Arc<GardenArtifact> {
         let mut o = GardenArtifact::new(name, serde_yaml::from_str(yaml).unwrap());

@@ -155,6 +155,28 @@ impl Registry {
             .collect()
     }
 
+    /// Every request the registry answered so far, in order, with the second it was logged
+    /// at (seconds since the epoch; the access log has no finer time).
+    pub fn timed_requests(&self) -> Vec<(i64, Request)> {
+        // 127.0.0.1 - - [30/Nov/2026:19:40:00 +0000] "HEAD /v2/a/manifests/t HTTP/1.1" 200 ...
+        let re =
+            regex::Regex::new(r#"\[([^\]]+)\] "([A-Z]+) (\S+) HTTP/[0-9.]+" ([0-9]{3})"#).unwrap();
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| re.captures(line))
+            .map(|c| {
+                let at = k8s_openapi::jiff::Timestamp::strptime("%d/%b/%Y:%H:%M:%S %z", &c[1])
+                    .unwrap_or_else(|e| panic!("an access log time, not {:?}: {e}", &c[1]));
+                let request = Request {
+                    method: c[2].to_string(),
+                    uri: c[3].to_string(),
+                    status: c[4].parse().unwrap(),
+                };
+                (at.as_second(), request)
+            })
+            .collect()
+    }
+
     /// Requests that change the registry.
     pub fn writes(requests: &[Request]) -> Vec<Request> {
         requests

@@ -1,0 +1,123 @@
+//! `garden-artifacts controller`: its flags, turned into the controller's plain configuration.
+
+use std::net::SocketAddr;
+
+use clap::Args;
+
+use super::{RegistryArgs, SourceArgs};
+use crate::controller::{Config, LeaderElection};
+
+#[derive(Args, Clone, Debug)]
+pub struct ControllerArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub sources: SourceArgs,
+    /// Objects reconciled at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: u16,
+    /// Blob transfers at once within one object.
+    #[arg(long, default_value_t = 4)]
+    pub blob_concurrency: usize,
+    /// Run only while holding a Lease, so one of several replicas writes.
+    #[arg(long)]
+    pub leader_elect: bool,
+    /// Namespace of the Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    #[arg(long, default_value = "garden-artifacts")]
+    pub lease_name: String,
+    /// This replica's name in the Lease.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Log lines as JSON (the default) or text.
+    #[arg(long, value_enum, default_value = "json")]
+    pub log_format: crate::telemetry::LogFormat,
+}
+
+impl ControllerArgs {
+    /// The controller's configuration; fails only on a `--ca-file` that cannot be read.
+    pub fn config(&self) -> Result<Config, String> {
+        let leader_election = self.leader_elect.then(|| LeaderElection {
+            lease_namespace: self.lease_namespace.clone(),
+            lease_name: self.lease_name.clone(),
+            identity: self
+                .identity
+                .clone()
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .unwrap_or_else(|| format!("garden-artifacts-{}", std::process::id())),
+        });
+        Ok(Config {
+            namespace: self.namespace.clone(),
+            metrics_addr: self.metrics_addr,
+            registry: self.registry.client_options()?,
+            url_policy: self.sources.controller_policy(),
+            concurrency: self.concurrency,
+            blob_concurrency: self.blob_concurrency,
+            leader_election,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Command {
+        #[command(flatten)]
+        args: ControllerArgs,
+    }
+
+    fn config(flags: &[&str]) -> Config {
+        let args =
+            Command::try_parse_from(std::iter::once("controller").chain(flags.iter().copied()))
+                .expect("valid flags")
+                .args;
+        args.config().expect("a configuration")
+    }
+
+    #[test]
+    fn flags_become_the_controllers_configuration() {
+        let config = config(&[
+            "--namespace=ns",
+            "--insecure-registry=registry:5000",
+            "--allow-source-host=files.example.com",
+            "--concurrency=2",
+            "--leader-elect",
+            "--lease-namespace=lease-ns",
+            "--identity=replica-a",
+        ]);
+        assert_eq!(config.namespace.as_deref(), Some("ns"));
+        assert_eq!(config.registry.insecure_registries, ["registry:5000"]);
+        assert_eq!(
+            config.url_policy.allowed_hosts.as_deref(),
+            Some(&["files.example.com".to_string()][..])
+        );
+        assert_eq!(config.concurrency, 2);
+        let leader = config.leader_election.expect("leader election");
+        assert_eq!(
+            (
+                leader.lease_namespace.as_str(),
+                leader.lease_name.as_str(),
+                leader.identity.as_str()
+            ),
+            ("lease-ns", "garden-artifacts", "replica-a")
+        );
+    }
+
+    #[test]
+    fn without_leader_elect_there_is_no_lease_and_no_url_host() {
+        let config = config(&[]);
+        assert!(config.leader_election.is_none());
+        assert_eq!(config.url_policy.allowed_hosts, Some(Vec::new()));
+    }
+}

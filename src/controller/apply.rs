@@ -1,0 +1,286 @@
+//! The apply half of a round: the spec validated, its tags' ownership checked, its inputs
+//! gathered, the engine run, and what came of it written to the status.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use serde_json::json;
+
+use super::context::{Context, Credentials, InputError};
+use super::events::{self, Failure};
+use super::reconcile::{Error, FIELD_MANAGER};
+use super::retries::Basis;
+use super::status::{Observation, next_status};
+use super::watches;
+use crate::api::validate::{Frontend, parse_duration, validate};
+use crate::api::{API_VERSION, GardenArtifact, GardenArtifactStatus, KIND};
+use crate::engine::{Engine, EngineError, Inputs, Mode, Report};
+use crate::registry::{ErrorClass, NeedsPerson};
+
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(600);
+
+/// How an apply round ended when nothing failed: done (converged, or suspended), or stalled on
+/// something only a person can fix (the `Stalled` condition was set; no retry helps).
+pub enum Settled {
+    Done(Action),
+    /// Stalled on something only a person can fix, of a class as the failure metric names it
+    /// (`invalid`, `conflict`, `input`, or the registry's `ErrorClass` label).
+    Stalled(Action, &'static str),
+    /// Stalled because the registry refused these credentials (`unauthorized`, `forbidden`):
+    /// retried with a backoff.
+    Refused(Basis, &'static str),
+}
+
+/// `10m`, `1h30m`, `45s`, `500ms` through the one duration parser of the API; `None` for zero
+/// or anything else (the schema already refused it).
+pub fn parse_interval(text: &str) -> Option<Duration> {
+    parse_duration(text).filter(|d| !d.is_zero())
+}
+
+fn interval(object: &GardenArtifact) -> Duration {
+    object
+        .spec
+        .interval
+        .as_deref()
+        .and_then(parse_interval)
+        .unwrap_or(DEFAULT_INTERVAL)
+}
+
+pub fn now() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .round(k8s_openapi::jiff::Unit::Second)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+pub async fn apply(
+    api: &Api<GardenArtifact>,
+    namespace: &str,
+    object: &GardenArtifact,
+    ctx: &Context,
+) -> Result<Settled, Error> {
+    if object.spec.suspend {
+        write_status(api, object, ctx, &Observation::Suspended).await?;
+        return Ok(Settled::Done(Action::await_change()));
+    }
+    validate_and_reconcile(api, namespace, object, ctx).await
+}
+
+/// The spec validated, then (once its prerequisites hold) the engine run on it: the one place
+/// that hands a spec to the engine.
+async fn validate_and_reconcile(
+    api: &Api<GardenArtifact>,
+    namespace: &str,
+    object: &GardenArtifact,
+    ctx: &Context,
+) -> Result<Settled, Error> {
+    let intent = match validate(&object.spec, Frontend::Controller) {
+        Ok(intent) => intent,
+        Err(invalid) => {
+            let message = invalid.to_string();
+            stall(api, object, ctx, "InvalidSpec", &message).await?;
+            return Ok(Settled::Stalled(Action::await_change(), "invalid"));
+        }
+    };
+    let (engine, credentials, inputs) = match prerequisites(api, namespace, object, ctx).await? {
+        ControlFlow::Continue(ready) => ready,
+        ControlFlow::Break(settled) => return Ok(settled),
+    };
+    let result = engine.reconcile(&intent, &inputs, Mode::Apply).await;
+    conclude(api, object, ctx, &credentials, result).await
+}
+
+/// The tags are this object's to write and its inputs can be read: the engine for its
+/// credentials, whose they are, and the inputs; or how the round settled without them.
+async fn prerequisites(
+    api: &Api<GardenArtifact>,
+    namespace: &str,
+    object: &GardenArtifact,
+    ctx: &Context,
+) -> Result<ControlFlow<Settled, (Arc<Engine>, Credentials, Inputs)>, Error> {
+    let every = interval(object);
+    // Ownership is decided over all objects; a cache still filling would let a newer object
+    // take a tag for one round.
+    let _ = ctx.store.wait_until_ready().await;
+    let lost = watches::lost_tags(&ctx.valid_objects(), object);
+    if !lost.is_empty() {
+        let message = lost
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        stall(api, object, ctx, "TagConflict", &message).await?;
+        return Ok(ControlFlow::Break(Settled::Stalled(
+            Action::requeue(every),
+            "conflict",
+        )));
+    }
+
+    let gathered = async {
+        let (engine, credentials) = ctx.engine_for(namespace, object).await?;
+        let mut inputs = ctx.inputs_for(namespace, object).await?;
+        inputs.artifacts = ctx.artifacts_for(namespace, object)?;
+        Ok::<_, InputError>((engine, credentials, inputs))
+    }
+    .await;
+    match gathered {
+        Ok(gathered) => Ok(ControlFlow::Continue(gathered)),
+        Err(e) if e.is_permanent() => {
+            stall(api, object, ctx, "InputUnavailable", &e.to_string()).await?;
+            Ok(ControlFlow::Break(Settled::Stalled(
+                Action::requeue(every),
+                "input",
+            )))
+        }
+        Err(e) => {
+            retrying(api, object, ctx, "InputUnavailable", &e.to_string()).await?;
+            Err(e.into())
+        }
+    }
+}
+
+/// What the engine's round comes to: events and status.
+async fn conclude(
+    api: &Api<GardenArtifact>,
+    object: &GardenArtifact,
+    ctx: &Context,
+    credentials: &Credentials,
+    result: Result<Report, EngineError>,
+) -> Result<Settled, Error> {
+    let every = interval(object);
+    match result {
+        Ok(report) => {
+            events::publish_changes(object, ctx, &report).await;
+            write_status(api, object, ctx, &Observation::Converged(&report)).await?;
+            Ok(Settled::Done(Action::requeue(every)))
+        }
+        Err(e) if refusal(&e).is_some() => {
+            let (reason, message) = refusal(&e).expect("a refusal");
+            let message = match credentials {
+                Credentials::Anonymous => format!("{message} anonymous access: {e}"),
+                secret => format!("{message} the credentials of {secret}: {e}"),
+            };
+            stall(api, object, ctx, reason, &message).await?;
+            Ok(Settled::Refused(
+                Basis {
+                    generation: object.metadata.generation,
+                    credentials: credentials.version(),
+                },
+                e.class().label(),
+            ))
+        }
+        Err(e) if e.is_permanent() => {
+            stall(api, object, ctx, "RegistryRefused", &e.to_string()).await?;
+            Ok(Settled::Stalled(Action::requeue(every), e.class().label()))
+        }
+        Err(e) => {
+            retrying(api, object, ctx, "RegistryError", &e.to_string()).await?;
+            Err(e.into())
+        }
+    }
+}
+
+/// The condition reason, and the start of its message, when the registry refused the
+/// credentials (or their absence).
+fn refusal(error: &EngineError) -> Option<(&'static str, &'static str)> {
+    match error.class() {
+        ErrorClass::NeedsPerson(NeedsPerson::Unauthorized) => {
+            Some(("Unauthorized", "the registry refused"))
+        }
+        ErrorClass::NeedsPerson(NeedsPerson::Forbidden) => {
+            Some(("Forbidden", "the registry denies this to"))
+        }
+        _ => None,
+    }
+}
+
+async fn stall(
+    api: &Api<GardenArtifact>,
+    object: &GardenArtifact,
+    ctx: &Context,
+    reason: &str,
+    message: &str,
+) -> Result<(), Error> {
+    let changed = write_status(api, object, ctx, &Observation::Stalled { reason, message }).await?;
+    events::failure(ctx, object, Failure::Stalled, changed, reason, message).await;
+    Ok(())
+}
+
+async fn retrying(
+    api: &Api<GardenArtifact>,
+    object: &GardenArtifact,
+    ctx: &Context,
+    reason: &str,
+    message: &str,
+) -> Result<(), Error> {
+    let changed =
+        write_status(api, object, ctx, &Observation::Retrying { reason, message }).await?;
+    events::failure(ctx, object, Failure::Retrying, changed, reason, message).await;
+    Ok(())
+}
+
+async fn write_status(
+    api: &Api<GardenArtifact>,
+    object: &GardenArtifact,
+    ctx: &Context,
+    observation: &Observation<'_>,
+) -> Result<bool, Error> {
+    let next: GardenArtifactStatus = next_status(
+        object.status.as_ref(),
+        object.metadata.generation,
+        observation,
+        &now(),
+    );
+    if object.status.as_ref() == Some(&next) {
+        return Ok(false);
+    }
+    let patch = json!({ "apiVersion": API_VERSION, "kind": KIND, "status": next });
+    api.patch_status(
+        &object.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::Status)?;
+    ctx.metrics.status_written();
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(status: u16) -> EngineError {
+        EngineError::Registry(crate::registry::Error::Status {
+            method: "HEAD".into(),
+            url: "http://registry.example.com/v2/a/manifests/v1".into(),
+            status,
+            code: None,
+            message: None,
+        })
+    }
+
+    #[test]
+    fn only_refused_credentials_are_refusals() {
+        assert_eq!(refusal(&answered(401)).map(|r| r.0), Some("Unauthorized"));
+        assert_eq!(refusal(&answered(403)).map(|r| r.0), Some("Forbidden"));
+        for other in [404, 400, 409, 503] {
+            assert_eq!(refusal(&answered(other)), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn intervals_parse_like_go_durations() {
+        assert_eq!(parse_interval("10m"), Some(Duration::from_secs(600)));
+        assert_eq!(parse_interval("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_interval("45s"), Some(Duration::from_secs(45)));
+        assert_eq!(parse_interval("1500ms"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_interval("0s"), None);
+        assert_eq!(parse_interval("10"), None);
+        assert_eq!(parse_interval("m"), None);
+    }
+}
