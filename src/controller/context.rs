@@ -133,17 +133,29 @@ const CACHE_FILL_WAIT: Duration = Duration::from_secs(5);
 
 const DOCKER_CONFIG_JSON: &str = "kubernetes.io/dockerconfigjson";
 
+/// The watch caches a round reads from: the objects, and the Secrets and ConfigMaps they use.
+pub struct Caches {
+    pub objects: Store<Watched>,
+    pub secrets: Store<Secret>,
+    pub config_maps: Store<ConfigMap>,
+}
+
 impl Context {
+    /// `registry` is the client the engine speaks through; objects with credentials get a copy
+    /// of it with theirs.
     pub fn new(
         client: kube::Client,
         registry: Arc<RegistryClient>,
         engine: Arc<Engine>,
         recorder: Recorder,
         metrics: Arc<Metrics>,
-        store: Store<Watched>,
-        secrets: Store<Secret>,
-        config_maps: Store<ConfigMap>,
+        caches: Caches,
     ) -> Self {
+        let Caches {
+            objects: store,
+            secrets,
+            config_maps,
+        } = caches;
         Self {
             client,
             registry,

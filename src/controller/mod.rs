@@ -33,7 +33,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
-pub use context::Context;
+pub use context::{Caches, Context};
 use watched::Watched;
 
 use crate::api::GardenArtifact;
@@ -243,9 +243,11 @@ pub async fn run(config: Config) -> Result<(), String> {
         engine,
         recorder,
         metrics,
-        store.clone(),
-        secrets_cache,
-        config_maps_cache,
+        Caches {
+            objects: store.clone(),
+            secrets: secrets_cache,
+            config_maps: config_maps_cache,
+        },
     ));
 
     let (by_secret, by_config_map, by_producer) =

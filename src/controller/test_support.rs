@@ -8,7 +8,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, Store, store::Writer};
 use serde_json::json;
 
-use super::context::Context;
+use super::context::{Caches, Context};
 use super::fake_api::FakeApi;
 use super::reconcile::FINALIZER;
 use crate::api::{API_VERSION, GardenArtifact, KIND};
@@ -53,9 +53,11 @@ fn context_with(
         engine,
         recorder,
         Arc::new(Metrics::default()),
-        store,
-        secrets,
-        config_maps,
+        Caches {
+            objects: store,
+            secrets,
+            config_maps,
+        },
     ))
 }
 
