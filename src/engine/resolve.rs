@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use futures::future::try_join_all;
 use oci_client::manifest::{OciImageIndex, OciImageManifest};
 
@@ -17,6 +18,9 @@ use crate::oci::Repository;
 use crate::oci::digest::{VerifyingStream, sha256_digest};
 use crate::oci::media_types::is_index;
 use crate::registry::RawManifest;
+
+/// The largest image config read to check a single manifest's platform; configs are a few KiB.
+const MAX_CONFIG_SIZE: u64 = 4 * 1024 * 1024;
 
 /// What resolving learned of a layer's blob in the target.
 enum BlobState {
@@ -234,6 +238,15 @@ impl Engine {
                     Some(base) => base.join(path),
                     None => path.into(),
                 };
+                if let Some(kind) = not_a_regular_file(&full) {
+                    return Err(EngineError::source(
+                        &field.child("path"),
+                        format!(
+                            "{} is {kind}, not a regular file; refused before reading it",
+                            full.display()
+                        ),
+                    ));
+                }
                 let (digest, size) = crate::sources::hash_file(&full).await.map_err(|e| {
                     EngineError::source(
                         &field.child("path"),
@@ -370,9 +383,84 @@ impl Engine {
                         )
                     })?
             }
-            _ => raw,
+            Some(platform) => {
+                self.check_single_platform(copy, &raw, platform).await?;
+                raw
+            }
+            None => raw,
         };
         Box::pin(self.copied_manifest(field, source.repository(), raw, 0)).await
+    }
+
+    /// `platform` on a source that is one manifest, not an index: its config must say that
+    /// platform, or the copy would be of another one without a word.
+    async fn check_single_platform(
+        &self,
+        copy: &ImageCopy,
+        raw: &RawManifest,
+        platform: &str,
+    ) -> Result<(), EngineError> {
+        let source = &copy.source;
+        let refuse = |detail: String| {
+            EngineError::source(
+                &copy.platform_field,
+                format!("{source} is a single manifest, not an index, {detail}"),
+            )
+        };
+        let manifest: OciImageManifest = serde_json::from_slice(&raw.bytes).map_err(|e| {
+            refuse(format!(
+                "and not a valid image manifest ({e}); its platform cannot be checked"
+            ))
+        })?;
+        let config = &manifest.config;
+        let unreadable = || {
+            refuse(format!(
+                "and its config ({}, {} bytes) names no platform; {platform} cannot be checked",
+                config.media_type, config.size
+            ))
+        };
+        if config.size < 0 || config.size as u64 > MAX_CONFIG_SIZE {
+            return Err(unreadable());
+        }
+        let mut blob = self
+            .registry
+            .get_blob(source.repository(), &config.digest)
+            .await?;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = blob.next().await {
+            bytes.extend_from_slice(&chunk?);
+            if bytes.len() as u64 > MAX_CONFIG_SIZE {
+                return Err(unreadable());
+            }
+        }
+        #[derive(serde::Deserialize)]
+        struct ConfigPlatform {
+            os: Option<String>,
+            architecture: Option<String>,
+            variant: Option<String>,
+        }
+        let Ok(ConfigPlatform {
+            os: Some(os),
+            architecture: Some(architecture),
+            variant,
+        }) = serde_json::from_slice(&bytes)
+        else {
+            return Err(unreadable());
+        };
+        let mut wanted = platform.split('/');
+        let matches = wanted.next() == Some(os.as_str())
+            && wanted.next() == Some(architecture.as_str())
+            && wanted.next().is_none_or(|v| variant.as_deref() == Some(v));
+        if matches {
+            return Ok(());
+        }
+        let found = match &variant {
+            Some(variant) => format!("{os}/{architecture}/{variant}"),
+            None => format!("{os}/{architecture}"),
+        };
+        Err(refuse(format!(
+            "for {found}; it has no {platform} manifest"
+        )))
     }
 
     /// A manifest copied byte for byte, with the blobs and children it needs in the target.
@@ -486,6 +574,27 @@ fn pick_platform(raw: &RawManifest, platform: &str) -> Result<String, String> {
                 available.join(", ")
             )
         })
+}
+
+/// What `path` is when it exists but is not a regular file (after symlinks): reading a FIFO or
+/// a character device such as `/dev/zero` would never end. A path that cannot be looked at is
+/// left to the read, which names the error.
+fn not_a_regular_file(path: &std::path::Path) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = std::fs::metadata(path).ok()?.file_type();
+    if kind.is_file() {
+        None
+    } else if kind.is_dir() {
+        Some("a directory")
+    } else if kind.is_fifo() {
+        Some("a FIFO")
+    } else if kind.is_socket() {
+        Some("a socket")
+    } else if kind.is_char_device() || kind.is_block_device() {
+        Some("a device")
+    } else {
+        Some("neither a file nor a directory")
+    }
 }
 
 /// Counts the bytes that pass, for content whose size is only known once read.
