@@ -707,4 +707,72 @@ source:
         assert_eq!(registry.count(Operation::FinishUpload), image.blobs.len());
         assert!(image.blobs.iter().all(|d| registry.has_blob(&c, d)));
     }
+
+    /// `platform` on a single manifest: checked against its config in every mode, and a
+    /// mismatch writes nothing.
+    #[tokio::test]
+    async fn platform_on_a_single_manifest_must_match_its_config() {
+        let registry = Arc::new(MemoryRegistry::default());
+        let engine = engine(&registry);
+        let a = repo("a");
+        let config = r#"{"architecture":"arm","os":"linux","variant":"v7"}"#;
+        let config_digest = registry.insert_blob(&a, config);
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": crate::oci::media_types::OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest,
+                "size": config.len(),
+            },
+            "layers": [],
+        });
+        registry.insert_manifest(
+            &a,
+            Some("arm"),
+            crate::oci::media_types::OCI_MANIFEST,
+            serde_json::to_vec(&manifest).unwrap(),
+        );
+        seed_image(&registry, &a, "plain", &["layer"]);
+        let with_platform = |tag: &str, source: &str, platform: &str| {
+            format!("{}    platform: {platform}\n", copy_spec("b", tag, source))
+        };
+        for mode in [Mode::DryRun, Mode::Apply] {
+            for (source, platform, expected) in [
+                (
+                    "a:arm",
+                    "linux/arm64",
+                    "for linux/arm/v7; it has no linux/arm64 manifest",
+                ),
+                (
+                    "a:arm",
+                    "linux/arm/v6",
+                    "for linux/arm/v7; it has no linux/arm/v6 manifest",
+                ),
+                ("a:plain", "linux/amd64", "names no platform"),
+            ] {
+                let err = reconcile_yaml(&engine, &with_platform("x", source, platform), mode)
+                    .await
+                    .unwrap_err()
+                    .to_string();
+                assert!(
+                    err.starts_with("spec.source.image.platform: ")
+                        && err.contains("is a single manifest, not an index")
+                        && err.contains(expected),
+                    "{err}"
+                );
+            }
+        }
+        assert_eq!(registry.tag(&repo("b"), "x"), None);
+        for platform in ["linux/arm", "linux/arm/v7"] {
+            reconcile_yaml(
+                &engine,
+                &with_platform("ok", "a:arm", platform),
+                Mode::Apply,
+            )
+            .await
+            .unwrap();
+        }
+        assert_eq!(registry.tag(&repo("b"), "ok"), registry.tag(&a, "arm"));
+    }
 }
