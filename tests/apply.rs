@@ -970,3 +970,247 @@ spec:
     assert!(!stdout(&out).contains("fallback index"), "{}", stdout(&out));
     assert!(stdout(&out).contains("unchanged"), "{}", stdout(&out));
 }
+
+/// `garden-artifacts ARGS` that is killed after 30 s (exit 124): reading a FIFO or `/dev/zero`
+/// used to never end.
+fn garden_artifacts_bounded(args: &[&str]) -> std::process::Output {
+    let empty_config = tempfile::tempdir().unwrap();
+    Command::new("timeout")
+        .arg("30")
+        .arg(BINARY)
+        .args(args)
+        .env("DOCKER_CONFIG", empty_config.path())
+        .env_remove("REGISTRY_AUTH_FILE")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("timeout runs")
+}
+
+#[test]
+fn path_sources_that_are_not_regular_files_are_refused_before_reading() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let r = &registry.addr;
+    let fifo = dir.path().join("fifo.raw");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::create_dir(dir.path().join("folder.raw")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.raw")).unwrap();
+    let file = write_manifest(
+        dir.path(),
+        "special.yaml",
+        &format!(
+            r#"
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: fifo, namespace: ci}}
+spec: {{repository: {r}/special, tags: [fifo], source: {{files: [{{name: a.raw, path: fifo.raw}}]}}}}
+---
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: folder, namespace: ci}}
+spec: {{repository: {r}/special, tags: [folder], source: {{files: [{{name: a.raw, path: folder.raw}}]}}}}
+---
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: zero, namespace: ci}}
+spec: {{repository: {r}/special, tags: [zero], source: {{files: [{{name: a.raw, path: zero.raw}}]}}}}
+"#
+        ),
+    );
+    let file = file.to_str().unwrap();
+    for dry_run in [true, false] {
+        let mut args = vec!["apply", "--allow-path-outside", "-f", file];
+        if dry_run {
+            args.insert(1, "--dry-run");
+        }
+        let out = garden_artifacts_bounded(&args);
+        let text = stdout(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{args:?}\n{text}{}",
+            stderr(&out)
+        );
+        for (name, kind) in [
+            ("fifo", "a FIFO"),
+            ("folder", "a directory"),
+            ("zero", "a device"),
+        ] {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(&format!("ci/{name} ")))
+                .unwrap_or_else(|| panic!("no line for {name}:\n{text}"));
+            assert!(
+                line.contains("failed: spec.source.files[0].path:")
+                    && line.contains(&format!("is {kind}, not a regular file")),
+                "{line}"
+            );
+        }
+    }
+    assert!(Registry::writes(&registry.requests()).is_empty());
+}
+
+#[test]
+fn path_sources_outside_the_manifest_folder_need_allow_path_outside() {
+    let registry = Registry::start();
+    let root = tempfile::tempdir().unwrap();
+    let r = &registry.addr;
+    let folder = root.path().join("pull-request");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(root.path().join("config.json"), r#"{"auths":{}}"#).unwrap();
+    std::os::unix::fs::symlink(
+        root.path().join("config.json"),
+        folder.join("innocent.json"),
+    )
+    .unwrap();
+    std::fs::write(folder.join("inside.release"), "ID=gardenlinux\n").unwrap();
+    let manifest = |path: &str| {
+        format!(
+            r#"
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: inside, namespace: ci}}
+spec: {{repository: {r}/paths, tags: [inside], source: {{files: [{{name: a.release, path: inside.release}}]}}}}
+---
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: outside, namespace: ci}}
+spec:
+  repository: {r}/paths
+  tags: [outside]
+  source: {{files: [{{name: config.json, mediaType: application/json, path: "{path}"}}]}}
+"#
+        )
+    };
+    let absolute = root.path().join("config.json");
+    for path in [
+        "../config.json",
+        "innocent.json",
+        absolute.to_str().unwrap(),
+    ] {
+        let file = write_manifest(&folder, "m.yaml", &manifest(path));
+        for dry_run in [true, false] {
+            let mut args = vec!["apply", "-f", file.to_str().unwrap()];
+            if dry_run {
+                args.insert(1, "--dry-run");
+            }
+            let out = garden_artifacts(&args, &[]);
+            let err = stderr(&out);
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{path} {args:?}\n{}{err}",
+                stdout(&out)
+            );
+            assert!(
+                err.contains("ci/outside: spec.source.files[0].path:")
+                    && err.contains("outside the manifest's folder")
+                    && err.contains("--allow-path-outside"),
+                "{err}"
+            );
+            assert!(!err.contains("ci/inside"), "{err}");
+        }
+    }
+    assert!(registry.requests().is_empty(), "{:#?}", registry.requests());
+
+    let file = write_manifest(&folder, "m.yaml", &manifest("innocent.json"));
+    let out = garden_artifacts(
+        &[
+            "apply",
+            "--allow-path-outside",
+            "-f",
+            file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(digest_of(&format!("{r}/paths:outside")).is_some());
+}
+
+#[test]
+fn platform_on_a_single_manifest_is_checked_against_its_config() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let r = &registry.addr;
+    let source = write_manifest(
+        dir.path(),
+        "source.yaml",
+        &format!(
+            r#"
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: amd64-image}}
+spec:
+  repository: {r}/single
+  tags: [amd64]
+  config:
+    mediaType: application/vnd.oci.image.config.v1+json
+    content: '{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[]}}}}'
+  source: {{files: [{{name: a.release, content: amd64}}]}}
+---
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: no-platform}}
+spec: {{repository: {r}/single, tags: [artefact], source: {{files: [{{name: a.release, content: x}}]}}}}
+"#
+        ),
+    );
+    let out = garden_artifacts(&["apply", "-f", source.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+
+    let copies = write_manifest(
+        dir.path(),
+        "copies.yaml",
+        &format!(
+            r#"
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: wrong-arch}}
+spec: {{repository: {r}/copy, tags: [arm64], source: {{image: {{reference: "{r}/single:amd64", platform: linux/arm64}}}}}}
+---
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: no-platform-in-config}}
+spec: {{repository: {r}/copy, tags: [artefact], source: {{image: {{reference: "{r}/single:artefact", platform: linux/amd64}}}}}}
+---
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: right-arch}}
+spec: {{repository: {r}/copy, tags: [amd64], source: {{image: {{reference: "{r}/single:amd64", platform: linux/amd64}}}}}}
+"#
+        ),
+    );
+    let out = garden_artifacts(&["apply", "-f", copies.to_str().unwrap()], &[]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}{}", stderr(&out));
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("default/{name} ")))
+            .unwrap_or_else(|| panic!("no line for {name}:\n{text}"))
+            .to_string()
+    };
+    assert!(
+        line("wrong-arch").contains(&format!(
+            "failed: spec.source.image.platform: {r}/single:amd64 is a single manifest, not an index, for linux/amd64; it has no linux/arm64 manifest"
+        )),
+        "{text}"
+    );
+    assert!(
+        line("no-platform-in-config").contains("failed: spec.source.image.platform:")
+            && line("no-platform-in-config").contains("names no platform"),
+        "{text}"
+    );
+    assert!(!line("right-arch").contains("failed"), "{text}");
+    assert!(digest_of(&format!("{r}/copy:arm64")).is_none());
+    assert!(digest_of(&format!("{r}/copy:artefact")).is_none());
+    assert_eq!(
+        digest_of(&format!("{r}/copy:amd64")),
+        digest_of(&format!("{r}/single:amd64"))
+    );
+}

@@ -436,3 +436,52 @@ fn the_api_server_refuses_what_the_schema_can_say_and_only_that() {
         failures.join("\n\n")
     );
 }
+
+/// The client verbs write tags too: one in the shape of a fallback or cosign tag is refused
+/// with exit 2 before any request, naming the argument.
+#[test]
+fn client_verbs_refuse_fallback_and_cosign_shaped_tags() {
+    let registry = Registry::start();
+    let r = &registry.addr;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a.release");
+    std::fs::write(&file, "ID=gardenlinux\n").unwrap();
+    let file = file.to_str().unwrap();
+    let hex = "0123456789abcdef".repeat(4);
+    let fallback = format!("sha256-{hex}");
+    let signature = format!("sha256-{hex}.sig");
+    let attestation = format!("sha256-{hex}.att");
+    let runs: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "push".into(),
+                format!("{r}/verbs:v1,{fallback}"),
+                file.into(),
+            ],
+            "referrers fallback index",
+        ),
+        (
+            vec!["tag".into(), format!("{r}/verbs:v1"), signature.clone()],
+            "TAG: tag",
+        ),
+        (
+            vec![
+                "copy".into(),
+                format!("{r}/verbs:v1"),
+                format!("{r}/copy:{attestation}"),
+            ],
+            "DST: tag",
+        ),
+    ];
+    for (args, expected) in runs {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = common::garden_artifacts(&args, &[]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(expected) && err.contains("has the shape of the tag that holds"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(registry.requests().is_empty(), "{:#?}", registry.requests());
+}

@@ -55,12 +55,15 @@ pub struct GardenArtifactSpec {
     pub repository: String,
 
     /// Every tag must point at this artefact. May be empty only for an artefact found through
-    /// its subject.
+    /// its subject. Tags in the shape of a referrers fallback tag (`sha256-<64 hex>`) or a cosign
+    /// tag (the same with `.sig`, `.att`, `.sbom`) are refused: they belong to that digest.
     #[serde(default)]
     #[schemars(inner(pattern(patterns::TAG)), length(max = 64))]
+    #[schemars(transform = patterns::tags_to_write)]
     pub tags: Vec<String>,
 
     /// Manifest annotations. Not allowed with `source.image`, whose bytes are copied unchanged.
+    /// Keys `io.gardenlinux.link.*` are written from `links` and refused here.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 
@@ -170,8 +173,10 @@ pub struct FileSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(patterns::MEDIA_TYPE))]
     pub media_type: Option<String>,
-    /// Layer annotations, besides the title.
+    /// Layer annotations, besides the title (`org.opencontainers.image.title` is the name and
+    /// is refused here).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(transform = patterns::without_title)]
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -206,7 +211,7 @@ pub struct IndexSource {
 }
 
 /// One manifest of an index: another GardenArtifact of the namespace, or a reference.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(transform = patterns::exactly_one_artifact_reference)]
 pub struct IndexEntry {

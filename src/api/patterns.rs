@@ -11,7 +11,7 @@ use serde_json::json;
 
 /// What `reference` fields of links accept: a full reference, a bare tag, or a bare digest.
 pub use crate::oci::grammar::RELATIVE_REFERENCE as ARTIFACT_REFERENCE;
-pub use crate::oci::grammar::{DIGEST, IMAGE_REFERENCE, REPOSITORY, TAG};
+pub use crate::oci::grammar::{DIGEST, IMAGE_REFERENCE, REPOSITORY, RESERVED_TAG, TAG};
 pub const SHA256_DIGEST: &str = r"^sha256:[a-f0-9]{64}$";
 /// The `rel` of a link; it becomes part of an annotation key.
 pub const LINK_REL: &str = r"^[a-z0-9][a-z0-9._-]{0,62}$";
@@ -56,6 +56,24 @@ pub static DURATION_RE: LazyLock<Regex> = LazyLock::new(|| compiled(DURATION));
 fn exactly_one_of(schema: &mut Schema, fields: &[&str]) {
     let alternatives: Vec<_> = fields.iter().map(|f| json!({ "required": [f] })).collect();
     schema.insert("oneOf".into(), json!(alternatives));
+}
+
+/// `spec.tags` items also must not match [`RESERVED_TAG`]: RE2 has no lookahead, so the
+/// refusal is a `not` beside the tag pattern (a value validation that structural schemas allow).
+pub fn tags_to_write(schema: &mut Schema) {
+    let items = schema
+        .get_mut("items")
+        .and_then(|items| items.as_object_mut())
+        .expect("spec.tags is a list with an item schema");
+    items.insert("not".into(), json!({ "pattern": RESERVED_TAG }));
+}
+
+/// A layer's annotations leave its title to the engine, which writes the file name there.
+pub fn without_title(schema: &mut Schema) {
+    schema.insert(
+        "not".into(),
+        json!({ "required": [crate::oci::media_types::TITLE_ANNOTATION] }),
+    );
 }
 
 pub fn exactly_one_of_files_image_index(schema: &mut Schema) {

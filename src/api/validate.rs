@@ -15,6 +15,7 @@ use crate::intent::{
     IndexEntry, KeyRef, Link, ManifestFields, Platform, Reference, ReferenceTarget,
 };
 pub use crate::intent::{FieldError, FieldPath, InvalidSpec};
+use crate::oci::media_types::{LINK_ANNOTATION_PREFIX, TITLE_ANNOTATION};
 use crate::oci::{Digest, ImageReference, RelativeReference, Repository, Tag, media_types};
 
 /// Which front end reads the spec: some sources only make sense in one of them.
@@ -119,6 +120,51 @@ impl Checker {
         }
     }
 
+    /// Manifest annotations must leave the keys of `spec.links` to the engine, which writes
+    /// them last and would silently replace the user's value.
+    fn manifest_annotation_keys(
+        &mut self,
+        field: &FieldPath,
+        annotations: &BTreeMap<String, String>,
+    ) {
+        for key in annotations.keys() {
+            if key.starts_with(LINK_ANNOTATION_PREFIX) {
+                self.fail(
+                    &field.key(key),
+                    format!("{LINK_ANNOTATION_PREFIX}* annotations are written from spec.links; use a link instead"),
+                );
+            }
+        }
+    }
+
+    /// A layer's title is its file name, written by the engine.
+    fn layer_annotation_keys(&mut self, field: &FieldPath, annotations: &BTreeMap<String, String>) {
+        if annotations.contains_key(TITLE_ANNOTATION) {
+            self.fail(
+                &field.key(TITLE_ANNOTATION),
+                "is written from the file's name; set name instead",
+            );
+        }
+    }
+
+    /// A tag to write, refused in the shape of a tag that tools derive from a digest: writing
+    /// it would replace the referrers or signatures of that digest.
+    fn tag_to_write(&mut self, field: &FieldPath, tag: &Tag) -> bool {
+        match tag.reserved_for() {
+            Some(what) => {
+                self.fail(
+                    field,
+                    format!(
+                        "{:?} has the shape of the tag that holds {what} of a digest; writing it would replace them",
+                        tag.as_str()
+                    ),
+                );
+                false
+            }
+            None => true,
+        }
+    }
+
     /// A link of the manifest: an http(s) URL and a relation that becomes part of an
     /// annotation key.
     fn link(&mut self, field: &FieldPath, rel: &str, url: &str) -> Option<Link> {
@@ -183,6 +229,7 @@ pub fn validate(
             &TAG_RE,
             "a valid tag ([A-Za-z0-9_][A-Za-z0-9._-]{0,127})",
         ) && let Some(tag) = c.parsed(&field, Tag::parse(tag))
+            && c.tag_to_write(&field, &tag)
         {
             tags.push(tag);
         }
@@ -204,6 +251,7 @@ pub fn validate(
     }
 
     c.annotations(&spec_field("annotations"), &spec.annotations);
+    c.manifest_annotation_keys(&spec_field("annotations"), &spec.annotations);
     if let Some(artifact_type) = &spec.artifact_type {
         c.pattern(
             &spec_field("artifactType"),
@@ -274,6 +322,37 @@ pub fn validate(
     for (i, link) in spec.links.iter().enumerate() {
         links.extend(c.link(&spec_field("links").index(i), &link.rel, &link.url));
     }
+    if let Some(repository) = &repository {
+        let own_tags = |reference: &Reference| match &reference.target {
+            ReferenceTarget::Registry(relative) => {
+                let resolved = relative.resolve_in(repository);
+                resolved.digest().is_none()
+                    && resolved.repository() == repository
+                    && resolved.tag().is_some_and(|tag| tags.contains(tag))
+            }
+            ReferenceTarget::Object(_) => false,
+        };
+        for entry in index.iter().flatten() {
+            if own_tags(&entry.reference) {
+                c.fail(
+                    &entry.reference.field.child("reference"),
+                    format!(
+                        "{} is a tag of this index itself: an index cannot list itself (a cycle)",
+                        entry.reference.shown()
+                    ),
+                );
+            }
+        }
+        if let Some(subject) = subject.as_ref().filter(|s| own_tags(s)) {
+            c.fail(
+                &subject.field.child("reference"),
+                format!(
+                    "{} is a tag of this artefact itself: an artefact cannot be its own subject (a cycle)",
+                    subject.shown()
+                ),
+            );
+        }
+    }
     if let Some(credentials) = &spec.credentials {
         c.pattern(
             &spec_field("credentials").child("secretRef").child("name"),
@@ -337,6 +416,7 @@ pub fn manifest_fields(
 ) -> Result<ManifestFields, InvalidSpec> {
     let mut c = Checker { errors: Vec::new() };
     c.annotations(annotations.0, annotations.1);
+    c.manifest_annotation_keys(annotations.0, annotations.1);
     if let Some((field, artifact_type)) = artifact_type {
         c.pattern(
             field,
@@ -559,6 +639,7 @@ fn check_files(c: &mut Checker, files: &[FileSource], frontend: Frontend) -> Vec
             }
         };
         c.annotations(&field.child("annotations"), &file.annotations);
+        c.layer_annotation_keys(&field.child("annotations"), &file.annotations);
 
         if c.errors.len() != errors_before {
             continue;
@@ -991,6 +1072,121 @@ mod tests {
             "application/io.gardenlinux.image.archive.format.raw"
         );
         assert!(matches!(&file.origin, FileOrigin::Url { size: None, .. }));
+    }
+
+    #[test]
+    fn tags_in_the_shape_of_fallback_or_cosign_tags_are_refused() {
+        let hex = "0123456789abcdef".repeat(4);
+        let mut spec = files_spec(vec![FileSource {
+            name: "a.release".into(),
+            content: Some("x".into()),
+            ..Default::default()
+        }]);
+        for ok in [
+            format!("sha256-{}", &hex[..63]),
+            format!("sha256-{hex}0"),
+            format!("sha256-{hex}.sig2"),
+            format!("sha256-{hex}.zip"),
+            format!("sha256-{}", hex.to_uppercase()),
+            format!("sha512-{hex}"),
+        ] {
+            spec.tags = vec![ok.clone()];
+            assert!(validate(&spec, Frontend::Apply).is_ok(), "{ok}");
+        }
+        for (bad, kept) in [
+            (format!("sha256-{hex}"), "referrers fallback index"),
+            (format!("sha256-{hex}.sig"), "cosign signatures"),
+            (format!("sha256-{hex}.att"), "cosign attestations"),
+            (format!("sha256-{hex}.sbom"), "cosign SBOMs"),
+        ] {
+            spec.tags = vec!["v1".into(), bad.clone()];
+            let err = validate(&spec, Frontend::Controller).unwrap_err();
+            assert_eq!(fields(err.clone()), ["spec.tags[1]"], "{bad}");
+            assert!(err.to_string().contains(kept), "{err}");
+        }
+    }
+
+    #[test]
+    fn annotations_the_engine_writes_are_refused_not_overwritten() {
+        let mut spec = files_spec(vec![FileSource {
+            name: "a.release".into(),
+            content: Some("x".into()),
+            annotations: BTreeMap::from([(TITLE_ANNOTATION.into(), "b.release".into())]),
+            ..Default::default()
+        }]);
+        spec.annotations
+            .insert("io.gardenlinux.link.release-notes".into(), "x".into());
+        spec.annotations
+            .insert("io.gardenlinux.linked".into(), "fine".into());
+        assert_eq!(
+            fields(validate(&spec, Frontend::Apply).unwrap_err()),
+            [
+                r#"spec.annotations["io.gardenlinux.link.release-notes"]"#,
+                r#"spec.source.files[0].annotations["org.opencontainers.image.title"]"#,
+            ]
+        );
+        let err = manifest_fields(
+            (
+                &FieldPath::root("--annotation"),
+                &BTreeMap::from([("io.gardenlinux.link.x".into(), "y".into())]),
+            ),
+            None,
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(fields(err), [r#"--annotation["io.gardenlinux.link.x"]"#]);
+    }
+
+    #[test]
+    fn an_index_listing_its_own_tag_or_an_artefact_its_own_subject_is_a_cycle() {
+        let mut spec = files_spec(vec![]);
+        spec.tags = vec!["v1".into(), "latest".into()];
+        spec.source = Source {
+            index: Some(crate::api::IndexSource {
+                manifests: vec![
+                    crate::api::IndexEntry {
+                        reference: Some("v0".into()),
+                        ..Default::default()
+                    },
+                    crate::api::IndexEntry {
+                        reference: Some("latest".into()),
+                        ..Default::default()
+                    },
+                    crate::api::IndexEntry {
+                        reference: Some("127.0.0.1:5000/gardenlinux/gardenlinux:v1".into()),
+                        ..Default::default()
+                    },
+                    crate::api::IndexEntry {
+                        reference: Some("127.0.0.1:5000/gardenlinux/other:v1".into()),
+                        ..Default::default()
+                    },
+                ],
+            }),
+            ..Default::default()
+        };
+        let err = validate(&spec, Frontend::Controller).unwrap_err();
+        assert_eq!(
+            fields(err.clone()),
+            [
+                "spec.source.index.manifests[1].reference",
+                "spec.source.index.manifests[2].reference",
+            ]
+        );
+        assert!(err.to_string().contains("cannot list itself"), "{err}");
+
+        let mut referrer = files_spec(vec![FileSource {
+            name: "a.sbom".into(),
+            content: Some("x".into()),
+            ..Default::default()
+        }]);
+        referrer.subject = Some(crate::api::ArtifactReference {
+            artifact_ref: None,
+            reference: Some("1877.5".into()),
+        });
+        assert_eq!(
+            fields(validate(&referrer, Frontend::Apply).unwrap_err()),
+            ["spec.subject.reference"]
+        );
     }
 
     #[test]

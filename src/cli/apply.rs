@@ -1,6 +1,6 @@
 //! `garden-artifacts apply -f PATH`: the engine over manifest files.
 
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use futures::{StreamExt, stream};
@@ -17,7 +17,7 @@ use crate::engine::links::fallback_tag;
 use crate::engine::order::{self, Node};
 use crate::engine::plan::{Deletion, IndexChange};
 use crate::engine::{Engine, Inputs, Mode, Plan, Report};
-use crate::intent::{ArtifactIntent, ReferenceTarget};
+use crate::intent::{ArtifactIntent, FileOrigin, ReferenceTarget};
 use crate::manifests::{self, LoadedObject};
 use crate::oci::{Digest, ImageReference, Repository};
 use crate::sources::UrlFetcher;
@@ -42,6 +42,11 @@ pub struct ApplyArgs {
     /// Blob transfers at once within one object.
     #[arg(long, default_value_t = 4)]
     blob_concurrency: usize,
+    /// Let `path` sources read files outside their manifest's folder (`..`, absolute paths,
+    /// symlinks that lead out). Without it such a manifest is invalid input: applying the
+    /// manifests of a pull request must not upload the runner's other files.
+    #[arg(long)]
+    allow_path_outside: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -90,6 +95,21 @@ pub async fn run(args: ApplyArgs) -> u8 {
                             reference.field,
                             object.namespace
                         ));
+                    }
+                }
+                if !args.allow_path_outside {
+                    for file in intent.files() {
+                        let FileOrigin::Path(path) = &file.origin else {
+                            continue;
+                        };
+                        if let Some(problem) = outside_folder(&object.base_dir, path) {
+                            errors.push(format!(
+                                "{}: {}: {}: {problem}; allow it with `apply --allow-path-outside`",
+                                object.origin,
+                                object.key(),
+                                file.field.child("path"),
+                            ));
+                        }
                     }
                 }
                 intents.push(intent);
@@ -250,6 +270,41 @@ pub async fn run(args: ApplyArgs) -> u8 {
         exit::FAILED
     } else {
         exit::OK
+    }
+}
+
+/// Why `path`, relative to the manifest's folder `base_dir`, is outside that folder; `None`
+/// when it is inside. Symlinks are followed where the path exists; a path that does not exist
+/// is judged by its words (`..`, absolute) and left to the read to report.
+fn outside_folder(base_dir: &Path, path: &str) -> Option<String> {
+    let folder = base_dir
+        .canonicalize()
+        .unwrap_or_else(|_| base_dir.to_path_buf());
+    let joined = base_dir.join(path);
+    match joined.canonicalize() {
+        Ok(real) if real.starts_with(&folder) => None,
+        Ok(real) => Some(format!(
+            "{path:?} resolves to {}, outside the manifest's folder {}",
+            real.display(),
+            folder.display()
+        )),
+        Err(_) => {
+            let mut depth: usize = 0;
+            for component in Path::new(path).components() {
+                match component {
+                    Component::Normal(_) => depth += 1,
+                    Component::CurDir => {}
+                    Component::ParentDir if depth > 0 => depth -= 1,
+                    Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
+                        return Some(format!(
+                            "{path:?} leads outside the manifest's folder {}",
+                            folder.display()
+                        ));
+                    }
+                }
+            }
+            None
+        }
     }
 }
 
@@ -418,6 +473,50 @@ fn print_text(results: &[ObjectResult]) {
         );
         for line in r.plan.iter().flatten() {
             println!("  would write {line}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_confined_to_the_manifest_folder() {
+        let root = tempfile::tempdir().unwrap();
+        let folder = root.path().join("manifests");
+        std::fs::create_dir_all(folder.join("files")).unwrap();
+        std::fs::write(folder.join("files/a.raw"), "a").unwrap();
+        std::fs::write(root.path().join("secret.json"), "{}").unwrap();
+        std::os::unix::fs::symlink(root.path().join("secret.json"), folder.join("link.json"))
+            .unwrap();
+        std::os::unix::fs::symlink(folder.join("files/a.raw"), folder.join("inner.raw")).unwrap();
+        for inside in [
+            "files/a.raw",
+            "./files/../files/a.raw",
+            "inner.raw",
+            "missing.raw",
+            "files/../missing.raw",
+        ] {
+            assert_eq!(outside_folder(&folder, inside), None, "{inside}");
+        }
+        let absolute_inside = folder.join("files/a.raw");
+        assert_eq!(
+            outside_folder(&folder, absolute_inside.to_str().unwrap()),
+            None
+        );
+        for outside in [
+            "../secret.json",
+            "link.json",
+            "/etc/hostname",
+            "../missing.json",
+            "files/../../missing.json",
+            "/nonexistent/x",
+        ] {
+            assert!(
+                outside_folder(&folder, outside).is_some(),
+                "{outside} should be outside"
+            );
         }
     }
 }

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use super::exit;
 use crate::engine::{Engine, EngineError};
 use crate::intent::{ArtifactIntent, InvalidSpec};
-use crate::oci::ImageReference;
 use crate::oci::media_types::TITLE_ANNOTATION;
+use crate::oci::{ImageReference, Tag};
 use crate::registry::{DockerConfig, RawManifest, RegistryClient};
 use crate::sources::{UrlFetcher, UrlPolicy};
 
@@ -118,12 +118,27 @@ pub fn parse_tagged(what: &str, text: &str) -> Result<ImageReference, Failure> {
         )));
     }
     let reference = parse_reference(what, text)?;
-    if reference.tag().is_none() {
-        return Err(Failure::invalid(format!(
-            "{what} {text:?} names no tag; expected host[:port]/repository:tag"
-        )));
+    match reference.tag() {
+        None => {
+            return Err(Failure::invalid(format!(
+                "{what} {text:?} names no tag; expected host[:port]/repository:tag"
+            )));
+        }
+        Some(tag) => tag_to_write(what, tag)?,
     }
     Ok(reference)
+}
+
+/// A tag the verb writes; refused in the shape of a tag that tools derive from a digest, since
+/// writing it would replace the referrers or signatures kept there.
+pub fn tag_to_write(what: &str, tag: &Tag) -> Result<(), Failure> {
+    match tag.reserved_for() {
+        Some(kept) => Err(Failure::invalid(format!(
+            "{what}: tag {:?} has the shape of the tag that holds {kept} of a digest; writing it would replace them",
+            tag.as_str()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// An engine error as the command line shows it: the verbs name their intents' fields after

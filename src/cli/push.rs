@@ -112,6 +112,7 @@ fn split_reference(text: &str, has_subject: bool) -> Result<(Repository, Vec<Tag
                 "REF {text:?}: {tag:?} is not a valid tag ([A-Za-z0-9_][A-Za-z0-9._-]{{0,127}})"
             )));
         };
+        common::tag_to_write(&format!("REF {text:?}"), &tag)?;
         if parsed.contains(&tag) {
             return Err(Failure::invalid(format!(
                 "REF {text:?}: tag {:?} is listed twice",

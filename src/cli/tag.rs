@@ -32,11 +32,13 @@ async fn tag(args: TagArgs) -> Outcome {
         .tags
         .iter()
         .map(|tag| {
-            Tag::parse(tag).map_err(|_| {
+            let parsed = Tag::parse(tag).map_err(|_| {
                 Failure::invalid(format!(
                     "TAG {tag:?}: expected a tag ([A-Za-z0-9_][A-Za-z0-9._-]{{0,127}}), not a reference"
                 ))
-            })
+            })?;
+            common::tag_to_write("TAG", &parsed)?;
+            Ok::<_, Failure>(parsed)
         })
         .collect::<Result<Vec<_>, _>>()?;
     if let Some(twice) = tags

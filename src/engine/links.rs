@@ -15,8 +15,7 @@ use crate::oci::media_types::OCI_INDEX;
 use crate::oci::{ImageReference, Repository};
 use crate::registry::ManifestHead;
 
-/// The annotation key prefix of `spec.links`.
-pub const LINK_ANNOTATION_PREFIX: &str = "io.gardenlinux.link.";
+pub use crate::oci::media_types::LINK_ANNOTATION_PREFIX;
 /// Writes of one change to a fallback index before giving up.
 const FALLBACK_ATTEMPTS: u32 = 12;
 /// After a write, the index is checked again after each of these waits.

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::intent::ArtifactIntent;
+use crate::intent::{ArtifactIntent, ReferenceTarget};
 use crate::oci::{Repository, Tag};
 
 /// What ordering needs to know of an object.
@@ -47,9 +47,33 @@ pub fn dependencies(nodes: &[Node<'_>]) -> Vec<Vec<usize>> {
         .collect()
 }
 
+/// Whether an index entry or the subject of `node` is `node` itself, by name or by one of its
+/// own tags: a cycle of one. (An image copy of its own tag is not one: it copies the tag's
+/// current content, and fails when there is none.)
+fn names_itself(node: &Node<'_>) -> bool {
+    let intent = node.intent;
+    intent
+        .references()
+        .any(|reference| match &reference.target {
+            ReferenceTarget::Object(name) => name == node.name,
+            ReferenceTarget::Registry(relative) => {
+                let resolved = relative.resolve_in(&intent.repository);
+                resolved.digest().is_none()
+                    && resolved.repository() == &intent.repository
+                    && resolved.tag().is_some_and(|tag| intent.tags.contains(tag))
+            }
+        })
+}
+
 /// Indexes of `nodes` in waves: every object of a wave depends only on objects of earlier
 /// waves. A cycle is an error listing the objects caught in it (by index).
 pub fn waves(nodes: &[Node<'_>]) -> Result<Vec<Vec<usize>>, Vec<usize>> {
+    let itself: Vec<usize> = (0..nodes.len())
+        .filter(|i| names_itself(&nodes[*i]))
+        .collect();
+    if !itself.is_empty() {
+        return Err(itself);
+    }
     let depends_on = dependencies(nodes);
     // Kahn's algorithm, level by level.
     let mut wave_of: Vec<Option<usize>> = vec![None; nodes.len()];
@@ -166,5 +190,29 @@ mod tests {
             })
             .collect();
         assert_eq!(waves(&nodes).unwrap(), vec![vec![1, 3], vec![0, 2]]);
+    }
+
+    #[test]
+    fn an_index_or_referrer_naming_itself_is_a_cycle_of_one() {
+        let by_name = spec(
+            "{repository: h:1/r, tags: [a], source: {index: {manifests: [{artifactRef: {name: me}}]}}}",
+        );
+        let by_subject = spec(
+            "{repository: h:1/r, tags: [], subject: {artifactRef: {name: me}}, source: {files: [{name: a.sbom, content: z}]}}",
+        );
+        let copy_of_own_tag =
+            spec("{repository: h:1/r, tags: [a], source: {image: {reference: 'h:1/r:a'}}}");
+        for (intent, expected) in [
+            (&by_name, Err(vec![0])),
+            (&by_subject, Err(vec![0])),
+            (&copy_of_own_tag, Ok(vec![vec![0]])),
+        ] {
+            let nodes = [Node {
+                namespace: "n",
+                name: "me",
+                intent,
+            }];
+            assert_eq!(waves(&nodes), expected, "{intent:?}");
+        }
     }
 }

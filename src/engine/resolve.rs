@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use futures::future::try_join_all;
 use oci_client::manifest::{OciImageIndex, OciImageManifest};
 
@@ -17,6 +18,9 @@ use crate::oci::Repository;
 use crate::oci::digest::{VerifyingStream, sha256_digest};
 use crate::oci::media_types::is_index;
 use crate::registry::RawManifest;
+
+/// The largest image config read to check a single manifest's platform; configs are a few KiB.
+const MAX_CONFIG_SIZE: u64 = 4 * 1024 * 1024;
 
 /// What resolving learned of a layer's blob in the target.
 enum BlobState {
@@ -234,6 +238,15 @@ impl Engine {
                     Some(base) => base.join(path),
                     None => path.into(),
                 };
+                if let Some(kind) = not_a_regular_file(&full) {
+                    return Err(EngineError::source(
+                        &field.child("path"),
+                        format!(
+                            "{} is {kind}, not a regular file; refused before reading it",
+                            full.display()
+                        ),
+                    ));
+                }
                 let (digest, size) = crate::sources::hash_file(&full).await.map_err(|e| {
                     EngineError::source(
                         &field.child("path"),
@@ -370,9 +383,84 @@ impl Engine {
                         )
                     })?
             }
-            _ => raw,
+            Some(platform) => {
+                self.check_single_platform(copy, &raw, platform).await?;
+                raw
+            }
+            None => raw,
         };
         Box::pin(self.copied_manifest(field, source.repository(), raw, 0)).await
+    }
+
+    /// `platform` on a source that is one manifest, not an index: its config must say that
+    /// platform, or the copy would be of another one without a word.
+    async fn check_single_platform(
+        &self,
+        copy: &ImageCopy,
+        raw: &RawManifest,
+        platform: &str,
+    ) -> Result<(), EngineError> {
+        let source = &copy.source;
+        let refuse = |detail: String| {
+            EngineError::source(
+                &copy.platform_field,
+                format!("{source} is a single manifest, not an index, {detail}"),
+            )
+        };
+        let manifest: OciImageManifest = serde_json::from_slice(&raw.bytes).map_err(|e| {
+            refuse(format!(
+                "and not a valid image manifest ({e}); its platform cannot be checked"
+            ))
+        })?;
+        let config = &manifest.config;
+        let unreadable = || {
+            refuse(format!(
+                "and its config ({}, {} bytes) names no platform; {platform} cannot be checked",
+                config.media_type, config.size
+            ))
+        };
+        if config.size < 0 || config.size as u64 > MAX_CONFIG_SIZE {
+            return Err(unreadable());
+        }
+        let mut blob = self
+            .registry
+            .get_blob(source.repository(), &config.digest)
+            .await?;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = blob.next().await {
+            bytes.extend_from_slice(&chunk?);
+            if bytes.len() as u64 > MAX_CONFIG_SIZE {
+                return Err(unreadable());
+            }
+        }
+        #[derive(serde::Deserialize)]
+        struct ConfigPlatform {
+            os: Option<String>,
+            architecture: Option<String>,
+            variant: Option<String>,
+        }
+        let Ok(ConfigPlatform {
+            os: Some(os),
+            architecture: Some(architecture),
+            variant,
+        }) = serde_json::from_slice(&bytes)
+        else {
+            return Err(unreadable());
+        };
+        let mut wanted = platform.split('/');
+        let matches = wanted.next() == Some(os.as_str())
+            && wanted.next() == Some(architecture.as_str())
+            && wanted.next().is_none_or(|v| variant.as_deref() == Some(v));
+        if matches {
+            return Ok(());
+        }
+        let found = match &variant {
+            Some(variant) => format!("{os}/{architecture}/{variant}"),
+            None => format!("{os}/{architecture}"),
+        };
+        Err(refuse(format!(
+            "for {found}; it has no {platform} manifest"
+        )))
     }
 
     /// A manifest copied byte for byte, with the blobs and children it needs in the target.
@@ -488,6 +576,27 @@ fn pick_platform(raw: &RawManifest, platform: &str) -> Result<String, String> {
         })
 }
 
+/// What `path` is when it exists but is not a regular file (after symlinks): reading a FIFO or
+/// a character device such as `/dev/zero` would never end. A path that cannot be looked at is
+/// left to the read, which names the error.
+fn not_a_regular_file(path: &std::path::Path) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = std::fs::metadata(path).ok()?.file_type();
+    if kind.is_file() {
+        None
+    } else if kind.is_dir() {
+        Some("a directory")
+    } else if kind.is_fifo() {
+        Some("a FIFO")
+    } else if kind.is_socket() {
+        Some("a socket")
+    } else if kind.is_char_device() || kind.is_block_device() {
+        Some("a device")
+    } else {
+        Some("neither a file nor a directory")
+    }
+}
+
 /// Counts the bytes that pass, for content whose size is only known once read.
 pub(super) struct CountingStream<S> {
     inner: S,
@@ -597,5 +706,73 @@ source:
         assert_eq!(registry.count(Operation::GetBlob), image.blobs.len());
         assert_eq!(registry.count(Operation::FinishUpload), image.blobs.len());
         assert!(image.blobs.iter().all(|d| registry.has_blob(&c, d)));
+    }
+
+    /// `platform` on a single manifest: checked against its config in every mode, and a
+    /// mismatch writes nothing.
+    #[tokio::test]
+    async fn platform_on_a_single_manifest_must_match_its_config() {
+        let registry = Arc::new(MemoryRegistry::default());
+        let engine = engine(&registry);
+        let a = repo("a");
+        let config = r#"{"architecture":"arm","os":"linux","variant":"v7"}"#;
+        let config_digest = registry.insert_blob(&a, config);
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": crate::oci::media_types::OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest,
+                "size": config.len(),
+            },
+            "layers": [],
+        });
+        registry.insert_manifest(
+            &a,
+            Some("arm"),
+            crate::oci::media_types::OCI_MANIFEST,
+            serde_json::to_vec(&manifest).unwrap(),
+        );
+        seed_image(&registry, &a, "plain", &["layer"]);
+        let with_platform = |tag: &str, source: &str, platform: &str| {
+            format!("{}    platform: {platform}\n", copy_spec("b", tag, source))
+        };
+        for mode in [Mode::DryRun, Mode::Apply] {
+            for (source, platform, expected) in [
+                (
+                    "a:arm",
+                    "linux/arm64",
+                    "for linux/arm/v7; it has no linux/arm64 manifest",
+                ),
+                (
+                    "a:arm",
+                    "linux/arm/v6",
+                    "for linux/arm/v7; it has no linux/arm/v6 manifest",
+                ),
+                ("a:plain", "linux/amd64", "names no platform"),
+            ] {
+                let err = reconcile_yaml(&engine, &with_platform("x", source, platform), mode)
+                    .await
+                    .unwrap_err()
+                    .to_string();
+                assert!(
+                    err.starts_with("spec.source.image.platform: ")
+                        && err.contains("is a single manifest, not an index")
+                        && err.contains(expected),
+                    "{err}"
+                );
+            }
+        }
+        assert_eq!(registry.tag(&repo("b"), "x"), None);
+        for platform in ["linux/arm", "linux/arm/v7"] {
+            reconcile_yaml(
+                &engine,
+                &with_platform("ok", "a:arm", platform),
+                Mode::Apply,
+            )
+            .await
+            .unwrap();
+        }
+        assert_eq!(registry.tag(&repo("b"), "ok"), registry.tag(&a, "arm"));
     }
 }

@@ -32,6 +32,10 @@ macro_rules! digest {
 
 pub const REPOSITORY: &str = concat!("^", host!(), "/", path!(), "$");
 pub const TAG: &str = concat!("^", tag!(), "$");
+/// Tags that registries and cosign derive from a subject's digest: the referrers fallback index
+/// (`sha256-<hex>`) and cosign's signature, attestation and SBOM tags. Writing one by hand
+/// replaces what tools keep there, so no front end accepts one as a tag to write.
+pub const RESERVED_TAG: &str = r"^sha256-[a-f0-9]{64}(?:\.(?:sig|att|sbom))?$";
 pub const DIGEST: &str = concat!("^", digest!(), "$");
 /// A tag, a digest, or both; the registry host is required.
 pub const IMAGE_REFERENCE: &str = concat!(
@@ -73,6 +77,7 @@ fn compiled(pattern: &'static str) -> Regex {
 
 pub static REPOSITORY_RE: LazyLock<Regex> = LazyLock::new(|| compiled(REPOSITORY));
 pub static TAG_RE: LazyLock<Regex> = LazyLock::new(|| compiled(TAG));
+pub static RESERVED_TAG_RE: LazyLock<Regex> = LazyLock::new(|| compiled(RESERVED_TAG));
 pub static DIGEST_RE: LazyLock<Regex> = LazyLock::new(|| compiled(DIGEST));
 pub static IMAGE_REFERENCE_RE: LazyLock<Regex> = LazyLock::new(|| compiled(IMAGE_REFERENCE));
 pub static RELATIVE_REFERENCE_RE: LazyLock<Regex> = LazyLock::new(|| compiled(RELATIVE_REFERENCE));

@@ -11,6 +11,8 @@ pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
 pub const UNKNOWN_ARTIFACT: &str = "application/vnd.unknown.artifact.v1";
 /// The layer annotation that names a file.
 pub const TITLE_ANNOTATION: &str = "org.opencontainers.image.title";
+/// The prefix of the manifest annotations `spec.links` become (`io.gardenlinux.link.<rel>`).
+pub const LINK_ANNOTATION_PREFIX: &str = "io.gardenlinux.link.";
 
 /// Every manifest media type we read; sent as `Accept` on manifest requests.
 pub const MANIFEST_ACCEPT: &[&str] = &[

@@ -5,7 +5,7 @@
 use std::fmt;
 
 use super::digest::Digest;
-use super::grammar::{IMAGE_REFERENCE_RE, REPOSITORY_RE, TAG_RE};
+use super::grammar::{IMAGE_REFERENCE_RE, REPOSITORY_RE, RESERVED_TAG_RE, TAG_RE};
 
 /// The one identity of a registry, whatever its spelling: host names compare without case; a
 /// default port is the same registry as none (`:443` for a registry reached over HTTPS, `:80`
@@ -203,6 +203,26 @@ impl Tag {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// What the tag is kept for when it has the shape of a tag that tools derive from a
+    /// subject's digest (see [`super::grammar::RESERVED_TAG`]); such a tag is read, never
+    /// written from user input.
+    pub fn reserved_for(&self) -> Option<&'static str> {
+        reserved_for(&self.0)
+    }
+}
+
+/// [`Tag::reserved_for`] of a string not yet parsed.
+pub fn reserved_for(tag: &str) -> Option<&'static str> {
+    if !RESERVED_TAG_RE.is_match(tag) {
+        return None;
+    }
+    Some(match tag.rsplit_once('.').map(|(_, suffix)| suffix) {
+        Some("sig") => "cosign signatures",
+        Some("att") => "cosign attestations",
+        Some("sbom") => "cosign SBOMs",
+        _ => "the referrers fallback index",
+    })
 }
 
 impl fmt::Display for Tag {
