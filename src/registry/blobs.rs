@@ -11,7 +11,7 @@ use reqwest::{Method, StatusCode};
 use super::auth::Access;
 use super::client::RegistryClient;
 use super::error::Error;
-use super::headers::{content_length, header_str, retry_after, strip_query};
+use super::headers::{content_length, location, retry_after, strip_query};
 use super::transport::check;
 use crate::http_client::describe_transport;
 use crate::oci::Repository;
@@ -101,13 +101,10 @@ impl RegistryClient {
         if response.status() == StatusCode::CREATED && mount_from.is_some() {
             return Ok(UploadStart::Mounted);
         }
-        let location =
-            header_str(response.headers(), header::LOCATION.as_str()).ok_or_else(|| {
-                Error::Invalid {
-                    what: format!("POST {}", strip_query(&url)),
-                    detail: "the registry opened an upload without a Location".into(),
-                }
-            })?;
+        let location = location(response.headers()).ok_or_else(|| Error::Invalid {
+            what: format!("POST {}", strip_query(&url)),
+            detail: "the registry opened an upload without a Location".into(),
+        })?;
         let base = reqwest::Url::parse(&url).expect("our URLs parse");
         let session = base.join(&location).map_err(|_| Error::Invalid {
             what: format!("POST {}", strip_query(&url)),
