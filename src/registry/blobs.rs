@@ -142,10 +142,13 @@ impl RegistryClient {
         if let Some(size) = size {
             request = request.header(header::CONTENT_LENGTH, size);
         }
-        if let Some(value) = self
+        let authorization = self
             .authorization(repo.registry(), &Access::Push(repo))
-            .await?
-        {
+            .await?;
+        let sent_bearer = authorization
+            .as_ref()
+            .is_some_and(|v| v.as_bytes().starts_with(b"Bearer "));
+        if let Some(value) = authorization {
             request = request.header(header::AUTHORIZATION, value);
         }
         let _in_flight = self.budgets.acquire(repo.registry()).await;
@@ -163,6 +166,15 @@ impl RegistryClient {
             // Retry-After has passed, that and every other request to the registry waits.
             let wait = self.backoff(1, retry_after(response.headers()));
             self.budgets.pause(repo.registry(), wait);
+        }
+        if response.status() == StatusCode::UNAUTHORIZED && sent_bearer {
+            // The token lapsed (or was revoked) before the registry took the upload. The body
+            // is gone, so the engine's blob retry starts the upload over with a new token.
+            self.forget_token(repo.registry(), &Access::Push(repo));
+            return Err(Error::TokenExpired {
+                method: "PUT".into(),
+                url: shown,
+            });
         }
         check(Method::PUT, &shown, response).await?;
         if let Some(size) = size {
