@@ -304,3 +304,56 @@ fn a_token_for_one_repository_is_refused_for_another() {
         ("404", "401", "401")
     );
 }
+
+/// The referrers API cut into pages of 5: `discover` and `copy --referrers` see all 7.
+fn referrers_beyond_one_page(profile: Profile) {
+    let registry = Registry::start();
+    let proxy = FaultProxy::with_profile(&registry.addr, profile);
+    let input = tempfile::tempdir().unwrap();
+    let file = input.path().join("gl-1.0.release");
+    std::fs::write(&file, "ID=gardenlinux\n").unwrap();
+    let subject = format!("{}/refs/app:1.0", proxy.addr);
+    run_ok(&["push", &subject, file.to_str().unwrap()]);
+    let mut referrers = Vec::new();
+    for i in 0..7 {
+        let note = input.path().join(format!("note-{i}.txt"));
+        std::fs::write(&note, format!("note {i}\n")).unwrap();
+        let out = json(&[
+            "push",
+            &format!("{}/refs/app", proxy.addr),
+            &format!("{}:text/plain", note.display()),
+            "--subject",
+            &subject,
+            "-o",
+            "json",
+        ]);
+        assert_eq!(out["subject"]["via"], "referrers-api", "{out:#}");
+        referrers.push(out["digest"].as_str().unwrap().to_string());
+    }
+    referrers.sort();
+    let discovered = |reference: &str| {
+        let tree = json(&["discover", reference, "--format", "json"]);
+        let mut found: Vec<String> = tree["referrers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| r["digest"].as_str().unwrap().to_string())
+            .collect();
+        found.sort();
+        found
+    };
+    assert_eq!(discovered(&subject), referrers, "{profile:?}: discover");
+    let copy = format!("{}/refs/mirror:1.0", proxy.addr);
+    run_ok(&["copy", "--referrers", &subject, &copy]);
+    assert_eq!(discovered(&copy), referrers, "{profile:?}: the mirror");
+}
+
+#[test]
+fn harbor_referrers_beyond_one_page_are_all_discovered_and_mirrored() {
+    referrers_beyond_one_page(Profile::Harbor);
+}
+
+#[test]
+fn quay_referrers_beyond_one_page_are_all_discovered_and_mirrored() {
+    referrers_beyond_one_page(Profile::Quay);
+}
