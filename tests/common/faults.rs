@@ -1128,10 +1128,10 @@ impl ProfileState {
                 }
                 let mut answer =
                     ask_upstream(&shared.upstream, "PUT", &head.target, &head.headers, &body)?;
-                if answer.status == 201 {
-                    if let Some(subject) = self.index_referrer(&name, head, &body) {
-                        answer.headers.push(("OCI-Subject".into(), subject));
-                    }
+                if answer.status == 201
+                    && let Some(subject) = self.index_referrer(&name, head, &body)
+                {
+                    answer.headers.push(("OCI-Subject".into(), subject));
                 }
                 Ok(Step::Answer(answer))
             }
