@@ -357,3 +357,42 @@ fn harbor_referrers_beyond_one_page_are_all_discovered_and_mirrored() {
 fn quay_referrers_beyond_one_page_are_all_discovered_and_mirrored() {
     referrers_beyond_one_page(Profile::Quay);
 }
+
+/// The controller reconciles an object to Ready through each profile: paged tags, token
+/// scopes, redirected blobs and refused mounts included.
+#[test]
+fn the_controller_reconciles_to_ready_through_every_profile() {
+    use common::cluster::{Scene, Watch, artifact_object};
+    for profile in Profile::ALL {
+        let ns = format!("profile-{}", format!("{profile:?}").to_ascii_lowercase());
+        let mut scene = Scene::new(&[&ns], Watch::OwnNamespace);
+        let proxy = FaultProxy::with_profile(&scene.registry.addr, profile);
+        scene.start_namespaced_controller("c");
+        let repository = format!("{}/profiles/controller", proxy.addr);
+        let object = artifact_object(
+            &ns,
+            "through-profile",
+            &repository,
+            &["v1", "v2"],
+            "reconciled through a profile",
+            serde_json::json!({}),
+        );
+        scene.cluster.apply(&object.to_string());
+        let ready = scene.wait_ready(&ns, "through-profile");
+        let digest = ready["status"]["digest"].as_str().unwrap().to_string();
+        let out = json(&["discover", &format!("{repository}:v2"), "--format", "json"]);
+        assert_eq!(out["digest"], digest.as_str(), "{profile:?}");
+        let seen = proxy.seen();
+        assert!(
+            seen.iter()
+                .any(|s| s.method == "PUT" && s.path().ends_with("/manifests/v1")),
+            "{profile:?}: the controller's writes did not go through the profile"
+        );
+        if profile.token_auth() {
+            assert!(
+                proxy.profile().unwrap().tokens_issued() > 0,
+                "{profile:?}: no token asked for"
+            );
+        }
+    }
+}
