@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{BINARY, Registry, free_port};
+use super::{Registry, free_port};
 
 /// The release namespace of the chart, as in tests/chart.rs; the Lease lives here.
 pub const SYSTEM_NAMESPACE: &str = "garden-artifacts";
