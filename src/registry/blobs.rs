@@ -11,7 +11,7 @@ use reqwest::{Method, StatusCode};
 use super::auth::Access;
 use super::client::RegistryClient;
 use super::error::Error;
-use super::headers::{content_length, header_str, retry_after, strip_query};
+use super::headers::{content_length, location, retry_after, strip_query};
 use super::transport::check;
 use crate::http_client::describe_transport;
 use crate::oci::Repository;
@@ -101,13 +101,10 @@ impl RegistryClient {
         if response.status() == StatusCode::CREATED && mount_from.is_some() {
             return Ok(UploadStart::Mounted);
         }
-        let location =
-            header_str(response.headers(), header::LOCATION.as_str()).ok_or_else(|| {
-                Error::Invalid {
-                    what: format!("POST {}", strip_query(&url)),
-                    detail: "the registry opened an upload without a Location".into(),
-                }
-            })?;
+        let location = location(response.headers()).ok_or_else(|| Error::Invalid {
+            what: format!("POST {}", strip_query(&url)),
+            detail: "the registry opened an upload without a Location".into(),
+        })?;
         let base = reqwest::Url::parse(&url).expect("our URLs parse");
         let session = base.join(&location).map_err(|_| Error::Invalid {
             what: format!("POST {}", strip_query(&url)),
@@ -145,10 +142,13 @@ impl RegistryClient {
         if let Some(size) = size {
             request = request.header(header::CONTENT_LENGTH, size);
         }
-        if let Some(value) = self
+        let authorization = self
             .authorization(repo.registry(), &Access::Push(repo))
-            .await?
-        {
+            .await?;
+        let sent_bearer = authorization
+            .as_ref()
+            .is_some_and(|v| v.as_bytes().starts_with(b"Bearer "));
+        if let Some(value) = authorization {
             request = request.header(header::AUTHORIZATION, value);
         }
         let _in_flight = self.budgets.acquire(repo.registry()).await;
@@ -166,6 +166,15 @@ impl RegistryClient {
             // Retry-After has passed, that and every other request to the registry waits.
             let wait = self.backoff(1, retry_after(response.headers()));
             self.budgets.pause(repo.registry(), wait);
+        }
+        if response.status() == StatusCode::UNAUTHORIZED && sent_bearer {
+            // The token lapsed (or was revoked) before the registry took the upload. The body
+            // is gone, so the engine's blob retry starts the upload over with a new token.
+            self.forget_token(repo.registry(), &Access::Push(repo));
+            return Err(Error::TokenExpired {
+                method: "PUT".into(),
+                url: shown,
+            });
         }
         check(Method::PUT, &shown, response).await?;
         if let Some(size) = size {

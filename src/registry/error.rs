@@ -16,6 +16,12 @@ pub enum Error {
         url: String,
         detail: String,
     },
+    /// A bearer token was refused (401) for a request whose streamed body cannot be sent
+    /// again; the token is forgotten, so trying the operation again fetches a new one.
+    #[error(
+        "{method} {url}: the registry no longer accepts its token; a new one is fetched on the next try"
+    )]
+    TokenExpired { method: String, url: String },
     #[error("authentication with {registry} failed: {detail}")]
     Auth { registry: String, detail: String },
     #[error("{what}: expected digest {expected}, got {actual}")]
@@ -98,7 +104,7 @@ impl Error {
     pub fn class(&self) -> ErrorClass {
         match self {
             Error::Status { status, .. } => ErrorClass::of_status(*status),
-            Error::Transport { .. } => ErrorClass::Transient,
+            Error::Transport { .. } | Error::TokenExpired { .. } => ErrorClass::Transient,
             Error::Auth { .. } => ErrorClass::NeedsPerson(NeedsPerson::Unauthorized),
             Error::DigestMismatch { .. } | Error::Invalid { .. } => {
                 ErrorClass::NeedsPerson(NeedsPerson::Invalid)

@@ -73,34 +73,141 @@ pub(super) fn strip_query(url: &str) -> String {
     url.split('?').next().unwrap_or(url).to_string()
 }
 
-/// The `rel="next"` target of the `Link` header of a page, if there is a next page.
+/// The `rel="next"` target of a page's `Link` headers (every `Link` header, every link in
+/// each), if there is a next page.
 pub(super) fn next_link_of(headers: &HeaderMap) -> Option<String> {
-    header_str(headers, header::LINK.as_str()).and_then(|link| next_link(&link))
+    headers
+        .get_all(header::LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(next_link)
 }
 
-/// The URL of the next page: a `Link` target resolved against the current page.
+/// `Location`, whole: a pre-signed URL may carry `;` in its path or query, so unlike the
+/// other headers it has no parameters to cut off.
+pub(super) fn location(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// The URL of the next page: a `Link` target resolved against the current page. The target
+/// must stay on the registry the current page came from: the request carries its credentials.
 pub(super) fn next_page(current: &str, target: &str) -> Result<String, Error> {
-    reqwest::Url::parse(current)
-        .and_then(|base| base.join(target))
-        .map(String::from)
-        .map_err(|_| Error::Invalid {
-            what: format!("GET {}", strip_query(current)),
-            detail: "the Link header is not a URL".into(),
-        })
+    let invalid = |detail: &str| Error::Invalid {
+        what: format!("GET {}", strip_query(current)),
+        detail: detail.into(),
+    };
+    let base = reqwest::Url::parse(current).map_err(|_| invalid("the page URL is not a URL"))?;
+    let next = base
+        .join(target)
+        .map_err(|_| invalid("the Link header is not a URL"))?;
+    if next.origin() != base.origin() {
+        return Err(invalid(
+            "the Link header sends the next page to another host; not followed",
+        ));
+    }
+    Ok(next.into())
 }
 
-/// The `rel="next"` target of a `Link` header.
+/// One link of a `Link` header (RFC 8288 section 3): its target, as written, and its relation
+/// types, lower-cased.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Link {
+    pub target: String,
+    pub relations: Vec<String>,
+}
+
+/// Every link of one `Link` header value: `<target>; param=value; param="quoted", <...>`.
+/// Targets may hold `,` and `;`; `rel` may sit among other parameters and list several
+/// space-separated types. A link that does not parse is skipped up to the next `,`.
+pub(super) fn parse_links(value: &str) -> Vec<Link> {
+    let mut links = Vec::new();
+    let mut rest = value;
+    loop {
+        rest = rest.trim_start_matches([' ', '\t', ',']);
+        if rest.is_empty() {
+            return links;
+        }
+        let Some(after_open) = rest.strip_prefix('<') else {
+            rest = rest.split_once(',').map_or("", |(_, after)| after);
+            continue;
+        };
+        let Some((target, after_target)) = after_open.split_once('>') else {
+            return links;
+        };
+        rest = after_target;
+        let mut relations = Vec::new();
+        // Parameters until the `,` that ends this link.
+        loop {
+            rest = rest.trim_start_matches([' ', '\t']);
+            let Some(after_semicolon) = rest.strip_prefix(';') else {
+                break;
+            };
+            let name_end = after_semicolon
+                .find(['=', ';', ','])
+                .unwrap_or(after_semicolon.len());
+            let name = after_semicolon[..name_end].trim().to_ascii_lowercase();
+            rest = &after_semicolon[name_end..];
+            let value = match rest.strip_prefix('=') {
+                Some(after_equals) => {
+                    let (value, after_value) = param_value(after_equals.trim_start());
+                    rest = after_value;
+                    value
+                }
+                None => String::new(),
+            };
+            // RFC 8288 3.3: only the first `rel` counts.
+            if name == "rel" && relations.is_empty() {
+                relations = value
+                    .split_ascii_whitespace()
+                    .map(str::to_ascii_lowercase)
+                    .collect();
+            }
+        }
+        links.push(Link {
+            target: target.trim().to_string(),
+            relations,
+        });
+        // Anything up to the next `,` that is not a parameter is not ours to guess at.
+        rest = match rest.trim_start().strip_prefix(',') {
+            Some(after) => after,
+            None => rest.split_once(',').map_or("", |(_, after)| after),
+        };
+    }
+}
+
+/// A parameter value, a token or a quoted-string (with `\` escapes), and what follows it.
+fn param_value(text: &str) -> (String, &str) {
+    if let Some(quoted) = text.strip_prefix('"') {
+        let mut value = String::new();
+        let mut chars = quoted.char_indices();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some((_, escaped)) = chars.next() {
+                        value.push(escaped);
+                    }
+                }
+                '"' => return (value, &quoted[i + 1..]),
+                c => value.push(c),
+            }
+        }
+        (value, "")
+    } else {
+        let end = text.find([';', ',']).unwrap_or(text.len());
+        (text[..end].trim().to_string(), &text[end..])
+    }
+}
+
+/// The `rel="next"` target of one `Link` header value.
 pub(super) fn next_link(link: &str) -> Option<String> {
-    link.split(',').find_map(|part| {
-        let (target, params) = part.split_once(';')?;
-        params.contains("rel=\"next\"").then(|| {
-            target
-                .trim()
-                .trim_start_matches('<')
-                .trim_end_matches('>')
-                .to_string()
-        })
-    })
+    parse_links(link)
+        .into_iter()
+        .find(|l| l.relations.iter().any(|r| r == "next"))
+        .map(|l| l.target)
 }
 
 /// The `Link` header of a page with more after it, as Distribution writes it.
@@ -127,6 +234,88 @@ mod tests {
         );
         assert_eq!(retry_after_at("soon", now), None);
         assert_eq!(retry_after_at("-3", now), None);
+    }
+
+    fn next_of(values: &[&str]) -> Option<String> {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(header::LINK, HeaderValue::from_str(value).unwrap());
+        }
+        next_link_of(&headers)
+    }
+
+    #[test]
+    fn reads_the_link_headers_registries_send() {
+        // ghcr.io, Distribution 3 and Harbor: a relative target, `rel="next"`.
+        assert_eq!(
+            next_of(&[r#"</v2/o/r/tags/list?last=v1.2&n=100>; rel="next""#]).as_deref(),
+            Some("/v2/o/r/tags/list?last=v1.2&n=100")
+        );
+        // Quay: an absolute target with an opaque page token.
+        assert_eq!(
+            next_of(&[
+                r#"<https://quay.io/v2/o/r/tags/list?n=50&next_page=gAAAAB%3D%3D>;rel="next""#
+            ])
+            .as_deref(),
+            Some("https://quay.io/v2/o/r/tags/list?n=50&next_page=gAAAAB%3D%3D")
+        );
+        // Unquoted, upper case, among other parameters, one of several relation types.
+        assert_eq!(
+            next_of(&[r#"</p2>; type="application/json"; rel=NEXT"#]).as_deref(),
+            Some("/p2")
+        );
+        assert_eq!(
+            next_of(&[r#"</p2>; title="a; b, c"; rel="prev next""#]).as_deref(),
+            Some("/p2")
+        );
+        // Several links in one header, the next one second; a target holding `;` and `,`.
+        assert_eq!(
+            next_of(&[r#"</p0>; rel="prev", </p2;x=1,y>; rel="next""#]).as_deref(),
+            Some("/p2;x=1,y")
+        );
+        // Several headers.
+        assert_eq!(
+            next_of(&[r#"</p0>; rel="prev""#, r#"</p2>; rel="next""#]).as_deref(),
+            Some("/p2")
+        );
+        // No next page; `rel` only counts once; a quoted escape does not end the value.
+        assert_eq!(next_of(&[r#"</p0>; rel="prev""#]), None);
+        assert_eq!(next_of(&[r#"</p0>; rel="prev"; rel="next""#]), None);
+        assert_eq!(
+            next_of(&[r#"</p2>; title="say \"hi\"; rel=next"; rel="next""#]).as_deref(),
+            Some("/p2")
+        );
+        assert_eq!(
+            next_of(&["garbage, </p2>; rel=next"]).as_deref(),
+            Some("/p2")
+        );
+        assert_eq!(next_of(&[]), None);
+    }
+
+    #[test]
+    fn a_next_page_on_another_host_is_refused() {
+        let current = "http://r:5000/v2/a/tags/list?n=2";
+        assert_eq!(
+            next_page(current, "http://r:5000/v2/a/tags/list?last=b").unwrap(),
+            "http://r:5000/v2/a/tags/list?last=b"
+        );
+        assert!(next_page(current, "http://elsewhere:5000/v2/a/tags/list").is_err());
+        assert!(next_page(current, "https://r:5000/v2/a/tags/list").is_err());
+    }
+
+    #[test]
+    fn a_location_keeps_its_semicolons() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::LOCATION,
+            HeaderValue::from_static(
+                "https://cdn.example/b/sha256:ab;v=1?X-Amz-Signature=a%3Bb;c&X-Amz-Expires=60",
+            ),
+        );
+        assert_eq!(
+            location(&headers).as_deref(),
+            Some("https://cdn.example/b/sha256:ab;v=1?X-Amz-Signature=a%3Bb;c&X-Amz-Expires=60")
+        );
     }
 
     #[test]

@@ -12,14 +12,28 @@ use super::transport::check;
 use crate::oci::Repository;
 use crate::oci::media_types::OCI_INDEX;
 
+/// Pages of referrers read for one subject before giving up: a registry that pages forever
+/// (or in a circle) is an error, not a hang.
+pub(super) const MAX_REFERRER_PAGES: usize = 100;
+
 impl RegistryClient {
     /// `GET /v2/<name>/referrers/<digest>`: the referrers index, or `None` when the registry has
     /// no referrers API (404 without an OCI index body). Follows `Link` pagination and merges
-    /// the pages into one index.
+    /// the pages into one index, reading at most [`MAX_REFERRER_PAGES`].
     pub async fn referrers(&self, repo: &Repository, digest: &str) -> Result<Option<Bytes>, Error> {
         let mut url = self.url(repo, &format!("referrers/{digest}"));
         let mut merged: Option<serde_json::Value> = None;
+        let mut pages = 0;
         loop {
+            pages += 1;
+            if pages > MAX_REFERRER_PAGES {
+                return Err(Error::Invalid {
+                    what: format!("GET {}", strip_query(&url)),
+                    detail: format!(
+                        "the registry lists the referrers in more than {MAX_REFERRER_PAGES} pages"
+                    ),
+                });
+            }
             let mut headers = HeaderMap::new();
             headers.insert(header::ACCEPT, HeaderValue::from_static(OCI_INDEX));
             let response = self

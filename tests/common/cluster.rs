@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{BINARY, Registry, free_port};
+use super::{Registry, free_port};
 
 /// The release namespace of the chart, as in tests/chart.rs; the Lease lives here.
 pub const SYSTEM_NAMESPACE: &str = "garden-artifacts";
@@ -628,7 +628,7 @@ impl Controller {
             let port = free_port();
             let metrics_addr = format!("127.0.0.1:{port}");
             let log_file = std::fs::File::create(&log).unwrap();
-            let mut command = Command::new(BINARY);
+            let mut command = Command::new(super::binary());
             command.args(["controller", "--metrics-addr", &metrics_addr]);
             if !args.contains(&"--log-format") {
                 command.args(["--log-format", "text"]);
@@ -649,7 +649,7 @@ impl Controller {
                 command.env(k, v);
             }
             let child = command.spawn().expect("the controller starts");
-            register_child(&pidfile, child.id(), BINARY);
+            register_child(&pidfile, child.id(), &super::binary());
             let mut controller = Controller {
                 name: name.to_string(),
                 metrics_addr,

@@ -141,6 +141,8 @@ impl Seen {
 
 struct Shared {
     upstream: String,
+    /// The registry behaviour the proxy puts on, if any.
+    profile: Option<ProfileState>,
     epoch: Instant,
     rules: Mutex<Vec<Rule>>,
     log: Mutex<Vec<Seen>>,
@@ -157,9 +159,19 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// A proxy in front of `upstream` (`host:port`, plain HTTP).
     pub fn start(upstream: &str) -> Self {
+        Self::start_with(upstream, None)
+    }
+
+    /// A proxy in front of `upstream` that behaves like `profile` (see [`Profile`]).
+    pub fn with_profile(upstream: &str, profile: Profile) -> Self {
+        Self::start_with(upstream, Some(profile))
+    }
+
+    fn start_with(upstream: &str, profile: Option<Profile>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
         let addr = listener.local_addr().unwrap().to_string();
         let shared = Arc::new(Shared {
+            profile: profile.map(|p| ProfileState::start(p, &addr, upstream)),
             upstream: upstream.to_string(),
             epoch: Instant::now(),
             rules: Mutex::default(),
@@ -388,10 +400,30 @@ fn handle(shared: &Shared, client: TcpStream) -> io::Result<()> {
     client.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut writer = client.try_clone()?;
     let mut reader = BufReader::with_capacity(64 * 1024, client);
-    let Some(head) = read_head(&mut reader)? else {
+    let Some(mut head) = read_head(&mut reader)? else {
         return Ok(());
     };
     let started = shared.epoch.elapsed();
+    // The log shows what the client sent, before a profile rewrites it.
+    let sent_target = head.target.clone();
+    if let Some(profile) = &shared.profile {
+        match profile.step(shared, &mut head, &mut reader)? {
+            Step::Forward => {}
+            Step::Answer(answer) => {
+                shared.log.lock().unwrap().push(Seen {
+                    method: head.method.clone(),
+                    target: sent_target,
+                    status: Some(answer.status),
+                    fault: None,
+                    started,
+                    answered: Some(shared.epoch.elapsed()),
+                    body_bytes: 0,
+                });
+                answer.write(&mut writer, head.method == "HEAD")?;
+                return Ok(());
+            }
+        }
+    }
 
     // Which rule, if any.
     let chosen = {
@@ -429,7 +461,7 @@ fn handle(shared: &Shared, client: TcpStream) -> io::Result<()> {
         let mut log = shared.log.lock().unwrap();
         log.push(Seen {
             method: head.method.clone(),
-            target: head.target.clone(),
+            target: sent_target,
             status: None,
             fault,
             started,
@@ -737,4 +769,621 @@ fn spawn_registry(config: &Path, addr: &str, log: &Path) -> Option<Child> {
         "docker-registry did not listen on {addr}; its log:\n{}",
         std::fs::read_to_string(log).unwrap_or_default()
     );
+}
+
+/// Registry behaviours the proxy can put on a Distribution 2.8, so the tests meet what the
+/// registries people use do differently (see `tests/profiles.rs`):
+///
+/// | profile | tag pages | Link target | token auth | blob GET | mounts | referrers API |
+/// |---|---|---|---|---|---|---|
+/// | `Ghcr` | 100 | relative | per-repository scopes | 307 to a CDN | refused (202) | none (fallback tags) |
+/// | `Distribution3` | 100 | relative | none | direct | allowed | none |
+/// | `Harbor` | 100 | relative | per-repository scopes | direct | allowed | paged by 5 |
+/// | `Quay` | 50 | absolute, opaque `next_page` | per-repository scopes | 307 to a CDN | refused | paged by 5, absolute |
+///
+/// Quay also hands out upload sessions whose `Location` holds a `;` (a path parameter), the
+/// shape of a pre-signed URL, so a client that cuts `Location` at `;` loses the session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    Ghcr,
+    Distribution3,
+    Harbor,
+    Quay,
+}
+
+impl Profile {
+    pub const ALL: [Profile; 4] = [
+        Profile::Ghcr,
+        Profile::Distribution3,
+        Profile::Harbor,
+        Profile::Quay,
+    ];
+
+    /// Tags per page at most, whatever `n` the client asks for.
+    pub fn tag_page(self) -> usize {
+        match self {
+            Profile::Quay => 50,
+            _ => 100,
+        }
+    }
+
+    /// Referrers per page of the referrers API; `None`: no referrers API (404).
+    pub fn referrers_page(self) -> Option<usize> {
+        match self {
+            Profile::Harbor | Profile::Quay => Some(5),
+            _ => None,
+        }
+    }
+
+    pub fn token_auth(self) -> bool {
+        !matches!(self, Profile::Distribution3)
+    }
+
+    pub fn blob_redirect(self) -> bool {
+        matches!(self, Profile::Ghcr | Profile::Quay)
+    }
+
+    pub fn refuses_mounts(self) -> bool {
+        matches!(self, Profile::Ghcr | Profile::Quay)
+    }
+
+    fn absolute_links(self) -> bool {
+        matches!(self, Profile::Quay)
+    }
+
+    fn semicolon_sessions(self) -> bool {
+        matches!(self, Profile::Quay)
+    }
+}
+
+/// A bearer token the proxy handed out: what it grants, and how many more requests it is good
+/// for (then it has expired: 401).
+struct Token {
+    grants: Vec<(String, String)>,
+    uses_left: usize,
+}
+
+/// A request the "CDN" host got.
+#[derive(Clone, Debug)]
+pub struct CdnSeen {
+    pub target: String,
+    /// Whether an `Authorization` header came along (it must not: the CDN is another host).
+    pub had_authorization: bool,
+    pub status: u16,
+}
+
+pub struct ProfileState {
+    profile: Profile,
+    /// `127.0.0.1:PORT` of the proxy (for challenges and absolute links).
+    addr: String,
+    /// `127.0.0.1:PORT` of the CDN host blob GETs are redirected to.
+    pub cdn_addr: String,
+    tokens: Mutex<std::collections::HashMap<String, Token>>,
+    issued: std::sync::atomic::AtomicUsize,
+    /// Requests refused because their token had expired.
+    expired: std::sync::atomic::AtomicUsize,
+    /// Requests a token is good for before it expires.
+    token_uses: usize,
+    referrers: Mutex<std::collections::HashMap<(String, String), Vec<serde_json::Value>>>,
+    cdn_log: Arc<Mutex<Vec<CdnSeen>>>,
+}
+
+pub enum Step {
+    Forward,
+    Answer(Answer),
+}
+
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(status: u16, body: String) -> Self {
+        Answer {
+            status,
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body: body.into_bytes(),
+        }
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn write(&self, to: &mut TcpStream, head_only: bool) -> io::Result<()> {
+        let mut text = format!("HTTP/1.1 {} Profile\r\n", self.status);
+        for (name, value) in &self.headers {
+            let lower = name.to_ascii_lowercase();
+            if matches!(
+                lower.as_str(),
+                "connection" | "content-length" | "transfer-encoding"
+            ) {
+                continue;
+            }
+            text.push_str(&format!("{name}: {value}\r\n"));
+        }
+        text.push_str(&format!(
+            "Content-Length: {}\r\nConnection: close\r\n\r\n",
+            self.body.len()
+        ));
+        to.write_all(text.as_bytes())?;
+        if !head_only {
+            to.write_all(&self.body)?;
+        }
+        to.flush()?;
+        let _ = to.shutdown(Shutdown::Write);
+        Ok(())
+    }
+}
+
+/// One request to the registry on a connection of its own (HTTP/1.0: a plain body up to the
+/// close), read whole.
+fn ask_upstream(
+    upstream: &str,
+    method: &str,
+    target: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> io::Result<Answer> {
+    let mut connection = TcpStream::connect(upstream)?;
+    connection.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut request = format!("{method} {target} HTTP/1.0\r\n");
+    // The client's Host, so the registry writes URLs (upload Locations) to the proxy.
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        request.push_str(&format!("Host: {upstream}\r\n"));
+    }
+    for (name, value) in headers {
+        let lower = name.to_ascii_lowercase();
+        if matches!(
+            lower.as_str(),
+            "connection"
+                | "keep-alive"
+                | "expect"
+                | "content-length"
+                | "transfer-encoding"
+                | "authorization"
+        ) {
+            continue;
+        }
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    connection.write_all(request.as_bytes())?;
+    connection.write_all(body)?;
+    let mut reader = BufReader::new(connection);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("not a status line: {line:?}")))?;
+    let mut answer_headers = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            break;
+        }
+        let trimmed = line.trim_end_matches(['\r', '\n']);
+        if trimmed.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = trimmed.split_once(':') {
+            answer_headers.push((name.trim().to_string(), value.trim().to_string()));
+        }
+    }
+    let mut body = Vec::new();
+    if method != "HEAD" {
+        reader.read_to_end(&mut body)?;
+    }
+    Ok(Answer {
+        status,
+        headers: answer_headers,
+        body,
+    })
+}
+
+fn query_param(target: &str, name: &str) -> Option<String> {
+    let query = target.split_once('?')?.1;
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn unauthorized(realm: &str, service: &str, scope: &str) -> Answer {
+    let mut answer = Answer::json(
+        401,
+        r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#.into(),
+    );
+    answer.headers.push((
+        "WWW-Authenticate".into(),
+        format!(r#"Bearer realm="{realm}",service="{service}",scope="{scope}""#),
+    ));
+    answer
+}
+
+impl ProfileState {
+    fn start(profile: Profile, addr: &str, upstream: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        let cdn_addr = listener.local_addr().unwrap().to_string();
+        let cdn_log: Arc<Mutex<Vec<CdnSeen>>> = Arc::default();
+        {
+            let cdn_log = Arc::clone(&cdn_log);
+            let upstream = upstream.to_string();
+            std::thread::spawn(move || {
+                for connection in listener.incoming() {
+                    let Ok(connection) = connection else { continue };
+                    let cdn_log = Arc::clone(&cdn_log);
+                    let upstream = upstream.clone();
+                    std::thread::spawn(move || {
+                        let _ = serve_cdn(&upstream, &cdn_log, connection);
+                    });
+                }
+            });
+        }
+        ProfileState {
+            profile,
+            addr: addr.to_string(),
+            cdn_addr,
+            tokens: Mutex::default(),
+            issued: Default::default(),
+            expired: Default::default(),
+            token_uses: 10,
+            referrers: Mutex::default(),
+            cdn_log,
+        }
+    }
+
+    fn service(&self) -> String {
+        format!("{:?}", self.profile).to_ascii_lowercase()
+    }
+
+    /// What the profile does with a request: answer it itself, or (maybe rewritten) forward.
+    fn step(
+        &self,
+        shared: &Shared,
+        head: &mut Head,
+        reader: &mut BufReader<TcpStream>,
+    ) -> io::Result<Step> {
+        let path = head.target.split('?').next().unwrap_or("").to_string();
+        if path == "/token" {
+            return Ok(Step::Answer(self.issue_token(&head.target)));
+        }
+        let route = regex::Regex::new(r"^/v2/(.+)/(manifests|blobs|tags|referrers)/(.*)$").unwrap();
+        let Some(captures) = route.captures(&path) else {
+            return Ok(Step::Forward);
+        };
+        let name = captures[1].to_string();
+        let kind = captures[2].to_string();
+        let rest = captures[3].to_string();
+        if self.profile.token_auth() {
+            let action = if matches!(head.method.as_str(), "GET" | "HEAD") {
+                "pull"
+            } else {
+                "push"
+            };
+            if let Some(refused) = self.check_token(head, &name, action) {
+                // The body, if any, is read and dropped.
+                pass_body(reader, &head.framing(), None, None)?;
+                return Ok(Step::Answer(refused));
+            }
+        }
+        if self.profile.semicolon_sessions() && head.target.contains(";session=1") {
+            head.target = head.target.replacen(";session=1", "", 1);
+        }
+        match (head.method.as_str(), kind.as_str()) {
+            ("GET", "tags") if rest == "list" => {
+                self.tag_page(shared, head, &name).map(Step::Answer)
+            }
+            ("GET", "referrers") if self.profile.referrers_page().is_some() => {
+                Ok(Step::Answer(self.referrers_page(head, &name, &rest)))
+            }
+            ("GET", "blobs") if self.profile.blob_redirect() && rest.starts_with("sha256:") => {
+                Ok(Step::Answer(Answer {
+                    status: 307,
+                    headers: vec![(
+                        "Location".into(),
+                        format!(
+                            "http://{}/store/{name}/{rest};v=2?X-Amz-Signature=5e1f%3Bab;c&X-Amz-Expires=300",
+                            self.cdn_addr
+                        ),
+                    )],
+                    body: Vec::new(),
+                }))
+            }
+            ("POST", "blobs") if rest.starts_with("uploads") => {
+                if self.profile.refuses_mounts() && head.target.contains("mount=") {
+                    head.target = format!("/v2/{name}/blobs/uploads/");
+                }
+                if !self.profile.semicolon_sessions() {
+                    return Ok(Step::Forward);
+                }
+                pass_body(reader, &head.framing(), None, None)?;
+                let mut answer =
+                    ask_upstream(&shared.upstream, "POST", &head.target, &head.headers, &[])?;
+                for (header, value) in answer.headers.iter_mut() {
+                    if header.eq_ignore_ascii_case("location") {
+                        *value = match value.split_once('?') {
+                            Some((path, query)) => format!("{path};session=1?{query}"),
+                            None => format!("{value};session=1"),
+                        };
+                    }
+                }
+                Ok(Step::Answer(answer))
+            }
+            ("PUT", "manifests") if self.profile.referrers_page().is_some() => {
+                let mut body = Vec::new();
+                if let Framing::Length(n) = head.framing() {
+                    body.resize(n as usize, 0);
+                    reader.read_exact(&mut body)?;
+                } else {
+                    let mut sink = Vec::new();
+                    reader.read_to_end(&mut sink)?;
+                    body = sink;
+                }
+                let mut answer =
+                    ask_upstream(&shared.upstream, "PUT", &head.target, &head.headers, &body)?;
+                if answer.status == 201
+                    && let Some(subject) = self.index_referrer(&name, head, &body)
+                {
+                    answer.headers.push(("OCI-Subject".into(), subject));
+                }
+                Ok(Step::Answer(answer))
+            }
+            ("DELETE", "manifests") if self.profile.referrers_page().is_some() => {
+                for entries in self.referrers.lock().unwrap().values_mut() {
+                    entries.retain(|e| e["digest"] != rest.as_str());
+                }
+                Ok(Step::Forward)
+            }
+            _ => Ok(Step::Forward),
+        }
+    }
+
+    fn issue_token(&self, target: &str) -> Answer {
+        let query = target.split_once('?').map_or("", |(_, q)| q);
+        let mut grants = Vec::new();
+        for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            if key != "scope" {
+                continue;
+            }
+            let parts: Vec<&str> = value.split(':').collect();
+            if let [kind, name, actions] = parts[..]
+                && kind == "repository"
+            {
+                for action in actions.split(',') {
+                    grants.push((name.to_string(), action.to_string()));
+                }
+            }
+        }
+        let n = self.issued.fetch_add(1, Ordering::SeqCst);
+        let token = format!("profile-token-{n}");
+        self.tokens.lock().unwrap().insert(
+            token.clone(),
+            Token {
+                grants,
+                uses_left: self.token_uses,
+            },
+        );
+        Answer::json(200, format!(r#"{{"token":"{token}","expires_in":300}}"#))
+    }
+
+    /// `None` when the request's token grants `action` on `name` (and one use is spent).
+    fn check_token(&self, head: &Head, name: &str, action: &str) -> Option<Answer> {
+        let scope = format!("repository:{name}:{action}");
+        let refuse = || {
+            Some(unauthorized(
+                &format!("http://{}/token", self.addr),
+                &self.service(),
+                &scope,
+            ))
+        };
+        let Some(token) = head
+            .header("authorization")
+            .and_then(|v| v.strip_prefix("Bearer "))
+        else {
+            return refuse();
+        };
+        let mut tokens = self.tokens.lock().unwrap();
+        let Some(known) = tokens.get_mut(token.trim()) else {
+            return refuse();
+        };
+        if known.uses_left == 0 {
+            self.expired.fetch_add(1, Ordering::SeqCst);
+            return refuse();
+        }
+        if !known.grants.iter().any(|(n, a)| n == name && a == action) {
+            return refuse();
+        }
+        known.uses_left -= 1;
+        None
+    }
+
+    fn tag_page(&self, shared: &Shared, head: &Head, name: &str) -> io::Result<Answer> {
+        let full = ask_upstream(
+            &shared.upstream,
+            "GET",
+            &format!("/v2/{name}/tags/list"),
+            &[],
+            &[],
+        )?;
+        if full.status != 200 {
+            return Ok(full);
+        }
+        let listed: serde_json::Value = serde_json::from_slice(&full.body).unwrap();
+        let mut tags: Vec<String> = listed["tags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str().map(String::from))
+            .collect();
+        tags.sort();
+        let page = query_param(&head.target, "n")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(usize::MAX)
+            .min(self.profile.tag_page());
+        let after = if self.profile.absolute_links() {
+            query_param(&head.target, "next_page")
+                .map(|token| String::from_utf8(hex::decode(token).unwrap()).unwrap())
+        } else {
+            query_param(&head.target, "last")
+        };
+        let start = after.map_or(0, |last| tags.partition_point(|t| *t <= last));
+        let end = (start + page).min(tags.len());
+        let mut answer = Answer::json(
+            200,
+            serde_json::json!({"name": name, "tags": tags[start..end]}).to_string(),
+        );
+        if end < tags.len() {
+            let last = &tags[end - 1];
+            let link = if self.profile.absolute_links() {
+                format!(
+                    r#"<http://{}/v2/{name}/tags/list?n={page}&next_page={}>; rel="next""#,
+                    self.addr,
+                    hex::encode(last)
+                )
+            } else {
+                format!(r#"</v2/{name}/tags/list?last={last}&n={page}>; rel="next""#)
+            };
+            answer.headers.push(("Link".into(), link));
+        }
+        Ok(answer)
+    }
+
+    fn referrers_page(&self, head: &Head, name: &str, subject: &str) -> Answer {
+        let size = self.profile.referrers_page().unwrap();
+        let all = self
+            .referrers
+            .lock()
+            .unwrap()
+            .get(&(name.to_string(), subject.to_string()))
+            .cloned()
+            .unwrap_or_default();
+        let start: usize = query_param(&head.target, "page_from")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
+            .min(all.len());
+        let end = (start + size).min(all.len());
+        let mut answer = Answer {
+            status: 200,
+            headers: vec![(
+                "Content-Type".into(),
+                "application/vnd.oci.image.index.v1+json".into(),
+            )],
+            body: serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "manifests": all[start..end],
+            })
+            .to_string()
+            .into_bytes(),
+        };
+        if end < all.len() {
+            let target = format!("/v2/{name}/referrers/{subject}?page_from={end}");
+            let link = if self.profile.absolute_links() {
+                format!(r#"<http://{}{target}>; rel="next""#, self.addr)
+            } else {
+                format!(r#"<{target}>; rel="next""#)
+            };
+            answer.headers.push(("Link".into(), link));
+        }
+        answer
+    }
+
+    /// Records a stored manifest with a `subject` as its referrer; the subject's digest.
+    fn index_referrer(&self, name: &str, head: &Head, body: &[u8]) -> Option<String> {
+        use sha2::Digest as _;
+        let manifest: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let subject = manifest["subject"]["digest"].as_str()?.to_string();
+        let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(body)));
+        let media_type = manifest["mediaType"]
+            .as_str()
+            .or(head.header("content-type"))
+            .unwrap_or_default()
+            .to_string();
+        let artifact_type = manifest["artifactType"]
+            .as_str()
+            .or(manifest["config"]["mediaType"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        let mut descriptor = serde_json::json!({
+            "mediaType": media_type,
+            "digest": digest,
+            "size": body.len(),
+            "artifactType": artifact_type,
+        });
+        if let Some(annotations) = manifest.get("annotations") {
+            descriptor["annotations"] = annotations.clone();
+        }
+        let mut referrers = self.referrers.lock().unwrap();
+        let entries = referrers
+            .entry((name.to_string(), subject.clone()))
+            .or_default();
+        if !entries.iter().any(|e| e["digest"] == digest.as_str()) {
+            entries.push(descriptor);
+        }
+        Some(subject)
+    }
+}
+
+/// The "CDN": serves `/store/<name>/<digest>;v=2?X-Amz-Signature=...` from the registry,
+/// refusing requests without the signature, and notes whether credentials came along.
+fn serve_cdn(upstream: &str, log: &Mutex<Vec<CdnSeen>>, client: TcpStream) -> io::Result<()> {
+    let mut writer = client.try_clone()?;
+    let mut reader = BufReader::new(client);
+    let Some(head) = read_head(&mut reader)? else {
+        return Ok(());
+    };
+    let had_authorization = head.header("authorization").is_some();
+    let signed = query_param(&head.target, "X-Amz-Signature").as_deref() == Some("5e1f;ab;c");
+    let path = head.target.split('?').next().unwrap_or("");
+    let stored = path
+        .strip_prefix("/store/")
+        .and_then(|p| p.strip_suffix(";v=2"))
+        .and_then(|p| p.rsplit_once('/'));
+    let answer = match (signed, stored) {
+        (true, Some((name, digest))) => ask_upstream(
+            upstream,
+            &head.method,
+            &format!("/v2/{name}/blobs/{digest}"),
+            &[],
+            &[],
+        )?,
+        _ => Answer::json(403, r#"{"error":"not signed"}"#.into()),
+    };
+    log.lock().unwrap().push(CdnSeen {
+        target: head.target.clone(),
+        had_authorization,
+        status: answer.status,
+    });
+    answer.write(&mut writer, head.method == "HEAD")
+}
+
+impl FaultProxy {
+    /// The profile's state, when the proxy has one.
+    pub fn profile(&self) -> Option<&ProfileState> {
+        self.shared.profile.as_ref()
+    }
+}
+
+impl ProfileState {
+    /// Every request the CDN host got.
+    pub fn cdn_seen(&self) -> Vec<CdnSeen> {
+        self.cdn_log.lock().unwrap().clone()
+    }
+
+    /// Requests refused with 401 because their token had expired.
+    pub fn expired_refusals(&self) -> usize {
+        self.expired.load(Ordering::SeqCst)
+    }
+
+    /// Tokens handed out so far.
+    pub fn tokens_issued(&self) -> usize {
+        self.issued.load(Ordering::SeqCst)
+    }
 }

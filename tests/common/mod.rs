@@ -17,6 +17,12 @@ use tempfile::TempDir;
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_garden-artifacts");
 
+/// The binary the CLI tests run: `GARDEN_ARTIFACTS_BIN` when set (a copy taken right after
+/// the build, for a target directory that other checkouts build into as well), else cargo's.
+pub fn binary() -> String {
+    std::env::var("GARDEN_ARTIFACTS_BIN").unwrap_or_else(|_| BINARY.to_string())
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .expect("bind a loopback port")
@@ -260,7 +266,7 @@ impl Drop for FileServer {
 /// `garden-artifacts ARGS` with an empty docker config (anonymous) unless `env` says otherwise.
 pub fn garden_artifacts(args: &[&str], env: &[(&str, &str)]) -> Output {
     let empty_config = tempfile::tempdir().unwrap();
-    let mut command = Command::new(BINARY);
+    let mut command = Command::new(binary());
     command
         .args(args)
         .env("DOCKER_CONFIG", empty_config.path())
