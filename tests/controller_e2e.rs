@@ -990,15 +990,14 @@ impl Drop for NewerCrd {
     }
 }
 
-/// One object written against a newer CRD (a field this controller does not know) is reported
-/// on itself, `Stalled` with reason `InvalidObject` naming the field, with one Warning; the
-/// watch goes on, so the other objects, one of them created after it, converge; and once the
-/// field is gone, the object converges too.
+/// The CRD upgraded under a running controller: one object written against it (a field this
+/// controller does not know) is reported on itself, `Stalled` with reason `InvalidObject`
+/// naming the field, with one Warning; the watch goes on, so the other objects, one of them
+/// created after it, converge; and once the field is gone, the object converges too.
 #[test]
 fn an_object_of_a_newer_crd_is_reported_and_the_others_still_converge() {
     let ns = "e2e-newer-crd";
     let mut scene = Scene::new(&[ns], Watch::OwnNamespace);
-    let _newer = NewerCrd::install(scene.cluster);
     scene.start_namespaced_controller("c");
     let repository = |name: &str| format!("{}/e2e/newer/{name}", scene.registry.addr);
     scene.cluster.apply(&artifact(
@@ -1009,6 +1008,9 @@ fn an_object_of_a_newer_crd_is_reported_and_the_others_still_converge() {
         "before",
         json!({}),
     ));
+    scene.wait_ready(ns, "before");
+    // The CRD is upgraded under the running controller, as when a newer chart is installed.
+    let _newer = NewerCrd::install(scene.cluster);
     let newer = artifact(
         ns,
         "newer",
@@ -1047,7 +1049,6 @@ fn an_object_of_a_newer_crd_is_reported_and_the_others_still_converge() {
         "after",
         json!({}),
     ));
-    scene.wait_ready(ns, "before");
     scene.wait_ready(ns, "after");
     assert!(
         scene.controller_mut("c").running(),

@@ -15,6 +15,7 @@ use super::events::{self, Failure};
 use super::reconcile::{Error, FIELD_MANAGER};
 use super::retries::Basis;
 use super::status::{Observation, next_status};
+use super::watched::Watched;
 use super::watches;
 use crate::api::validate::{Frontend, parse_duration, validate};
 use crate::api::{API_VERSION, GardenArtifact, GardenArtifactStatus, KIND};
@@ -58,7 +59,7 @@ pub fn now() -> String {
 }
 
 pub async fn apply(
-    api: &Api<GardenArtifact>,
+    api: &Api<Watched>,
     namespace: &str,
     object: &GardenArtifact,
     ctx: &Context,
@@ -73,7 +74,7 @@ pub async fn apply(
 /// The spec validated, then (once its prerequisites hold) the engine run on it: the one place
 /// that hands a spec to the engine.
 async fn validate_and_reconcile(
-    api: &Api<GardenArtifact>,
+    api: &Api<Watched>,
     namespace: &str,
     object: &GardenArtifact,
     ctx: &Context,
@@ -97,7 +98,7 @@ async fn validate_and_reconcile(
 /// The tags are this object's to write and its inputs can be read: the engine for its
 /// credentials, whose they are, and the inputs; or how the round settled without them.
 async fn prerequisites(
-    api: &Api<GardenArtifact>,
+    api: &Api<Watched>,
     namespace: &str,
     object: &GardenArtifact,
     ctx: &Context,
@@ -145,7 +146,7 @@ async fn prerequisites(
 
 /// What the engine's round comes to: events and status.
 async fn conclude(
-    api: &Api<GardenArtifact>,
+    api: &Api<Watched>,
     object: &GardenArtifact,
     ctx: &Context,
     credentials: &Credentials,
@@ -199,7 +200,7 @@ fn refusal(error: &EngineError) -> Option<(&'static str, &'static str)> {
 }
 
 async fn stall(
-    api: &Api<GardenArtifact>,
+    api: &Api<Watched>,
     object: &GardenArtifact,
     ctx: &Context,
     reason: &str,
@@ -211,7 +212,7 @@ async fn stall(
 }
 
 async fn retrying(
-    api: &Api<GardenArtifact>,
+    api: &Api<Watched>,
     object: &GardenArtifact,
     ctx: &Context,
     reason: &str,
@@ -224,7 +225,7 @@ async fn retrying(
 }
 
 async fn write_status(
-    api: &Api<GardenArtifact>,
+    api: &Api<Watched>,
     object: &GardenArtifact,
     ctx: &Context,
     observation: &Observation<'_>,
@@ -239,15 +240,22 @@ async fn write_status(
         return Ok(false);
     }
     let patch = json!({ "apiVersion": API_VERSION, "kind": KIND, "status": next });
-    api.patch_status(
-        &object.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(Error::Status)?;
+    let written = api
+        .patch_status(
+            &object.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(Error::Status)?;
     ctx.metrics.status_written();
-    Ok(true)
+    match written.0 {
+        Ok(_) => Ok(true),
+        // The object on the server no longer parses, though the cache's copy did (written
+        // by a newer CRD version while the watch still served the older one, which prunes
+        // what it does not know).
+        Err(invalid) => Err(Error::Unreadable(Box::new(invalid))),
+    }
 }
 
 #[cfg(test)]

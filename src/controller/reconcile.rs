@@ -14,9 +14,8 @@ use super::apply::{Settled, apply};
 use super::cleanup::cleanup;
 use super::context::{Context, InputError};
 use super::retries::Basis;
-use super::watched::{Watched, report_invalid, skip_cleanup};
+use super::watched::{Invalid, Watched, report_invalid, skip_cleanup};
 use super::watches;
-use crate::api::GardenArtifact;
 use crate::engine::EngineError;
 
 pub const FINALIZER: &str = "oci.gardenlinux.io/cleanup";
@@ -34,6 +33,8 @@ pub enum Error {
     Input(#[from] InputError),
     #[error("object has no namespace")]
     NoNamespace,
+    #[error("the object cannot be read: {}", .0.error)]
+    Unreadable(Box<Invalid>),
 }
 
 pub async fn reconcile(object: Arc<Watched>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -55,7 +56,6 @@ pub async fn reconcile(object: Arc<Watched>, ctx: Arc<Context>) -> Result<Action
         }
     }
     let api: Api<Watched> = Api::namespaced(ctx.client.clone(), &namespace);
-    let typed: Api<GardenArtifact> = Api::namespaced(ctx.client.clone(), &namespace);
     if object.finalizers().is_empty() && object.meta().deletion_timestamp.is_none() {
         add_first_finalizer(&api, &object).await?;
         // The patch is itself a change the controller sees; reconcile then.
@@ -68,8 +68,13 @@ pub async fn reconcile(object: Arc<Watched>, ctx: Arc<Context>) -> Result<Action
         match event {
             FinalizerEvent::Apply(watched) => {
                 let settled = match &watched.0 {
-                    Ok(object) => apply(&typed, &namespace, object, &ctx).await?,
-                    Err(invalid) => report_invalid(&api, &watched, invalid, &ctx).await?,
+                    Ok(object) => match apply(&api, &namespace, object, &ctx).await {
+                        Err(Error::Unreadable(invalid)) => {
+                            report_invalid(&api, &invalid, &ctx).await?
+                        }
+                        applied => applied?,
+                    },
+                    Err(invalid) => report_invalid(&api, invalid, &ctx).await?,
                 };
                 match settled {
                     Settled::Done(action) => {

@@ -125,10 +125,10 @@ impl Resource for Watched {
 /// the status alone, from the status as it was, so nothing else of it is lost.
 pub async fn report_invalid(
     api: &Api<Watched>,
-    object: &Watched,
     invalid: &Invalid,
     ctx: &Context,
 ) -> Result<Settled, Error> {
+    let object = &Watched(Err(invalid.clone()));
     let reason = "InvalidObject";
     let message = format!("this controller cannot read the object: {}", invalid.error);
     let observation = Observation::Stalled {
