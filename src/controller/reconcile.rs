@@ -129,6 +129,7 @@ impl Error {
                 FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e) => e.class(),
                 _ => "kube",
             },
+            Error::Unreadable(_) => "invalid",
             Error::Status(_) | Error::NoNamespace => "kube",
         }
     }
