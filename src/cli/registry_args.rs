@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::registry::{BudgetOptions, ClientOptions};
-use crate::sources::UrlPolicy;
+use crate::sources::{AllowedHost, UrlPolicy};
 
 #[derive(Args, Clone, Debug, Default)]
 pub struct RegistryArgs {
@@ -46,10 +46,11 @@ impl RegistryArgs {
 /// Flags for `url` file sources.
 #[derive(Args, Clone, Debug, Default)]
 pub struct SourceArgs {
-    /// A host (or host:port) URL sources may be fetched from; repeatable. Loopback, private and
-    /// cluster-internal addresses are only fetched when their host is listed here.
+    /// A host (or host:port, [IPv6]:port) URL sources may be fetched from; repeatable.
+    /// Loopback, private and cluster-internal addresses are only fetched when their host is
+    /// listed here.
     #[arg(long = "allow-source-host", value_name = "HOST[:PORT]")]
-    pub allowed_hosts: Vec<String>,
+    pub allowed_hosts: Vec<AllowedHost>,
     /// The most bytes one URL source may have.
     #[arg(long, value_name = "BYTES", default_value_t = crate::sources::DEFAULT_MAX_SOURCE_BYTES)]
     pub max_source_bytes: u64,
