@@ -919,3 +919,121 @@ fn copy_passes_referrers_through() {
         serde_json::from_str(&run_ok(&["discover", &plain, "--format", "json"])).unwrap();
     assert!(tree.get("referrers").is_none(), "{tree:#}");
 }
+
+/// A registry that asks for Basic credentials, then refuses them with an error body that echoes
+/// the `Authorization` header it got, a pre-signed URL and terminal escape sequences.
+fn start_echoing_registry() -> (u16, std::thread::JoinHandle<()>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        listener.set_nonblocking(false).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        for stream in listener.incoming() {
+            if std::time::Instant::now() > deadline {
+                break;
+            }
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut authorization = None;
+            let mut first = String::new();
+            if reader.read_line(&mut first).unwrap_or(0) == 0 {
+                continue;
+            }
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':')
+                    && name.eq_ignore_ascii_case("authorization")
+                {
+                    authorization = Some(value.trim().to_string());
+                }
+            }
+            let (challenge, body) = match &authorization {
+                None => (
+                    "WWW-Authenticate: Basic realm=\"echo\"\r\n".to_string(),
+                    r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#
+                        .to_string(),
+                ),
+                Some(sent) => (
+                    String::new(),
+                    serde_json::json!({"errors": [{
+                        "code": "UNAUTHORIZED",
+                        "message": format!(
+                            "you sent Authorization: {sent}; retry at https://cdn.example/b?X-Amz-Signature=presigned-sig \u{1b}]0;pwned\u{7}\u{1b}[2J\r\nerror: all good"
+                        ),
+                    }]})
+                    .to_string(),
+                ),
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 401 Unauthorized\r\n{challenge}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (port, server)
+}
+
+#[test]
+fn registry_errors_never_show_the_credentials_sent_urls_queries_or_control_characters() {
+    let (port, _server) = start_echoing_registry();
+    let registry = format!("127.0.0.1:{port}");
+    let config = tempfile::tempdir().unwrap();
+    // base64("alice:s3cr3t-pass")
+    let secret = "YWxpY2U6czNjcjN0LXBhc3M=";
+    std::fs::write(
+        config.path().join("config.json"),
+        json!({"auths": {registry.clone(): {"auth": secret}}}).to_string(),
+    )
+    .unwrap();
+    let docker_config = config.path().to_str().unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = garden_artifacts(
+        &[
+            "pull",
+            &format!("{registry}/echo/app:v1"),
+            "-o",
+            out_dir.path().to_str().unwrap(),
+        ],
+        &[("DOCKER_CONFIG", docker_config)],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let shown = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(shown.contains("401"), "{shown}");
+    for secret in [secret, "s3cr3t-pass", "presigned-sig"] {
+        assert!(!shown.contains(secret), "{secret} shown:\n{shown}");
+    }
+    assert!(
+        !shown.contains('\u{1b}') && !shown.contains('\u{7}') && !shown.contains('\r'),
+        "control characters reach the terminal: {shown:?}"
+    );
+    assert!(
+        !shown.lines().any(|l| l.starts_with("error: all good")),
+        "a registry forged a line: {shown}"
+    );
+    // Which credentials were tried, by where they come from.
+    let config_file = config.path().join("config.json");
+    assert!(
+        shown.contains(&format!(
+            "credentials tried: the credentials for {registry} in {}",
+            config_file.display()
+        )),
+        "{shown}"
+    );
+
+    let anonymous = garden_artifacts(
+        &[
+            "pull",
+            &format!("{registry}/echo/app:v1"),
+            "-o",
+            out_dir.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    let shown = stderr(&anonymous);
+    assert!(shown.contains("credentials tried: anonymous"), "{shown}");
+}

@@ -274,7 +274,7 @@ async fn reconcile_one(
     };
     match engine.reconcile(intent, &inputs, mode).await {
         Ok(report) => succeeded(object, &report, mode),
-        Err(e) => failed(object, e.to_string()),
+        Err(e) => failed(object, common::engine_failure(e).message),
     }
 }
 
