@@ -63,7 +63,7 @@ impl fmt::Display for Failure {
 
 impl From<crate::registry::Error> for Failure {
     fn from(e: crate::registry::Error) -> Self {
-        Failure::failed(format!("{e}{}", credentials_tried(&e)))
+        Failure::failed(format!("{}{e}", credentials_tried(&e)))
     }
 }
 
@@ -71,7 +71,8 @@ impl From<crate::registry::Error> for Failure {
 /// when a registry refuses them.
 static CREDENTIALS: std::sync::OnceLock<DockerConfig> = std::sync::OnceLock::new();
 
-/// For a 401 or 403: which credentials were sent, so the person knows what to fix.
+/// For a 401 or 403: which credentials were sent, so the person knows what to fix. A prefix, so
+/// the registry's answer stays the end of the message.
 fn credentials_tried(e: &crate::registry::Error) -> String {
     use crate::registry::{ErrorClass, NeedsPerson};
     let refused = matches!(
@@ -80,7 +81,7 @@ fn credentials_tried(e: &crate::registry::Error) -> String {
     );
     match (refused, e.registry(), CREDENTIALS.get()) {
         (true, Some(registry), Some(config)) => {
-            format!(" (credentials tried: {})", config.describe_for(&registry))
+            format!("credentials tried: {}; ", config.describe_for(&registry))
         }
         _ => String::new(),
     }
@@ -168,7 +169,7 @@ pub fn engine_failure(e: EngineError) -> Failure {
         EngineError::Registry(registry_error) => credentials_tried(registry_error),
         _ => String::new(),
     };
-    Failure::failed(format!("{e}{tried}"))
+    Failure::failed(format!("{tried}{e}"))
 }
 
 /// An intent the command line could not be read into: one line per argument.
