@@ -31,17 +31,37 @@ impl LoadedObject {
     }
 }
 
-/// `file.yaml (document 2)`.
+/// `file.yaml (document 2)`, `file.yaml (document 1, item 3)` for an object of a `kind: List`.
 #[derive(Clone, Debug)]
 pub struct Origin {
     pub file: PathBuf,
     pub document: usize,
+    /// The place in a `kind: List` document's `items`, counted from 1.
+    pub item: Option<usize>,
 }
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (document {})", self.file.display(), self.document)
+        let file = if self.file == Path::new(STDIN) {
+            "standard input".to_string()
+        } else {
+            self.file.display().to_string()
+        };
+        match self.item {
+            Some(item) => write!(f, "{file} (document {}, item {item})", self.document),
+            None => write!(f, "{file} (document {})", self.document),
+        }
     }
+}
+
+/// The path that means standard input, as with `kubectl apply -f -`.
+pub const STDIN: &str = "-";
+
+/// Whether the folders among the paths are read with their subfolders (`-R`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Folders {
+    TopLevel,
+    Recursive,
 }
 
 #[derive(Default, Debug)]
@@ -69,15 +89,49 @@ struct Metadata {
 
 /// Reads every path: a file, or a folder's `*.yaml` and `*.yml` files in name order.
 pub fn load(paths: &[PathBuf]) -> Loaded {
+    load_from(paths, Folders::TopLevel)
+}
+
+/// Reads every path: `-` (standard input), a file, or a folder's `*.yaml`, `*.yml` and `*.json`
+/// files in name order (with `Folders::Recursive`, its subfolders' too). A path that yields no
+/// GardenArtifact is named in the notes: a wrong path should not look like nothing to do.
+pub fn load_from(paths: &[PathBuf], folders: Folders) -> Loaded {
     let mut loaded = Loaded::default();
+    let mut stdin_read = false;
     for path in paths {
-        match files_of(path) {
-            Ok(files) => {
-                for file in files {
-                    load_file(&file, &mut loaded);
-                }
+        let before = loaded.objects.len();
+        let problems_before = loaded.errors.len();
+        if path == Path::new(STDIN) {
+            if stdin_read {
+                loaded
+                    .errors
+                    .push("-f -: standard input can be read only once".into());
+                continue;
             }
-            Err(e) => loaded.errors.push(e),
+            stdin_read = true;
+            load_file(path, &mut loaded);
+        } else {
+            match files_of(path, folders) {
+                Ok(files) => {
+                    for file in files {
+                        load_file(&file, &mut loaded);
+                    }
+                }
+                Err(e) => loaded.errors.push(e),
+            }
+        }
+        if loaded.objects.len() == before && loaded.errors.len() == problems_before {
+            let shown = if path == Path::new(STDIN) {
+                "standard input".to_string()
+            } else {
+                path.display().to_string()
+            };
+            let hint = if folders == Folders::TopLevel && path.is_dir() {
+                " (subfolders are read with -R)"
+            } else {
+                ""
+            };
+            loaded.notes.push(format!("{shown}: no {KIND} in it{hint}"));
         }
     }
     let mut seen = BTreeSet::new();
@@ -93,23 +147,77 @@ pub fn load(paths: &[PathBuf]) -> Loaded {
     loaded
 }
 
-fn files_of(path: &Path) -> Result<Vec<PathBuf>, String> {
+fn files_of(path: &Path, folders: Folders) -> Result<Vec<PathBuf>, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
     if !meta.is_dir() {
         return Ok(vec![path.to_path_buf()]);
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
         .map_err(|e| format!("{}: {e}", path.display()))?
         .filter_map(Result::ok)
         .map(|entry| entry.path())
-        .filter(|p| {
-            p.is_file()
-                && p.extension()
-                    .is_some_and(|ext| ext == "yaml" || ext == "yml")
-        })
         .collect();
-    files.sort();
+    entries.sort();
+    let mut files = Vec::new();
+    for entry in entries {
+        if entry.is_dir() {
+            if folders == Folders::Recursive {
+                files.extend(files_of(&entry, folders)?);
+            }
+        } else if entry.is_file()
+            && entry
+                .extension()
+                .is_some_and(|ext| ext == "yaml" || ext == "yml" || ext == "json")
+        {
+            files.push(entry);
+        }
+    }
     Ok(files)
+}
+
+/// The text of a manifest file, or of standard input for `-`, at most `MAX_FILE_BYTES`.
+fn read_text(file: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let too_large = |len: u64| {
+        format!(
+            "{}: {len} bytes, larger than the {MAX_FILE_BYTES} a manifest file may have",
+            file.display()
+        )
+    };
+    let mut bytes = Vec::new();
+    if file == Path::new(STDIN) {
+        std::io::stdin()
+            .lock()
+            .take(MAX_FILE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("standard input: {e}"))?;
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            return Err(format!(
+                "standard input: larger than the {MAX_FILE_BYTES} bytes a manifest may have"
+            ));
+        }
+    } else {
+        let meta = std::fs::metadata(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        if meta.len() > MAX_FILE_BYTES {
+            return Err(too_large(meta.len()));
+        }
+        bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    }
+    let text = String::from_utf8(bytes).map_err(|_| {
+        format!(
+            "{}: not UTF-8 text",
+            if file == Path::new(STDIN) {
+                "standard input".to_string()
+            } else {
+                file.display().to_string()
+            }
+        )
+    })?;
+    // Editors on Windows start UTF-8 files with a byte-order mark; kubectl reads them.
+    Ok(match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_string(),
+        None => text,
+    })
 }
 
 /// Deeper `[`/`{` nesting than any manifest needs.
@@ -140,31 +248,20 @@ fn flow_nesting_beyond(text: &str, max: usize) -> Option<usize> {
 }
 
 fn load_file(file: &Path, loaded: &mut Loaded) {
-    let text = match std::fs::metadata(file) {
-        Ok(meta) if meta.len() > MAX_FILE_BYTES => {
-            loaded.errors.push(format!(
-                "{}: {} bytes, larger than the {MAX_FILE_BYTES} a manifest file may have",
-                file.display(),
-                meta.len()
-            ));
-            return;
-        }
-        Ok(_) => match std::fs::read_to_string(file) {
-            Ok(text) => text,
-            Err(e) => {
-                loaded.errors.push(format!("{}: {e}", file.display()));
-                return;
-            }
-        },
+    let text = match read_text(file) {
+        Ok(text) => text,
         Err(e) => {
-            loaded.errors.push(format!("{}: {e}", file.display()));
+            loaded.errors.push(e);
             return;
         }
     };
-    let base_dir = file
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
+    // `path` sources of standard input are relative to the working folder, as kubectl's.
+    let base_dir = match file.parent() {
+        Some(parent) if file != Path::new(STDIN) && !parent.as_os_str().is_empty() => {
+            parent.to_path_buf()
+        }
+        _ => PathBuf::from("."),
+    };
     // The YAML parser spends time quadratic in the nesting of flow collections (`[[[[...`),
     // before any budget applies; manifests nest a handful of levels.
     if let Some(depth) = flow_nesting_beyond(&text, MAX_FLOW_NESTING) {
@@ -180,6 +277,7 @@ fn load_file(file: &Path, loaded: &mut Loaded) {
         let origin = Origin {
             file: file.to_path_buf(),
             document: i + 1,
+            item: None,
         };
         let value = match budget.value(document) {
             Ok(serde_yaml::Value::Null) => continue,
@@ -190,19 +288,44 @@ fn load_file(file: &Path, loaded: &mut Loaded) {
                 return;
             }
         };
-        match parse_object(&value, &origin, &base_dir) {
-            Ok(Some(object)) => loaded.objects.push(object),
-            Ok(None) => {
-                let header: Option<Header> = serde_yaml::from_value(value).ok();
-                let kind = header
-                    .and_then(|h| h.kind)
-                    .unwrap_or_else(|| "a document without kind".into());
-                loaded
-                    .notes
-                    .push(format!("{origin}: skipped {kind}, not a {KIND}"));
+        match list_items(&value) {
+            Some(items) => {
+                for (j, item) in items.iter().enumerate() {
+                    let origin = Origin {
+                        item: Some(j + 1),
+                        ..origin.clone()
+                    };
+                    load_value(item.clone(), &origin, &base_dir, loaded);
+                }
             }
-            Err(e) => loaded.errors.push(format!("{origin}: {e}")),
+            None => load_value(value, &origin, &base_dir, loaded),
         }
+    }
+}
+
+/// The `items` of a `kind: List` (what `kubectl get -o yaml` writes) or `kind: ...List`
+/// document, which kubectl unpacks.
+fn list_items(value: &serde_yaml::Value) -> Option<&Vec<serde_yaml::Value>> {
+    let kind = value.get("kind")?.as_str()?;
+    if !kind.ends_with("List") {
+        return None;
+    }
+    value.get("items")?.as_sequence()
+}
+
+fn load_value(value: serde_yaml::Value, origin: &Origin, base_dir: &Path, loaded: &mut Loaded) {
+    match parse_object(&value, origin, base_dir) {
+        Ok(Some(object)) => loaded.objects.push(object),
+        Ok(None) => {
+            let header: Option<Header> = serde_yaml::from_value(value).ok();
+            let kind = header
+                .and_then(|h| h.kind)
+                .unwrap_or_else(|| "a document without kind".into());
+            loaded
+                .notes
+                .push(format!("{origin}: skipped {kind}, not a {KIND}"));
+        }
+        Err(e) => loaded.errors.push(format!("{origin}: {e}")),
     }
 }
 
@@ -372,5 +495,73 @@ spec: {repository: 127.0.0.1:5000/a, tags: [v2], source: {files: [{name: a.relea
                 .any(|e| e.contains("metadata.name is required"))
         );
         assert!(loaded.errors.iter().any(|e| e.contains("defined twice")));
+    }
+
+    const OBJECT: &str = "apiVersion: oci.gardenlinux.io/v1alpha1\nkind: GardenArtifact\nmetadata: {name: NAME}\nspec: {repository: 127.0.0.1:5000/a, tags: [NAME], source: {files: [{name: a.release, content: x}]}}\n";
+
+    fn object(name: &str) -> String {
+        OBJECT.replace("NAME", name)
+    }
+
+    #[test]
+    fn a_byte_order_mark_and_lists_are_read_as_kubectl_reads_them() {
+        let loaded = load_text(&format!("\u{feff}{}", object("bom")));
+        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+        assert_eq!(loaded.objects[0].key(), "default/bom");
+
+        let items: Vec<serde_yaml::Value> = ["a", "b"]
+            .iter()
+            .map(|n| serde_yaml::from_str(&object(n)).unwrap())
+            .collect();
+        let mut list = serde_yaml::Mapping::new();
+        list.insert("apiVersion".into(), "v1".into());
+        list.insert("kind".into(), "List".into());
+        list.insert("items".into(), serde_yaml::Value::Sequence(items));
+        let loaded = load_text(&serde_yaml::to_string(&list).unwrap());
+        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+        let keys: Vec<String> = loaded.objects.iter().map(LoadedObject::key).collect();
+        assert_eq!(keys, ["default/a", "default/b"]);
+        assert_eq!(
+            loaded.objects[1]
+                .origin
+                .to_string()
+                .rsplit_once(' ')
+                .unwrap()
+                .0
+                .rsplit_once('(')
+                .unwrap()
+                .1,
+            "document 1, item"
+        );
+    }
+
+    #[test]
+    fn recursion_is_asked_for_and_paths_without_objects_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/a.yaml"), object("a")).unwrap();
+        std::fs::write(
+            dir.path().join("b.json"),
+            "{\"apiVersion\": \"v1\", \"kind\": \"ConfigMap\"}",
+        )
+        .unwrap();
+        let paths = [dir.path().to_path_buf()];
+        let top = load_from(&paths, Folders::TopLevel);
+        assert!(top.objects.is_empty());
+        assert!(
+            top.notes
+                .iter()
+                .any(|n| n.contains("no GardenArtifact in it") && n.contains("-R")),
+            "{:?}",
+            top.notes
+        );
+        let deep = load_from(&paths, Folders::Recursive);
+        assert_eq!(deep.objects.len(), 1, "{:?}", deep.errors);
+        assert!(
+            !deep
+                .notes
+                .iter()
+                .any(|n| n.contains("no GardenArtifact in it"))
+        );
     }
 }

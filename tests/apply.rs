@@ -1214,3 +1214,88 @@ spec: {{repository: {r}/copy, tags: [amd64], source: {{image: {{reference: "{r}/
         digest_of(&format!("{r}/single:amd64"))
     );
 }
+
+/// `apply` with `input` on standard input.
+fn apply_with_stdin(args: &[&str], input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let config = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BINARY)
+        .args(args)
+        .env("DOCKER_CONFIG", config.path())
+        .env_remove("REGISTRY_AUTH_FILE")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn apply_reads_stdin_lists_byte_order_marks_and_subfolders_like_kubectl() {
+    let registry = Registry::start();
+    let object = |name: &str, tag: &str| {
+        format!(
+            "apiVersion: oci.gardenlinux.io/v1alpha1\nkind: GardenArtifact\nmetadata: {{name: {name}}}\nspec:\n  repository: {}/habits/{name}\n  tags: [{tag}]\n  source: {{files: [{{name: {name}.release, content: {name}}}]}}\n",
+            registry.addr
+        )
+    };
+    let tag_of =
+        |name: &str, tag: &str| digest_of(&format!("{}/habits/{name}:{tag}", registry.addr));
+
+    // `-f -`, with a byte-order mark, and a `kind: List` as `kubectl get -o yaml` writes it.
+    let indented = |text: String| {
+        text.lines()
+            .enumerate()
+            .map(|(i, l)| {
+                if i == 0 {
+                    format!("- {l}")
+                } else {
+                    format!("  {l}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let list = format!(
+        "\u{feff}apiVersion: v1\nkind: List\nmetadata: {{resourceVersion: \"\"}}\nitems:\n{}\n{}\n",
+        indented(object("listed-a", "v1")),
+        indented(object("listed-b", "v1")),
+    );
+    let out = apply_with_stdin(&["apply", "-f", "-", "-o", "json"], list.as_bytes());
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let results: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(results.len(), 2, "{results:#?}");
+    assert!(tag_of("listed-a", "v1").is_some() && tag_of("listed-b", "v1").is_some());
+
+    // -R reads subfolders; without it, the folder's own files only, and it says so.
+    let dir = tempfile::tempdir().unwrap();
+    let nested = dir.path().join("nested/deeper");
+    std::fs::create_dir_all(&nested).unwrap();
+    write_manifest(&nested, "deep.yaml", &object("deep", "v1"));
+    let dir_arg = dir.path().to_str().unwrap();
+    let out = garden_artifacts(&["apply", "-f", dir_arg], &[]);
+    let e = stderr(&out);
+    assert!(
+        e.contains("no GardenArtifact") && e.contains(dir_arg),
+        "{e}"
+    );
+    assert!(tag_of("deep", "v1").is_none());
+    let out = garden_artifacts(&["apply", "-R", "-f", dir_arg], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(tag_of("deep", "v1").is_some());
+
+    // A file with no GardenArtifact in it is named on stderr.
+    let other = write_manifest(
+        dir.path(),
+        "other.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
+    );
+    let out = garden_artifacts(&["apply", "-f", other.to_str().unwrap()], &[]);
+    let e = stderr(&out);
+    assert!(
+        e.contains(&format!("{}: no GardenArtifact", other.display())),
+        "{e}"
+    );
+}

@@ -919,3 +919,294 @@ fn copy_passes_referrers_through() {
         serde_json::from_str(&run_ok(&["discover", &plain, "--format", "json"])).unwrap();
     assert!(tree.get("referrers").is_none(), "{tree:#}");
 }
+
+/// A registry that asks for Basic credentials, then refuses them with an error body that echoes
+/// the `Authorization` header it got, a pre-signed URL and terminal escape sequences.
+fn start_echoing_registry() -> (u16, std::thread::JoinHandle<()>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        listener.set_nonblocking(false).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        for stream in listener.incoming() {
+            if std::time::Instant::now() > deadline {
+                break;
+            }
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut authorization = None;
+            let mut first = String::new();
+            if reader.read_line(&mut first).unwrap_or(0) == 0 {
+                continue;
+            }
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':')
+                    && name.eq_ignore_ascii_case("authorization")
+                {
+                    authorization = Some(value.trim().to_string());
+                }
+            }
+            let (challenge, body) = match &authorization {
+                None => (
+                    "WWW-Authenticate: Basic realm=\"echo\"\r\n".to_string(),
+                    r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#
+                        .to_string(),
+                ),
+                Some(sent) => (
+                    String::new(),
+                    serde_json::json!({"errors": [{
+                        "code": "UNAUTHORIZED",
+                        "message": format!(
+                            "you sent Authorization: {sent}; retry at https://cdn.example/b?X-Amz-Signature=presigned-sig \u{1b}]0;pwned\u{7}\u{1b}[2J\r\nerror: all good"
+                        ),
+                    }]})
+                    .to_string(),
+                ),
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 401 Unauthorized\r\n{challenge}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (port, server)
+}
+
+#[test]
+fn registry_errors_never_show_the_credentials_sent_urls_queries_or_control_characters() {
+    let (port, _server) = start_echoing_registry();
+    let registry = format!("127.0.0.1:{port}");
+    let config = tempfile::tempdir().unwrap();
+    // base64("alice:s3cr3t-pass")
+    let secret = "YWxpY2U6czNjcjN0LXBhc3M=";
+    std::fs::write(
+        config.path().join("config.json"),
+        json!({"auths": {registry.clone(): {"auth": secret}}}).to_string(),
+    )
+    .unwrap();
+    let docker_config = config.path().to_str().unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = garden_artifacts(
+        &[
+            "pull",
+            &format!("{registry}/echo/app:v1"),
+            "-o",
+            out_dir.path().to_str().unwrap(),
+        ],
+        &[("DOCKER_CONFIG", docker_config)],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let shown = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(shown.contains("401"), "{shown}");
+    for secret in [secret, "s3cr3t-pass", "presigned-sig"] {
+        assert!(!shown.contains(secret), "{secret} shown:\n{shown}");
+    }
+    assert!(
+        !shown.contains('\u{1b}') && !shown.contains('\u{7}') && !shown.contains('\r'),
+        "control characters reach the terminal: {shown:?}"
+    );
+    assert!(
+        !shown.lines().any(|l| l.starts_with("error: all good")),
+        "a registry forged a line: {shown}"
+    );
+    // Which credentials were tried, by where they come from.
+    let config_file = config.path().join("config.json");
+    assert!(
+        shown.contains(&format!(
+            "credentials tried: the credentials for {registry} in {}",
+            config_file.display()
+        )),
+        "{shown}"
+    );
+
+    let anonymous = garden_artifacts(
+        &[
+            "pull",
+            &format!("{registry}/echo/app:v1"),
+            "-o",
+            out_dir.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    let shown = stderr(&anonymous);
+    assert!(shown.contains("credentials tried: anonymous"), "{shown}");
+}
+
+/// A manifest whose layers are `(title, blob digest, size)`.
+fn titled_manifest(registry: &str, repo: &str, tag: &str, layers: &[(&str, &str, usize)]) {
+    let empty = put_blob(registry, repo, b"{}");
+    let layers: Vec<Value> = layers
+        .iter()
+        .map(|(title, digest, size)| {
+            json!({
+                "mediaType": "application/octet-stream",
+                "digest": digest,
+                "size": size,
+                "annotations": {"org.opencontainers.image.title": title},
+            })
+        })
+        .collect();
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": "application/vnd.example.test",
+        "config": {"mediaType": OCI_EMPTY, "digest": empty, "size": 2},
+        "layers": layers,
+    });
+    put_manifest(
+        registry,
+        repo,
+        tag,
+        OCI_MANIFEST,
+        &serde_json::to_vec(&manifest).unwrap(),
+    );
+}
+
+#[test]
+fn pull_writes_any_file_name_refuses_control_characters_and_what_is_in_the_way() {
+    let registry = Registry::start();
+    let repo = "gl/names";
+    let first = b"first\n";
+    let second = b"second\n";
+    let first_blob = put_blob(&registry.addr, repo, first);
+    let second_blob = put_blob(&registry.addr, repo, second);
+    let reference = |tag: &str| format!("{}/{repo}:{tag}", registry.addr);
+
+    // The longest name a file system allows.
+    let long_title = format!("{}.bin", "x".repeat(251));
+    titled_manifest(
+        &registry.addr,
+        repo,
+        "long",
+        &[(&long_title, &first_blob, first.len())],
+    );
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("d");
+    let dir_arg = dir.to_str().unwrap();
+    run_ok(&["pull", &reference("long"), "-o", dir_arg]);
+    assert_eq!(std::fs::read(dir.join(&long_title)).unwrap(), first);
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // Titles that would rewrite a terminal when printed.
+    for (tag, title) in [
+        ("newline", "a\nb.txt"),
+        ("escape", "a\u{1b}[2J.txt"),
+        ("tab", "a\tb.txt"),
+        ("delete", "a\u{7f}.txt"),
+        ("csi", "a\u{9b}31m.txt"),
+    ] {
+        titled_manifest(
+            &registry.addr,
+            repo,
+            tag,
+            &[
+                ("ok.txt", &first_blob, first.len()),
+                (title, &second_blob, second.len()),
+            ],
+        );
+        let e = run_fails(&["pull", &reference(tag), "-o", dir_arg], 1);
+        assert!(e.contains("control character"), "{tag}: {e}");
+        assert!(
+            !e.chars().any(|c| c.is_control() && c != '\n'),
+            "{tag}: {e:?}"
+        );
+        assert!(files_in(&dir).is_empty(), "{tag}: {:?}", files_in(&dir));
+    }
+
+    // Something in the way of the second file: the first is not replaced either.
+    titled_manifest(
+        &registry.addr,
+        repo,
+        "two",
+        &[
+            ("a.txt", &first_blob, first.len()),
+            ("b.txt", &second_blob, second.len()),
+        ],
+    );
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.txt"), b"old a\n").unwrap();
+    std::fs::create_dir(dir.join("b.txt")).unwrap();
+    let e = run_fails(&["pull", &reference("two"), "-o", dir_arg], 1);
+    assert!(e.contains("b.txt") && e.contains("is a folder"), "{e}");
+    assert_eq!(std::fs::read(dir.join("a.txt")).unwrap(), b"old a\n");
+    assert_eq!(files_in(&dir), ["a.txt", "b.txt"]);
+    std::fs::remove_dir(dir.join("b.txt")).unwrap();
+    std::fs::write(out.path().join("elsewhere"), b"elsewhere\n").unwrap();
+    std::os::unix::fs::symlink(out.path().join("elsewhere"), dir.join("b.txt")).unwrap();
+    let e = run_fails(&["pull", &reference("two"), "-o", dir_arg], 1);
+    assert!(e.contains("b.txt") && e.contains("symbolic link"), "{e}");
+    assert_eq!(std::fs::read(dir.join("a.txt")).unwrap(), b"old a\n");
+    assert!(
+        std::fs::symlink_metadata(dir.join("b.txt"))
+            .unwrap()
+            .is_symlink()
+    );
+    assert_eq!(files_in(&dir), ["a.txt", "b.txt"]);
+    // With the way clear, both are written (the set-up is right).
+    std::fs::remove_file(dir.join("b.txt")).unwrap();
+    run_ok(&["pull", &reference("two"), "-o", dir_arg]);
+    assert_eq!(std::fs::read(dir.join("a.txt")).unwrap(), first);
+    assert_eq!(std::fs::read(dir.join("b.txt")).unwrap(), second);
+}
+
+#[test]
+fn a_pull_stopped_by_sigterm_or_sigint_leaves_the_folder_as_it_was() {
+    use common::faults::{Action, FaultProxy, Rule};
+    let registry = Registry::start();
+    let proxy = FaultProxy::start(&registry.addr);
+    let repo = "gl/stopped";
+    let fast = noise(64 * 1024, 1);
+    let slow = noise(64 * 1024, 2);
+    let fast_blob = put_blob(&registry.addr, repo, &fast);
+    let slow_blob = put_blob(&registry.addr, repo, &slow);
+    titled_manifest(
+        &registry.addr,
+        repo,
+        "v1",
+        &[
+            ("fast.bin", &fast_blob, fast.len()),
+            ("slow.bin", &slow_blob, slow.len()),
+        ],
+    );
+    proxy.inject(
+        Rule::new("GET", &format!("/blobs/{slow_blob}"), Action::Forward)
+            .delay(std::time::Duration::from_secs(60)),
+    );
+    for (signal, code) in [("TERM", 143), ("INT", 130)] {
+        let out = tempfile::tempdir().unwrap();
+        let dir = out.path().join("d");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("keep.txt"), b"keep\n").unwrap();
+        let config = tempfile::tempdir().unwrap();
+        let child = std::process::Command::new(BINARY)
+            .args(["pull", &format!("{}/{repo}:v1", proxy.addr), "-o"])
+            .arg(&dir)
+            .env("DOCKER_CONFIG", config.path())
+            .env_remove("REGISTRY_AUTH_FILE")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The fast file is downloaded (to its temporary name) while the slow one waits.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while files_in(&dir).iter().all(|f| !f.ends_with(".partial")) {
+            assert!(std::time::Instant::now() < deadline, "no download started");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let killed = std::process::Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let done = child.wait_with_output().unwrap();
+        let e = String::from_utf8_lossy(&done.stderr);
+        assert_eq!(done.status.code(), Some(code), "SIG{signal}: {e}");
+        assert_eq!(files_in(&dir), ["keep.txt"], "SIG{signal}: {e}");
+    }
+}

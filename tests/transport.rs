@@ -156,15 +156,37 @@ fn result_of(out: &Output) -> serde_json::Value {
 /// request reaches the registry; with `--ca-file` it converges, read back by skopeo over
 /// verified TLS. And a plain-HTTP registry under that non-loopback name needs
 /// `--insecure-registry`: without it the client insists on TLS.
+///
+/// Runs on every machine: under `localhost`, named with `--secure-registry` (how a registry
+/// reached through a port-forward is named), and also under this machine's own name when it
+/// resolves to loopback (no flag needed: the client speaks TLS to every name that is not
+/// loopback).
 #[test]
 fn https_with_a_private_ca_and_plain_http_only_when_named_insecure() {
-    let Some((host, ip)) = loopback_host_name() else {
-        eprintln!(
-            "SKIPPED: this machine's host name does not resolve to a loopback address, and \
-             garden-artifacts always speaks plain HTTP to 127.0.0.0/8 and localhost"
-        );
-        return;
-    };
+    private_ca_and_plain_http(
+        "localhost",
+        IpAddr::from([127, 0, 0, 1]),
+        Naming::SecureFlag,
+    );
+    match loopback_host_name() {
+        Some((host, ip)) => private_ca_and_plain_http(&host, ip, Naming::NotLoopback),
+        None => println!(
+            "this machine's host name does not resolve to loopback: ran under localhost only"
+        ),
+    }
+}
+
+/// How the registry under test is told to be spoken to over TLS.
+#[derive(Clone, Copy, PartialEq)]
+enum Naming {
+    /// A loopback name, with `--secure-registry`.
+    SecureFlag,
+    /// A name that is not loopback: TLS without any flag.
+    NotLoopback,
+}
+
+fn private_ca_and_plain_http(host: &str, ip: IpAddr, naming: Naming) {
+    let host = host.to_string();
     let certs = tempfile::tempdir().unwrap();
     make_ca_and_server_cert(certs.path(), &host);
     let cert = certs.path().join("server.crt");
@@ -188,9 +210,17 @@ fn https_with_a_private_ca_and_plain_http_only_when_named_insecure() {
         &object("tls", &format!("{name}/tls/app"), "ID=tls"),
     );
     let file = file.to_str().unwrap();
+    // Every run against the TLS registry names it secure when its name is loopback.
+    let tls_run = |args: &[&str]| {
+        let mut args = args.to_vec();
+        if naming == Naming::SecureFlag {
+            args.extend(["--secure-registry", &name]);
+        }
+        garden_artifacts(&args, &[])
+    };
 
     // Without the CA: the certificate is refused, nothing is sent.
-    let out = garden_artifacts(&["apply", "-f", file, "-o", "json"], &[]);
+    let out = tls_run(&["apply", "-f", file, "-o", "json"]);
     assert_eq!(out.status.code(), Some(1), "{}", all_output(&out));
     let tls_error = result_of(&out)["error"].as_str().unwrap().to_string();
     let lower = tls_error.to_lowercase();
@@ -206,19 +236,13 @@ fn https_with_a_private_ca_and_plain_http_only_when_named_insecure() {
     assert!(registry.requests().is_empty(), "{:#?}", registry.requests());
 
     // A CA file that is not PEM is refused before anything happens.
-    let out = garden_artifacts(
-        &["apply", "-f", file, "--ca-file", key.to_str().unwrap()],
-        &[],
-    );
+    let out = tls_run(&["apply", "-f", file, "--ca-file", key.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", all_output(&out));
     assert!(stderr(&out).contains("--ca-file"), "{}", all_output(&out));
 
     // With it: converges, then is unchanged.
     let ca_arg = ca.to_str().unwrap();
-    let out = garden_artifacts(
-        &["apply", "-f", file, "--ca-file", ca_arg, "-o", "json"],
-        &[],
-    );
+    let out = tls_run(&["apply", "-f", file, "--ca-file", ca_arg, "-o", "json"]);
     assert!(out.status.success(), "{}", all_output(&out));
     let result = result_of(&out);
     assert_eq!(result["result"], "created");
@@ -236,7 +260,7 @@ fn https_with_a_private_ca_and_plain_http_only_when_named_insecure() {
         result["digest"].as_str().unwrap(),
         format!("sha256:{}", hex::encode(sha2::Sha256::digest(&raw.stdout)))
     );
-    let out = garden_artifacts(&["apply", "-f", file, "--ca-file", ca_arg], &[]);
+    let out = tls_run(&["apply", "-f", file, "--ca-file", ca_arg]);
     assert!(out.status.success(), "{}", all_output(&out));
     assert!(
         stdout(&out).trim_end().ends_with("unchanged"),
@@ -259,7 +283,11 @@ fn https_with_a_private_ca_and_plain_http_only_when_named_insecure() {
         &object("plain", &format!("{plain_name}/plain/app"), "ID=plain"),
     );
     let file = file.to_str().unwrap();
-    let out = garden_artifacts(&["apply", "-f", file, "-o", "json"], &[]);
+    let mut insisting_on_tls = vec!["apply", "-f", file, "-o", "json"];
+    if naming == Naming::SecureFlag {
+        insisting_on_tls.extend(["--secure-registry", &plain_name]);
+    }
+    let out = garden_artifacts(&insisting_on_tls, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", all_output(&out));
     let error = result_of(&out)["error"].as_str().unwrap().to_string();
     assert!(

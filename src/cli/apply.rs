@@ -24,9 +24,13 @@ use crate::sources::UrlFetcher;
 
 #[derive(Args)]
 pub struct ApplyArgs {
-    /// A manifest file (several YAML documents allowed) or a folder of them; repeatable.
+    /// A manifest file (several YAML documents allowed), a folder of them, or `-` for standard
+    /// input; repeatable.
     #[arg(short = 'f', long = "filename", required = true)]
     files: Vec<PathBuf>,
+    /// Read the folders given with -f with their subfolders.
+    #[arg(short = 'R', long)]
+    recursive: bool,
     /// Print what would be written, write nothing.
     #[arg(long)]
     dry_run: bool,
@@ -70,7 +74,12 @@ struct ObjectResult {
 }
 
 pub async fn run(args: ApplyArgs) -> u8 {
-    let loaded = manifests::load(&args.files);
+    let folders = if args.recursive {
+        manifests::Folders::Recursive
+    } else {
+        manifests::Folders::TopLevel
+    };
+    let loaded = manifests::load_from(&args.files, folders);
     for note in &loaded.notes {
         eprintln!("note: {note}");
     }
@@ -331,7 +340,7 @@ async fn reconcile_one(
     };
     match engine.reconcile(intent, &inputs, mode).await {
         Ok(report) => succeeded(object, &report, mode),
-        Err(e) => failed(object, e.to_string()),
+        Err(e) => failed(object, common::engine_failure(e).message),
     }
 }
 

@@ -63,7 +63,27 @@ impl fmt::Display for Failure {
 
 impl From<crate::registry::Error> for Failure {
     fn from(e: crate::registry::Error) -> Self {
-        Failure::failed(e.to_string())
+        Failure::failed(format!("{}{e}", credentials_tried(&e)))
+    }
+}
+
+/// The credentials of this process's registry client, kept to name them (never their values)
+/// when a registry refuses them.
+static CREDENTIALS: std::sync::OnceLock<DockerConfig> = std::sync::OnceLock::new();
+
+/// For a 401 or 403: which credentials were sent, so the person knows what to fix. A prefix, so
+/// the registry's answer stays the end of the message.
+fn credentials_tried(e: &crate::registry::Error) -> String {
+    use crate::registry::{ErrorClass, NeedsPerson};
+    let refused = matches!(
+        e.class(),
+        ErrorClass::NeedsPerson(NeedsPerson::Unauthorized | NeedsPerson::Forbidden)
+    );
+    match (refused, e.registry(), CREDENTIALS.get()) {
+        (true, Some(registry), Some(config)) => {
+            format!("credentials tried: {}; ", config.describe_for(&registry))
+        }
+        _ => String::new(),
     }
 }
 
@@ -75,7 +95,7 @@ pub fn finish(outcome: Outcome) -> u8 {
         Ok(()) => exit::OK,
         Err(failure) => {
             for line in failure.message.lines() {
-                eprintln!("error: {line}");
+                eprintln!("error: {}", without_control_characters(line));
             }
             if failure.code == exit::INVALID {
                 eprintln!("error: invalid input, nothing was written");
@@ -85,11 +105,27 @@ pub fn finish(outcome: Outcome) -> u8 {
     }
 }
 
+/// A line for a terminal: what a registry or a file sent may hold escape sequences that move
+/// the cursor or rewrite what was printed before.
+pub fn without_control_characters(line: &str) -> String {
+    line.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
 /// The registry client of a verb: credentials from `REGISTRY_AUTH_FILE`, `$DOCKER_CONFIG` or
 /// `~/.docker/config.json` (helpers included), anonymous otherwise.
 pub fn registry_client(args: &RegistryArgs) -> Result<Arc<RegistryClient>, Failure> {
     let credentials = DockerConfig::load_default()
         .map_err(|e| Failure::invalid(format!("registry credentials: {e}")))?;
+    let _ = CREDENTIALS.set(credentials.clone());
     let options = args.client_options().map_err(Failure::invalid)?;
     RegistryClient::new(options, Arc::new(credentials))
         .map(Arc::new)
@@ -144,7 +180,11 @@ pub fn tag_to_write(what: &str, tag: &Tag) -> Result<(), Failure> {
 /// An engine error as the command line shows it: the verbs name their intents' fields after
 /// the arguments, so the message needs no translation; the exit code follows the kind.
 pub fn engine_failure(e: EngineError) -> Failure {
-    Failure::failed(e.to_string())
+    let tried = match &e {
+        EngineError::Registry(registry_error) => credentials_tried(registry_error),
+        _ => String::new(),
+    };
+    Failure::failed(format!("{tried}{e}"))
 }
 
 /// An intent the command line could not be read into: one line per argument.

@@ -98,10 +98,14 @@ mod tests {
         ]);
         assert_eq!(config.namespace.as_deref(), Some("ns"));
         assert_eq!(config.registry.insecure_registries, ["registry:5000"]);
-        assert_eq!(
-            config.url_policy.allowed_hosts.as_deref(),
-            Some(&["files.example.com".to_string()][..])
-        );
+        let allowed: Vec<String> = config
+            .url_policy
+            .allowed_hosts
+            .iter()
+            .flatten()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(allowed, ["files.example.com"]);
         assert_eq!(config.concurrency, 2);
         let leader = config.leader_election.expect("leader election");
         assert_eq!(

@@ -82,7 +82,38 @@ struct Chosen {
 }
 
 pub async fn run(args: PullArgs) -> u8 {
-    common::finish(pull(args).await)
+    common::finish(until_interrupted(pull(args)).await)
+}
+
+/// Runs the pull until SIGINT or SIGTERM: either drops it, so the temporary files' guards
+/// remove them and the folder stays as it was.
+async fn until_interrupted(work: impl std::future::Future<Output = Outcome>) -> Outcome {
+    let interrupted = |signal: &str, code: u8| Failure {
+        code,
+        message: format!("{signal}: pull stopped, the folder is as it was"),
+    };
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut terminate), Ok(mut interrupt)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return work.await;
+        };
+        tokio::select! {
+            outcome = work => outcome,
+            _ = terminate.recv() => Err(interrupted("SIGTERM", 128 + 15)),
+            _ = interrupt.recv() => Err(interrupted("SIGINT", 128 + 2)),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::select! {
+            outcome = work => outcome,
+            _ = tokio::signal::ctrl_c() => Err(interrupted("interrupted", 128 + 2)),
+        }
+    }
 }
 
 async fn pull(args: PullArgs) -> Outcome {
@@ -149,6 +180,7 @@ async fn pull(args: PullArgs) -> Outcome {
     }
 
     let files = select_layers(&reference, &chosen, &args.media_types, &args.output)?;
+    nothing_in_the_way(&files)?;
     tokio::fs::create_dir_all(&args.output)
         .await
         .map_err(|e| Failure::failed(format!("-o {}: {e}", args.output.display())))?;
@@ -169,6 +201,9 @@ async fn pull(args: PullArgs) -> Outcome {
         .buffered(CONCURRENCY)
         .try_collect()
         .await?;
+    // Checked again: the downloads took a while, and a rename that fails half-way through
+    // would leave some files replaced.
+    nothing_in_the_way(&files)?;
     let mut written = Vec::new();
     for (partial, file) in verified.into_iter().zip(&files) {
         partial.rename_to(Path::new(&file.path)).await?;
@@ -256,8 +291,58 @@ async fn choose(
     Ok(())
 }
 
-/// A title that is a plain file name in DIR: no folder, no way out of DIR.
+/// Every file name a pull writes is either free or a regular file it replaces: a folder or a
+/// symbolic link in the way is refused before the first rename, so a failed pull changes
+/// nothing.
+fn nothing_in_the_way(files: &[PulledFile]) -> Result<(), Failure> {
+    let mut problems = Vec::new();
+    for file in files {
+        let target = Path::new(&file.path);
+        match std::fs::symlink_metadata(target) {
+            Ok(meta) if meta.file_type().is_symlink() => problems.push(format!(
+                "{}: is a symbolic link; the pull does not replace it (remove it, or pull into another folder)",
+                target.display()
+            )),
+            Ok(meta) if meta.is_dir() => problems.push(format!(
+                "{}: is a folder, where the layer titled {:?} would be written",
+                target.display(),
+                file.title
+            )),
+            Ok(meta) if !meta.is_file() => problems.push(format!(
+                "{}: is not a regular file; the pull does not replace it",
+                target.display()
+            )),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => problems.push(format!("{}: {e}", target.display())),
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        problems.push("nothing was written".into());
+        Err(Failure::failed(problems.join("\n")))
+    }
+}
+
+/// The most bytes of a file name most file systems allow.
+const MAX_NAME_BYTES: usize = 255;
+
+/// A title that is a plain file name in DIR: no folder, no way out of DIR, nothing that
+/// rewrites a terminal when the name is printed.
 fn safe_title(title: &str) -> Result<(), String> {
+    if let Some(c) = title.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "contains the control character {}",
+            c.escape_unicode()
+        ));
+    }
+    if title.len() > MAX_NAME_BYTES {
+        return Err(format!(
+            "is {} bytes long, more than the {MAX_NAME_BYTES} a file name may have",
+            title.len()
+        ));
+    }
     if title.contains('/') || title.contains('\\') {
         return Err("contains a path separator".into());
     }
@@ -368,9 +453,9 @@ async fn download(
     static SEQUENCE: AtomicU64 = AtomicU64::new(0);
     let target = PathBuf::from(&file.path);
     let dir = target.parent().unwrap_or(Path::new("."));
+    // Not derived from the title: any title the file system allows must leave room for it.
     let temporary = dir.join(format!(
-        ".{}.{}-{}.partial",
-        file.title,
+        ".garden-artifacts-{}-{}.partial",
         std::process::id(),
         SEQUENCE.fetch_add(1, Ordering::Relaxed)
     ));
@@ -443,5 +528,24 @@ mod tests {
         assert!(safe_title("..").is_err());
         assert!(safe_title(".").is_err());
         assert!(safe_title("a\\b").is_err());
+    }
+
+    #[test]
+    fn titles_with_control_characters_are_refused_and_any_file_name_is_allowed() {
+        for bad in [
+            "a\nb",
+            "a\rb",
+            "a\u{1b}[2Jb",
+            "a\tb",
+            "a\u{7f}b",
+            "a\u{9b}b",
+            "a\u{85}b",
+        ] {
+            let err = safe_title(bad).unwrap_err();
+            assert!(err.contains("control character"), "{bad:?}: {err}");
+        }
+        assert!(safe_title(&"x".repeat(255)).is_ok());
+        assert!(safe_title(&"é".repeat(127)).is_ok());
+        assert!(safe_title(&"x".repeat(256)).is_err());
     }
 }

@@ -5,13 +5,16 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::registry::{BudgetOptions, ClientOptions};
-use crate::sources::UrlPolicy;
+use crate::sources::{AllowedHost, UrlPolicy};
 
 #[derive(Args, Clone, Debug, Default)]
 pub struct RegistryArgs {
     /// A registry (host:port) to speak plain HTTP to; loopback registries always do.
     #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
     pub insecure_registries: Vec<String>,
+    /// A registry (host:port) to speak TLS to even on loopback, e.g. through a port-forward.
+    #[arg(long = "secure-registry", value_name = "HOST:PORT")]
+    pub secure_registries: Vec<String>,
     /// Trust the CA certificates in this PEM file (in addition to the system's).
     #[arg(long, value_name = "PATH")]
     pub ca_file: Option<PathBuf>,
@@ -31,8 +34,18 @@ impl RegistryArgs {
             ),
             None => None,
         };
+        if let Some(both) = self
+            .secure_registries
+            .iter()
+            .find(|r| self.insecure_registries.contains(r))
+        {
+            return Err(format!(
+                "{both} is named by both --secure-registry and --insecure-registry; name it once"
+            ));
+        }
         Ok(ClientOptions {
             insecure_registries: self.insecure_registries.clone(),
+            secure_registries: self.secure_registries.clone(),
             ca_pem,
             budget: BudgetOptions {
                 max_in_flight: self.registry_max_in_flight,
@@ -46,10 +59,11 @@ impl RegistryArgs {
 /// Flags for `url` file sources.
 #[derive(Args, Clone, Debug, Default)]
 pub struct SourceArgs {
-    /// A host (or host:port) URL sources may be fetched from; repeatable. Loopback, private and
-    /// cluster-internal addresses are only fetched when their host is listed here.
+    /// A host (or host:port, [IPv6]:port) URL sources may be fetched from; repeatable.
+    /// Loopback, private and cluster-internal addresses are only fetched when their host is
+    /// listed here.
     #[arg(long = "allow-source-host", value_name = "HOST[:PORT]")]
-    pub allowed_hosts: Vec<String>,
+    pub allowed_hosts: Vec<AllowedHost>,
     /// The most bytes one URL source may have.
     #[arg(long, value_name = "BYTES", default_value_t = crate::sources::DEFAULT_MAX_SOURCE_BYTES)]
     pub max_source_bytes: u64,

@@ -19,6 +19,9 @@ use crate::oci::Repository;
 pub struct ClientOptions {
     /// Registries (`host:port`) spoken to over plain HTTP although they are not on loopback.
     pub insecure_registries: Vec<String>,
+    /// Registries (`host:port`) spoken to over TLS although they are on loopback: a registry
+    /// reached through a port-forward or a local TLS proxy.
+    pub secure_registries: Vec<String>,
     pub retry: RetryPolicy,
     /// Extra trusted CA certificates (PEM), e.g. for a registry with a private CA.
     pub ca_pem: Option<Vec<u8>>,
@@ -30,6 +33,7 @@ pub struct ClientOptions {
 pub struct RegistryClient {
     pub(super) http: reqwest::Client,
     pub(super) insecure: BTreeSet<String>,
+    pub(super) secure: BTreeSet<String>,
     pub(super) retry: RetryPolicy,
     pub(super) credentials: Arc<dyn CredentialSource>,
     pub(super) resolved_credentials: Mutex<HashMap<String, Option<Credential>>>,
@@ -81,6 +85,7 @@ impl RegistryClient {
         Ok(Self {
             http,
             insecure: options.insecure_registries.into_iter().collect(),
+            secure: options.secure_registries.into_iter().collect(),
             retry: options.retry,
             credentials,
             resolved_credentials: Mutex::default(),
@@ -97,6 +102,7 @@ impl RegistryClient {
         Self {
             http: self.http.clone(),
             insecure: self.insecure.clone(),
+            secure: self.secure.clone(),
             retry: self.retry.clone(),
             credentials,
             resolved_credentials: Mutex::default(),
@@ -112,11 +118,9 @@ impl RegistryClient {
     }
 
     pub(super) fn base(&self, registry: &str) -> String {
-        let scheme = if is_loopback(registry) || self.insecure.contains(registry) {
-            "http"
-        } else {
-            "https"
-        };
+        let plain = !self.secure.contains(registry)
+            && (is_loopback(registry) || self.insecure.contains(registry));
+        let scheme = if plain { "http" } else { "https" };
         format!("{scheme}://{registry}/v2/")
     }
 
@@ -137,5 +141,19 @@ mod tests {
         assert!(is_loopback("[::1]:5000"));
         assert!(!is_loopback("10.0.0.1:5000"));
         assert!(!is_loopback("ghcr.io"));
+    }
+
+    #[test]
+    fn a_registry_named_secure_speaks_tls_even_on_loopback() {
+        let client = RegistryClient::new(
+            ClientOptions {
+                secure_registries: vec!["localhost:8443".into()],
+                ..Default::default()
+            },
+            Arc::new(crate::registry::NoCredentials),
+        )
+        .unwrap();
+        assert_eq!(client.base("localhost:8443"), "https://localhost:8443/v2/");
+        assert_eq!(client.base("localhost:5000"), "http://localhost:5000/v2/");
     }
 }

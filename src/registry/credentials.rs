@@ -130,6 +130,41 @@ impl DockerConfig {
     }
 }
 
+impl DockerConfig {
+    /// Which credentials a request to `registry` carries, named by where they come from and
+    /// never by their value: for a 401 or 403 to say what was tried.
+    pub fn describe_for(&self, registry: &str) -> String {
+        for (origin, file) in &self.files {
+            if let Some(helper) = file.cred_helpers.get(registry) {
+                return format!(
+                    "the credential helper docker-credential-{helper} that {origin} names for {registry}"
+                );
+            }
+            if file.auths.keys().any(|key| normalize_host(key) == registry) {
+                return format!("the credentials for {registry} in {origin}");
+            }
+            if let Some(store) = &file.creds_store {
+                return format!(
+                    "the credential store docker-credential-{store} that {origin} names"
+                );
+            }
+        }
+        if self.files.is_empty() {
+            "anonymous (no docker config file was found)".to_string()
+        } else {
+            let origins: Vec<&str> = self
+                .files
+                .iter()
+                .map(|(origin, _)| origin.as_str())
+                .collect();
+            format!(
+                "anonymous (no credentials for {registry} in {})",
+                origins.join(", ")
+            )
+        }
+    }
+}
+
 impl CredentialSource for DockerConfig {
     fn lookup(&self, registry: &str) -> Result<Option<Credential>, String> {
         // A key names the registry in any of its spellings (`https://index.docker.io/v1/` is
