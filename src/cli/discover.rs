@@ -336,13 +336,15 @@ fn render(root: &Item) -> String {
             let last = i + 1 == item.children.len();
             out.push_str(prefix);
             out.push_str(if last { "└── " } else { "├── " });
-            out.push_str(&child.label);
+            // Labels hold what a registry sent (annotations, media types): escaped, so a
+            // control sequence never reaches the terminal.
+            out.push_str(&common::without_control_characters(&child.label));
             out.push('\n');
             let deeper = format!("{prefix}{}", if last { "    " } else { "│   " });
             below(child, &deeper, out);
         }
     }
-    let mut out = format!("{}\n", root.label);
+    let mut out = format!("{}\n", common::without_control_characters(&root.label));
     below(root, "", &mut out);
     out
 }
@@ -390,5 +392,16 @@ mod tests {
             ],
         };
         assert_eq!(render(&root), "r\n├── a\n│   └── a1\n└── b\n");
+    }
+
+    #[test]
+    fn a_registry_cannot_send_control_sequences_to_the_terminal() {
+        let root = Item {
+            label: "r".into(),
+            children: vec![leaf("note: \u{1b}[2Jcleared\nforged line".into())],
+        };
+        let text = render(&root);
+        assert!(!text.contains('\u{1b}'), "{text:?}");
+        assert_eq!(text.lines().count(), 2, "{text:?}");
     }
 }

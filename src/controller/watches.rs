@@ -75,6 +75,8 @@ pub fn readers_of(
 
 fn reads_from(reader: &GardenArtifact, producer: &GardenArtifact) -> bool {
     let produced_digest = producer.status.as_ref().and_then(|s| s.digest.as_deref());
+    // Compared by identity: a copy of `localhost:5000/gl:1` follows `127.0.0.1:5000/gl`.
+    let produced_in = Repository::parse(&producer.spec.repository).ok();
     let names_producer = |reference: &str| {
         let parsed = RelativeReference::parse(reference)
             .ok()
@@ -84,7 +86,7 @@ fn reads_from(reader: &GardenArtifact, producer: &GardenArtifact) -> bool {
                     .map(|repo| reference.resolve_in(&repo))
             });
         parsed.is_some_and(|r| {
-            r.repository().to_string() == producer.spec.repository
+            produced_in.as_ref() == Some(r.repository())
                 && match (r.digest(), r.tag()) {
                     (Some(digest), _) => produced_digest == Some(digest.as_str()),
                     (None, Some(tag)) => producer.spec.tags.iter().any(|t| t == tag.as_str()),
@@ -253,6 +255,28 @@ mod tests {
             .map(|r| r.name)
             .collect();
         assert_eq!(names, ["latest", "index", "sbom"]);
+    }
+
+    #[test]
+    fn a_copy_follows_its_producer_under_another_spelling_of_the_registry() {
+        let producer = object(
+            "r",
+            "release",
+            1,
+            "{repository: '127.0.0.1:5000/gl', tags: ['1877.5'], source: {files: [{name: x.raw, content: x}]}}",
+        );
+        let copy = object(
+            "r",
+            "mirror",
+            2,
+            "{repository: 'localhost:5000/mirror', tags: ['1'], source: {image: {reference: 'LOCALHOST:5000/gl:1877.5'}}}",
+        );
+        let all = vec![producer.clone(), copy];
+        let names: Vec<String> = readers_of(&all, &producer)
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(names, ["mirror"]);
     }
 
     #[test]
