@@ -28,20 +28,9 @@ impl RegistryClient {
     pub async fn head_blob(&self, repo: &Repository, digest: &str) -> Result<Option<u64>, Error> {
         let url = self.url(repo, &format!("blobs/{digest}"));
         let response = self
-            .send(
-                Method::HEAD,
-                &url,
-                repo.registry(),
-                Access::Pull(repo),
-                HeaderMap::new(),
-                None,
-            )
+            .read(Method::HEAD, &url, repo, HeaderMap::new())
             .await?;
-        if response.status() == StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        let response = check(Method::HEAD, &url, response).await?;
-        Ok(content_length(response.headers()))
+        Ok(response.and_then(|r| content_length(r.headers())))
     }
 
     /// `GET` a blob as a byte stream; the caller verifies what it reads.

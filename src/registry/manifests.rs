@@ -46,20 +46,12 @@ impl RegistryClient {
         reference: &str,
     ) -> Result<Option<ManifestHead>, Error> {
         let url = self.url(repo, &format!("manifests/{reference}"));
-        let response = self
-            .send(
-                Method::HEAD,
-                &url,
-                repo.registry(),
-                Access::Pull(repo),
-                accept_manifests(),
-                None,
-            )
-            .await?;
-        if response.status() == StatusCode::NOT_FOUND {
+        let Some(response) = self
+            .read(Method::HEAD, &url, repo, accept_manifests())
+            .await?
+        else {
             return Ok(None);
-        }
-        let response = check(Method::HEAD, &url, response).await?;
+        };
         let headers = response.headers();
         let digest = content_digest(headers);
         let media_type = content_type(headers);
@@ -89,20 +81,12 @@ impl RegistryClient {
         reference: &str,
     ) -> Result<Option<RawManifest>, Error> {
         let url = self.url(repo, &format!("manifests/{reference}"));
-        let response = self
-            .send(
-                Method::GET,
-                &url,
-                repo.registry(),
-                Access::Pull(repo),
-                accept_manifests(),
-                None,
-            )
-            .await?;
-        if response.status() == StatusCode::NOT_FOUND {
+        let Some(response) = self
+            .read(Method::GET, &url, repo, accept_manifests())
+            .await?
+        else {
             return Ok(None);
-        }
-        let response = check(Method::GET, &url, response).await?;
+        };
         let media_type = content_type(response.headers());
         let header_digest = content_digest(response.headers());
         if response

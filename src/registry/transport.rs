@@ -16,6 +16,7 @@ use super::client::RegistryClient;
 use super::error::Error;
 use super::headers::{retry_after, strip_query};
 use crate::http_client::describe_transport;
+use crate::oci::Repository;
 
 #[derive(Clone, Debug)]
 pub struct RetryPolicy {
@@ -81,6 +82,31 @@ impl RequestStats {
 impl RegistryClient {
     pub(super) fn count(&self, method: &Method, status: u16) {
         self.stats.count(method.as_str(), status);
+    }
+
+    /// A read with pull access of something that may not exist: `None` when the registry
+    /// answers 404, the checked answer otherwise.
+    pub(super) async fn read(
+        &self,
+        method: Method,
+        url: &str,
+        repo: &Repository,
+        headers: HeaderMap,
+    ) -> Result<Option<reqwest::Response>, Error> {
+        let response = self
+            .send(
+                method.clone(),
+                url,
+                repo.registry(),
+                Access::Pull(repo),
+                headers,
+                None,
+            )
+            .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        check(method, url, response).await.map(Some)
     }
 
     /// Sends a replayable request: answers 401 challenges once, retries transport errors and
