@@ -8,7 +8,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::api::GardenArtifact;
 use crate::engine::claims::{self, Claim, Conflict};
-use crate::oci::{RelativeReference, Repository};
+use crate::oci::{RelativeReference, Repository, repository_identity};
 
 fn same_namespace<'a, O: Deref<Target = GardenArtifact>>(
     objects: &'a [O],
@@ -76,7 +76,7 @@ pub fn readers_of(
 fn reads_from(reader: &GardenArtifact, producer: &GardenArtifact) -> bool {
     let produced_digest = producer.status.as_ref().and_then(|s| s.digest.as_deref());
     // Compared by identity: a copy of `localhost:5000/gl:1` follows `127.0.0.1:5000/gl`.
-    let produced_in = Repository::parse(&producer.spec.repository).ok();
+    let produced_in = repository_identity(&producer.spec.repository);
     let names_producer = |reference: &str| {
         let parsed = RelativeReference::parse(reference)
             .ok()
@@ -86,7 +86,7 @@ fn reads_from(reader: &GardenArtifact, producer: &GardenArtifact) -> bool {
                     .map(|repo| reference.resolve_in(&repo))
             });
         parsed.is_some_and(|r| {
-            produced_in.as_ref() == Some(r.repository())
+            r.repository().identity() == produced_in
                 && match (r.digest(), r.tag()) {
                     (Some(digest), _) => produced_digest == Some(digest.as_str()),
                     (None, Some(tag)) => producer.spec.tags.iter().any(|t| t == tag.as_str()),
@@ -134,14 +134,11 @@ pub fn lost_tags(
         )
     });
     let owners: Vec<String> = ordered.iter().map(|o| key(*o)).collect();
-    // Two spellings of one repository are one repository.
+    // Two spellings of one repository are one repository. This runs over every object each
+    // round, so the identity is taken from the admitted text without the grammar's regex.
     let repositories: Vec<String> = ordered
         .iter()
-        .map(|o| {
-            Repository::parse(&o.spec.repository)
-                .map(|r| r.identity())
-                .unwrap_or_else(|_| o.spec.repository.clone())
-        })
+        .map(|o| repository_identity(&o.spec.repository))
         .collect();
     let claims: Vec<Claim<'_>> = ordered
         .iter()

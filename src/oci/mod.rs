@@ -7,4 +7,6 @@ pub mod media_types;
 pub mod reference;
 
 pub use digest::Digest;
-pub use reference::{ImageReference, RegistryId, RelativeReference, Repository, Tag};
+pub use reference::{
+    ImageReference, RegistryId, RelativeReference, Repository, Tag, repository_identity,
+};

@@ -75,6 +75,31 @@ impl fmt::Display for RegistryId {
     }
 }
 
+/// The registry's identity and the path as that registry knows it: Docker Hub's single-segment
+/// names live under `library/`.
+fn identity_parts(registry: &str, name: &str) -> (RegistryId, String) {
+    let id = RegistryId::of(registry);
+    let canonical_name = if id.is_docker_hub() && !name.contains('/') {
+        format!("library/{name}")
+    } else {
+        name.to_string()
+    };
+    (id, canonical_name)
+}
+
+/// [`Repository::identity`] of a repository written as text, without the grammar check (no
+/// regex): for paths that go over every object of a cluster, whose repositories were checked
+/// when the objects were admitted. Text without a `/` is its own identity.
+pub fn repository_identity(text: &str) -> String {
+    match text.split_once('/') {
+        Some((registry, name)) => {
+            let (id, name) = identity_parts(registry, name);
+            format!("{id}/{name}")
+        }
+        None => text.to_string(),
+    }
+}
+
 /// `registry-host[:port]/path`, e.g. `127.0.0.1:5000/gardenlinux/gardenlinux`. It keeps the
 /// spelling it was given (requests go where the user said), and compares, orders and hashes by
 /// its identity: two spellings of one repository are one repository.
@@ -123,12 +148,7 @@ impl Repository {
             ));
         }
         let (registry, name) = s.split_once('/').expect("the pattern requires a slash");
-        let id = RegistryId::of(registry);
-        let canonical_name = if id.is_docker_hub() && !name.contains('/') {
-            format!("library/{name}")
-        } else {
-            name.to_string()
-        };
+        let (id, canonical_name) = identity_parts(registry, name);
         Ok(Self {
             registry: registry.to_string(),
             name: name.to_string(),
@@ -418,6 +438,10 @@ mod tests {
         ));
         assert!(!same("ghcr.io/ubuntu", "ghcr.io/library/ubuntu"));
         assert!(!same("127.0.0.2:5000/gl", "10.0.0.1:5000/gl"));
+        let identity = |s: &str| Repository::parse(s).unwrap().identity();
+        for spelling in ["LOCALHOST:5000/gl", "docker.io/ubuntu", "ghcr.io:443/a/b"] {
+            assert_eq!(repository_identity(spelling), identity(spelling));
+        }
         // The spelling is kept for requests and messages.
         let r = Repository::parse("LOCALHOST:5000/gl").unwrap();
         assert_eq!(r.to_string(), "LOCALHOST:5000/gl");
