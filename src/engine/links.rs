@@ -50,6 +50,37 @@ impl std::fmt::Display for LinkVia {
     }
 }
 
+/// How a subject's referrers are found, as read before planning.
+pub(super) enum SubjectLinks {
+    ReferrersApi,
+    /// The fallback index as it is (`None`: there is none yet).
+    FallbackIndex(Option<Value>),
+}
+
+impl SubjectLinks {
+    /// Pure: how `entry` is made findable from `subject`, and the fallback-index change that
+    /// takes, if any.
+    pub(super) fn link(
+        &self,
+        repo: &Repository,
+        subject: &str,
+        entry: &Value,
+    ) -> (LinkVia, Option<FallbackIndexUpdate>) {
+        match self {
+            SubjectLinks::ReferrersApi => (LinkVia::ReferrersApi, None),
+            SubjectLinks::FallbackIndex(index) => {
+                let listed = index.as_ref().is_some_and(|index| lists(index, entry));
+                let update = (!listed).then(|| FallbackIndexUpdate {
+                    repository: repo.clone(),
+                    subject: subject.to_string(),
+                    change: IndexChange::Add(entry.clone()),
+                });
+                (LinkVia::FallbackTag, update)
+            }
+        }
+    }
+}
+
 /// Where fallback-index failures point: they come from linking the subject.
 fn subject_field() -> FieldPath {
     FieldPath::root("spec").child("subject")
@@ -181,17 +212,22 @@ impl Engine {
         subject: &str,
         entry: &Value,
     ) -> Result<(LinkVia, Option<FallbackIndexUpdate>), EngineError> {
+        let links = self.links_of(repo, subject).await?;
+        Ok(links.link(repo, subject, entry))
+    }
+
+    /// How referrers of `subject` are found in `repo`, read once for any number of referrers:
+    /// the registry's API, or the fallback index as it is now.
+    pub(super) async fn links_of(
+        &self,
+        repo: &Repository,
+        subject: &str,
+    ) -> Result<SubjectLinks, EngineError> {
         if self.has_referrers_api(repo, subject).await? {
-            return Ok((LinkVia::ReferrersApi, None));
+            return Ok(SubjectLinks::ReferrersApi);
         }
         let index = self.read_fallback(repo, &fallback_tag(subject)).await?;
-        let listed = index.is_some_and(|index| lists(&index, entry));
-        let update = (!listed).then(|| FallbackIndexUpdate {
-            repository: repo.clone(),
-            subject: subject.to_string(),
-            change: IndexChange::Add(entry.clone()),
-        });
-        Ok((LinkVia::FallbackTag, update))
+        Ok(SubjectLinks::FallbackIndex(index))
     }
 
     /// The fallback-index change that takes the descriptor of `digest` out of the index of

@@ -52,27 +52,32 @@ impl Engine {
         let mut subjects = vec![root];
         subjects.extend(root.children.iter());
         for subject in subjects {
-            for entry in self.referrers_of(source, &subject.digest).await? {
-                let Some(digest) = entry.get("digest").and_then(Value::as_str) else {
-                    continue;
-                };
-                let Some(raw) = self.registry.get_manifest(source, digest).await? else {
-                    continue;
-                };
-                let copy = Box::pin(self.copied_manifest(source_field, source, raw, 1)).await?;
-                let desired = Desired {
-                    repository: target.clone(),
-                    tags: Vec::new(),
-                    manifest: copy,
-                };
-                let mut plan = self.plan_store(&desired).await?;
-                let (_, link) = self.plan_link(target, &subject.digest, &entry).await?;
-                plan.fallback_indexes.extend(link);
-                copies.push(ReferrerCopy {
-                    desired,
-                    plan,
-                    cosign_tag: false,
-                });
+            let referrers = self.referrers_of(source, &subject.digest).await?;
+            if !referrers.is_empty() {
+                // The target's links of this subject, read once for all its referrers.
+                let links = self.links_of(target, &subject.digest).await?;
+                for entry in referrers {
+                    let Some(digest) = entry.get("digest").and_then(Value::as_str) else {
+                        continue;
+                    };
+                    let Some(raw) = self.registry.get_manifest(source, digest).await? else {
+                        continue;
+                    };
+                    let copy = Box::pin(self.copied_manifest(source_field, source, raw, 1)).await?;
+                    let desired = Desired {
+                        repository: target.clone(),
+                        tags: Vec::new(),
+                        manifest: copy,
+                    };
+                    let mut plan = self.plan_store(&desired).await?;
+                    let (_, link) = links.link(target, &subject.digest, &entry);
+                    plan.fallback_indexes.extend(link);
+                    copies.push(ReferrerCopy {
+                        desired,
+                        plan,
+                        cosign_tag: false,
+                    });
+                }
             }
             for suffix in COSIGN_SUFFIXES {
                 let tag = format!("{}{suffix}", fallback_tag(&subject.digest));
@@ -150,9 +155,9 @@ mod tests {
     use crate::engine::Mode;
     use crate::engine::links::fallback_tag;
     use crate::engine::test_support::{engine, reconcile_yaml, repo, seed_image, seed_referrer};
-    use crate::oci::media_types::OCI_MANIFEST;
+    use crate::oci::media_types::{OCI_INDEX, OCI_MANIFEST};
     use crate::registry::Registry;
-    use crate::registry::memory::MemoryRegistry;
+    use crate::registry::memory::{MemoryOptions, MemoryRegistry, Operation};
 
     #[tokio::test]
     async fn referrers_of_a_source_arrive_in_the_target() {
@@ -198,5 +203,79 @@ source:
         let listed: serde_json::Value = serde_json::from_slice(&listed).unwrap();
         assert_eq!(listed["manifests"][0]["digest"], signature.as_str());
         assert_eq!(registry.tag(&b, &cosign_tag), Some(cosign.digest));
+    }
+
+    /// A target without the referrers API: every referrer lands in the fallback index, which
+    /// each round reads once per subject, not once per referrer.
+    #[tokio::test(start_paused = true)]
+    async fn a_target_fallback_index_is_read_once_for_all_referrers_of_a_subject() {
+        let registry = Arc::new(MemoryRegistry::new(MemoryOptions::distribution_2()));
+        let engine = engine(&registry);
+        let (a, b) = (repo("a"), repo("b"));
+        let image = seed_image(&registry, &a, "v1", &["layer"]);
+        let signatures: Vec<String> = ["one", "two", "three"]
+            .into_iter()
+            .map(|name| seed_referrer(&registry, &a, &image.digest, name))
+            .collect();
+        let index_tag = fallback_tag(&image.digest);
+        // The source is a Distribution too: its referrers are in its own fallback index.
+        let descriptors: Vec<serde_json::Value> = signatures
+            .iter()
+            .map(|digest| {
+                let size = registry.manifest(&a, digest).unwrap().bytes.len();
+                serde_json::json!({"mediaType": OCI_MANIFEST, "digest": digest, "size": size})
+            })
+            .collect();
+        let source_index = serde_json::json!({
+            "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors,
+        });
+        registry.insert_manifest(
+            &a,
+            Some(&index_tag),
+            OCI_INDEX,
+            bytes::Bytes::from(serde_json::to_vec(&source_index).unwrap()),
+        );
+        let mirror = r#"
+repository: memory.test/b
+tags: [v1]
+source:
+  image:
+    reference: memory.test/a:v1
+    referrers: true
+"#;
+        for round in 0..2 {
+            let before = registry.calls().len();
+            let report = reconcile_yaml(&engine, mirror, Mode::Apply).await.unwrap();
+            let target_index_reads = registry.calls()[before..]
+                .iter()
+                .filter(|c| {
+                    c.operation == Operation::GetManifest
+                        && c.repository == b.to_string()
+                        && c.reference == index_tag
+                })
+                .count();
+            // Planning reads it once. Each change written (first round only) reads it before
+            // its write and at the three settle re-checks after it.
+            let changes = if round == 0 { 3 } else { 0 };
+            assert_eq!(
+                target_index_reads,
+                1 + changes * 4,
+                "round {round}: {:?}",
+                registry.calls()[before..].to_vec()
+            );
+            assert_eq!(report.mirrored.referrers, if round == 0 { 3 } else { 0 });
+        }
+        let index = registry.manifest(&b, &index_tag).expect("a fallback index");
+        let index: serde_json::Value = serde_json::from_slice(&index.bytes).unwrap();
+        let mut listed: Vec<&str> = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["digest"].as_str().unwrap())
+            .collect();
+        listed.sort_unstable();
+        let mut expected: Vec<&str> = signatures.iter().map(String::as_str).collect();
+        expected.sort_unstable();
+        assert_eq!(listed, expected);
     }
 }
