@@ -56,15 +56,6 @@ impl fmt::Display for FieldError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InvalidSpec(pub Vec<FieldError>);
 
-impl InvalidSpec {
-    pub fn one(field: FieldPath, message: impl Into<String>) -> Self {
-        Self(vec![FieldError {
-            field,
-            message: message.into(),
-        }])
-    }
-}
-
 impl fmt::Display for InvalidSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let parts: Vec<String> = self.0.iter().map(ToString::to_string).collect();

@@ -315,15 +315,6 @@ impl ImageReference {
         self.digest.as_ref()
     }
 
-    /// The same reference pinned to `digest` (its tag kept for display).
-    pub fn pinned(&self, digest: Digest) -> Self {
-        Self {
-            repository: self.repository.clone(),
-            tag: self.tag.clone(),
-            digest: Some(digest),
-        }
-    }
-
     /// What goes into `/v2/<name>/manifests/<reference>`.
     pub fn reference(&self) -> &str {
         match (&self.digest, &self.tag) {
