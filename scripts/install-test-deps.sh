@@ -3,7 +3,8 @@
 # Install everything the garden-artifacts test-suite needs, idempotently (a quick no-op when
 # all is there), and print where things are:
 #   Debian: docker-registry, skopeo, apache2-utils (htpasswd), etcd-server, curl, jq, openssl,
-#           rsync, python3 (+ pip), kubectl (kubernetes-client, when no kubectl is on PATH)
+#           rsync, python3 (+ pip), kubectl (kubernetes-client, when no kubectl is on PATH),
+#           podman and file (the image test builds the image), shellcheck (every script)
 #   PyPI:   oras (the ORAS Python SDK), into the python3 first on PATH
 #   built:  kube-apiserver v1.20.2 (once per machine, cached under GA_CACHE_DIR)
 #           ferro-oci-server 1.0.0, a registry with the OCI 1.1 referrers API
@@ -32,7 +33,7 @@ where() { # label command
 
 main() {
   ga_apt_install docker-registry skopeo apache2-utils etcd-server curl jq openssl rsync \
-    ca-certificates python3 util-linux
+    ca-certificates python3 util-linux podman file shellcheck
   if ! command -v kubectl >/dev/null 2>&1; then
     ga_apt_install kubernetes-client
   fi
@@ -74,6 +75,8 @@ main() {
   where jq jq
   where openssl openssl
   where kubectl kubectl
+  where podman podman
+  where shellcheck shellcheck
   printf '%-16s %s\n' helm "${helm}"
   printf '%-16s %s (%s)\n' ferro-oci-server "${ferro}" "${GA_FERRO_VERSION}"
   printf '%-16s %s (oras %s)\n' python3 "${PYTHON}" \
