@@ -80,16 +80,15 @@ fetch() { # url file
   curl -fsSL --retry 3 --connect-timeout 20 -o "$2" "$1" >&2 && [[ -s "$2" ]]
 }
 
-# Installs the released binary of VERSION into the tool cache and prints its path. Returns 1
-# when the release (or its binary for this platform) cannot be had; dies on a SHA-256
-# mismatch.
+# Installs the released binary of VERSION into the tool cache and sets `bin` to its path.
+# Returns 1 when the release (or its binary for this platform) cannot be had; dies on a SHA-256
+# mismatch. (Not to be called in $(...): die must end the script, not a subshell.)
 install_release() { # version
-  local version="$1" asset root bin work expected actual
+  local version="$1" asset root work expected actual
   asset="garden-artifacts-$(platform)"
   root="${RUNNER_TOOL_CACHE:-${tmp_root}}/garden-artifacts/${version}/$(platform)"
-  bin="${root}/garden-artifacts"
-  if [[ -x "${bin}" ]]; then
-    printf '%s\n' "${bin}"
+  if [[ -x "${root}/garden-artifacts" ]]; then
+    bin="${root}/garden-artifacts"
     return 0
   fi
   work="$(mktemp -d "${tmp_root}/garden-artifacts-download.XXXXXX")"
@@ -112,9 +111,9 @@ install_release() { # version
   printf 'Verified %s: sha256 %s\n' "${asset}" "${actual}" >&2
   mkdir -p "${root}"
   chmod 0755 "${work}/${asset}"
-  mv -f -- "${work}/${asset}" "${bin}"
+  mv -f -- "${work}/${asset}" "${root}/garden-artifacts"
   rm -rf -- "${work}"
-  printf '%s\n' "${bin}"
+  bin="${root}/garden-artifacts"
 }
 
 cargo_install() { # root args...
@@ -128,21 +127,21 @@ cargo_install() { # root args...
     || die "cargo install $* failed (see above)"
 }
 
-# The fallback: the action's own source, so the binary matches the action.
+# The fallback: the action's own source, so the binary matches the action. Sets `bin`.
 install_from_source() {
-  local root bin
+  local root
   if [[ -z "$(source_version)" ]]; then
     die "no garden-artifacts release could be installed and there is no garden-artifacts source at ${source_dir}: give the action 'binary' or 'garden_artifacts_version'"
   fi
   root="${tmp_root}/garden-artifacts-from-source"
-  bin="${root}/bin/garden-artifacts"
-  if [[ ! -x "${bin}" ]]; then
+  if [[ ! -x "${root}/bin/garden-artifacts" ]]; then
     printf 'Building garden-artifacts from %s into %s (a few minutes)\n' "${source_dir}" "${root}" >&2
     cargo_install "${root}" --path "${source_dir}"
   fi
-  printf '%s\n' "${bin}"
+  bin="${root}/bin/garden-artifacts"
 }
 
+bin=""
 want_version=""
 if [[ -n "${ga_binary}" ]]; then
   [[ -f "${ga_binary}" && -x "${ga_binary}" ]] \
@@ -152,11 +151,11 @@ elif [[ -n "${ga_version}" ]]; then
   ga_version="${ga_version#v}"
   [[ "${ga_version}" =~ ^[0-9A-Za-z.+-]+$ ]] || die "garden_artifacts_version '${ga_version}' is not a version"
   want_version="${ga_version}"
-  if ! bin="$(install_release "${ga_version}")"; then
+  if ! install_release "${ga_version}"; then
     if [[ "$(source_version)" == "${ga_version}" ]]; then
       printf '::warning title=garden-artifacts install::release v%s has no binary for %s here; building it from source\n' \
         "${ga_version}" "$(platform)"
-      bin="$(install_from_source)"
+      install_from_source
     else
       die "release v${ga_version} of ${repository} has no binary for $(platform) (or could not be downloaded), see above"
     fi
@@ -165,12 +164,12 @@ elif command -v garden-artifacts >/dev/null 2>&1; then
   bin="$(command -v garden-artifacts)"
 else
   own="$(source_version)"
-  if [[ -n "${own}" ]] && bin="$(install_release "${own}")"; then
+  if [[ -n "${own}" ]] && install_release "${own}"; then
     want_version="${own}"
   else
     printf '::warning title=garden-artifacts install::no release binary of v%s for %s; building it from source\n' \
       "${own:-?}" "$(platform)"
-    bin="$(install_from_source)"
+    install_from_source
   fi
 fi
 
