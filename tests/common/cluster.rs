@@ -621,6 +621,17 @@ impl Controller {
     /// ARGS` (no `--log-format text` when ARGS choose one) and waits until it serves /metrics. `name` must be unique in the test binary: it
     /// names the log and the pid file (which the reaper reads).
     pub fn start(cluster: &Cluster, name: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_binary(cluster, name, &super::binary(), args, env)
+    }
+
+    /// `start` with another garden-artifacts executable (e.g. the one of the image).
+    pub fn start_binary(
+        cluster: &Cluster,
+        name: &str,
+        binary: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let dir = cluster.state_dir.join("controllers");
         let log = dir.join(format!("{name}.log"));
         let pidfile = cluster.state_dir.join(format!("children/{name}.pid"));
@@ -628,9 +639,12 @@ impl Controller {
             let port = free_port();
             let metrics_addr = format!("127.0.0.1:{port}");
             let log_file = std::fs::File::create(&log).unwrap();
-            let mut command = Command::new(super::binary());
+            let mut command = Command::new(binary);
             command.args(["controller", "--metrics-addr", &metrics_addr]);
-            if !args.contains(&"--log-format") {
+            if !args
+                .iter()
+                .any(|a| *a == "--log-format" || a.starts_with("--log-format="))
+            {
                 command.args(["--log-format", "text"]);
             }
             command
@@ -649,7 +663,7 @@ impl Controller {
                 command.env(k, v);
             }
             let child = command.spawn().expect("the controller starts");
-            register_child(&pidfile, child.id(), &super::binary());
+            register_child(&pidfile, child.id(), binary);
             let mut controller = Controller {
                 name: name.to_string(),
                 metrics_addr,
@@ -849,6 +863,25 @@ impl Scene {
     pub fn start_controller(&mut self, name: &str, args: &[&str], env: &[(&str, &str)]) {
         let mut controller =
             Controller::start(self.cluster, &format!("{}.{name}", self.ns()), args, env);
+        controller.name = name.to_string();
+        self.controllers.push(controller);
+    }
+
+    /// Starts a controller from another garden-artifacts executable.
+    pub fn start_controller_binary(
+        &mut self,
+        name: &str,
+        binary: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) {
+        let mut controller = Controller::start_binary(
+            self.cluster,
+            &format!("{}.{name}", self.ns()),
+            binary,
+            args,
+            env,
+        );
         controller.name = name.to_string();
         self.controllers.push(controller);
     }
