@@ -27,7 +27,8 @@
 #
 # Environment:
 #   GA_PODMAN_ROOT   private podman storage (graph root + run root under it, vfs driver), e.g.
-#                    for tests; default: podman's own storage, with STORAGE_DRIVER if set
+#                    for tests (podman wants the run root under 50 characters: keep it short);
+#                    default: podman's own storage, with STORAGE_DRIVER if set
 #   CARGO_TARGET_DIR the cargo target dir (default ${GA_CACHE_DIR}/target); the static build
 #                    lands in its <rust target triple>/ subdirectory, apart from the debug build
 #   SOURCE_DATE_EPOCH  timestamp of the image (default: the last commit's), so the same
@@ -71,10 +72,12 @@ rust_target() { # arch
 
 # A static binary for the host: glibc linked in, so it runs in FROM scratch.
 build_static() { # profile -> prints the path
-  local profile="$1" target dir
+  local profile="$1" target dir strip
   target="$(rust_target "$(host_arch)")"
+  # No debug info in the image: a dev build's would make it 5 times larger.
+  strip="CARGO_PROFILE_$(printf '%s' "${profile}" | tr '[:lower:]-' '[:upper:]_')_STRIP"
   ga_log "cargo build --profile ${profile} --target ${target} (static, crt-static)"
-  RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
+  env RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" "${strip}=debuginfo" \
     cargo build --locked --quiet --profile "${profile}" --target "${target}" \
     --bin garden-artifacts --manifest-path "${ROOT}/Cargo.toml" >&2
   dir="${profile}"

@@ -67,7 +67,6 @@ fn crate_version() -> &'static str {
 
 /// The image as scripts/image.sh built it, taken apart.
 struct Image {
-    _dir: tempfile::TempDir,
     /// The OCI image config (`config`, `architecture`, `os`, ...).
     config: Value,
     /// Every entry of every layer: path (without a leading `/`) -> `tar -tv` mode string.
@@ -90,24 +89,31 @@ fn json_blob(dir: &Path, digest: &str) -> Value {
 fn image() -> &'static Image {
     static IMAGE: OnceLock<Image> = OnceLock::new();
     IMAGE.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("ga-image-test.")
+        // One folder per target dir, emptied at each run: a static is never dropped, so a
+        // TempDir would leave an image behind per run.
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("image-test");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the image test folder");
+        let archive = dir.join("image.tar");
+        // podman wants its run root under 50 characters: a short folder in /tmp.
+        let storage = tempfile::Builder::new()
+            .prefix("ga-podman.")
             .tempdir()
-            .expect("temp dir");
-        let archive = dir.path().join("image.tar");
+            .expect("temp dir for podman's storage");
         let mut build = command("scripts/image.sh");
         build
             .args(["--profile", "dev", "--archive"])
             .arg(&archive)
-            .env("GA_PODMAN_ROOT", dir.path().join("podman"));
+            .env("GA_PODMAN_ROOT", storage.path());
         let stdout = must(spawn_output(build, "scripts/image.sh"), "scripts/image.sh");
+        drop(storage);
         assert_eq!(
             stdout.trim(),
             format!("localhost/garden-artifacts:{}", crate_version()),
             "the image's name and tag"
         );
 
-        let oci = dir.path().join("oci");
+        let oci = dir.join("oci");
         std::fs::create_dir_all(&oci).unwrap();
         let mut untar = command("tar");
         untar.arg("-xf").arg(&archive).arg("-C").arg(&oci);
@@ -119,7 +125,7 @@ fn image() -> &'static Image {
         let manifest = json_blob(&oci, manifests[0]["digest"].as_str().unwrap());
         let config = json_blob(&oci, manifest["config"]["digest"].as_str().unwrap());
 
-        let rootfs = dir.path().join("rootfs");
+        let rootfs = dir.join("rootfs");
         std::fs::create_dir_all(&rootfs).unwrap();
         let mut files = BTreeMap::new();
         for layer in manifest["layers"].as_array().expect("layers") {
@@ -138,8 +144,9 @@ fn image() -> &'static Image {
             unpack.arg("-xf").arg(&path).arg("-C").arg(&rootfs);
             must(spawn_output(unpack, "tar"), "unpacking a layer");
         }
+        let _ = std::fs::remove_dir_all(&oci);
+        let _ = std::fs::remove_file(&archive);
         Image {
-            _dir: dir,
             config,
             files,
             rootfs,
