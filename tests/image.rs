@@ -322,16 +322,30 @@ fn the_image_binary_runs_the_controller_with_the_charts_arguments() {
         args.contains(&"--leader-elect"),
         "the chart's default elects a leader: {args:?}"
     );
+    // The chart's environment as the kubelet would fill it in for a pod of this name.
     let pod_name = "garden-artifacts-image-test";
-    for env in container["env"].as_array().expect("env") {
-        assert_eq!(
-            env["name"], "POD_NAME",
-            "an env var of the chart the test does not set: {env}"
-        );
+    let mut env = Vec::new();
+    for var in container["env"].as_array().expect("env") {
+        let name = var["name"].as_str().expect("env name").to_string();
+        let value = match (
+            &var["value"],
+            var["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+        ) {
+            (Value::String(value), _) => value.clone(),
+            (_, Some("metadata.name")) => pod_name.to_string(),
+            (_, Some("metadata.namespace")) => SYSTEM_NAMESPACE.to_string(),
+            _ => panic!("an env var of the chart this test cannot fill in: {var}"),
+        };
+        env.push((name, value));
     }
+    assert!(
+        env.iter().any(|(name, _)| name == "POD_NAME"),
+        "the chart names the pod for leader election: {env:?}"
+    );
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
 
     let mut scene = Scene::new(&["image-e2e"], Watch::AllNamespaces);
-    scene.start_controller_binary("image", &binary, &args, &[("POD_NAME", pod_name)]);
+    scene.start_controller_binary("image", &binary, &args, &env);
     let ns = scene.ns().to_string();
     let repository = format!("{}/image/e2e", scene.registry.addr);
     let object = artifact_object(
