@@ -567,7 +567,7 @@ fn every_script_passes_shellcheck() {
 }
 
 #[test]
-fn composite_action_steps_pass_shellcheck() {
+fn action_and_workflow_steps_pass_shellcheck() {
     let dir = tempfile::tempdir().unwrap();
     let mut files = Vec::new();
     for name in ACTIONS {
@@ -579,6 +579,26 @@ fn composite_action_steps_pass_shellcheck() {
             // GitHub runs `shell: bash` steps as `bash -e {0}`.
             std::fs::write(&file, format!("#!/usr/bin/env bash\nset -e\n{script}")).unwrap();
             files.push(file);
+        }
+    }
+    // The workflows' run: steps too, each expression standing in as a plain word.
+    let expression = regex::Regex::new(r"\$\{\{[^}]*\}\}").unwrap();
+    for path in WORKFLOWS {
+        let workflow = yaml(path);
+        for (id, job) in jobs(&workflow, path) {
+            let Some(steps) = job["steps"].as_sequence() else {
+                continue;
+            };
+            for (n, step) in steps.iter().enumerate() {
+                let Some(script) = step["run"].as_str() else {
+                    continue;
+                };
+                let name = path.rsplit('/').next().unwrap();
+                let file = dir.path().join(format!("{name}-{id}-step-{n}.sh"));
+                let script = expression.replace_all(script, "GA_EXPRESSION");
+                std::fs::write(&file, format!("#!/usr/bin/env bash\nset -e\n{script}")).unwrap();
+                files.push(file);
+            }
         }
     }
     let out = Command::new("shellcheck")
