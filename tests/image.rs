@@ -456,6 +456,48 @@ fn rendered_chart_is_accepted_by_the_api_server() {
     let said = dry_run(&scene, &all);
     assert!(said.contains("deployment.apps/"), "{said}");
 
+    // `helm install` itself, against this API server: a typo in the values is refused before
+    // anything is sent; the same install without it goes through (as a dry run).
+    let home = tempfile::tempdir().unwrap();
+    let install = |values: &Path| {
+        let mut helm = command(&root().join("scripts/helm").to_string_lossy());
+        helm.args([
+            "install",
+            "dry",
+            "charts/garden-artifacts",
+            "--dry-run",
+            "--namespace",
+        ])
+        .arg(&ns)
+        .arg("--kubeconfig")
+        .arg(&scene.cluster.admin_kubeconfig)
+        .arg("-f")
+        .arg(values)
+        .env("HELM_CONFIG_HOME", home.path().join("config"))
+        .env("HELM_CACHE_HOME", home.path().join("cache"))
+        .env("HELM_DATA_HOME", home.path().join("data"));
+        spawn_output(helm, "scripts/helm")
+    };
+    std::fs::write(
+        &values,
+        "replicaCount: 1\nleaderElection:\n  enabled: false\n",
+    )
+    .unwrap();
+    must(install(&values), "helm install --dry-run");
+    std::fs::write(
+        &values,
+        "replicaCount: 1\nleaderElection:\n  enable: false\n",
+    )
+    .unwrap();
+    let out = install(&values);
+    assert!(
+        !out.status.success()
+            && text(&out.stderr).contains("Additional property enable is not allowed"),
+        "helm install took a misspelt value: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+
     // The check can fail: a field the Deployment's schema does not have is refused.
     let mut broken = defaults.clone();
     let deployment = broken
