@@ -8,6 +8,7 @@ pub use registry_args::{RegistryArgs, SourceArgs};
 mod common;
 mod copy;
 mod discover;
+mod mirror;
 mod pull;
 mod push;
 mod tag;
@@ -49,6 +50,8 @@ enum Command {
     Tag(tag::TagArgs),
     /// Copy an artefact byte for byte to another repository or registry.
     Copy(copy::CopyArgs),
+    /// Copy the selected tags of a repository into another, byte for byte.
+    Mirror(mirror::MirrorArgs),
 }
 
 /// Exit codes of every verb.
@@ -105,6 +108,10 @@ pub async fn run() -> ExitCode {
         Command::Copy(args) => {
             telemetry::init(LogFormat::Text, "warn");
             copy::run(args).await
+        }
+        Command::Mirror(args) => {
+            telemetry::init(LogFormat::Text, "warn");
+            mirror::run(args).await
         }
     };
     ExitCode::from(code)

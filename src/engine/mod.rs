@@ -31,7 +31,7 @@ pub use links::{LinkVia, Pin};
 pub use mirror::MirroredReferrers;
 pub use plan::{Outcome, Plan};
 pub use remove::{Retirement, RetirementReport, TagRemoval};
-pub use repository_mirror::{MirrorInputs, MirrorReport, TagResult};
+pub use repository_mirror::{MirrorInputs, MirrorProgress, MirrorReport, TagResult};
 
 /// What a front end supplies besides the spec.
 #[derive(Clone, Debug, Default)]

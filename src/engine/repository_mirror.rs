@@ -12,7 +12,7 @@ use futures::{StreamExt, stream};
 
 use super::remove::{Retirement, TagRemoval};
 use super::{Engine, EngineError, Inputs, Mode, Outcome};
-use crate::intent::{ArtifactIntent, Content, FieldPath, ImageCopy, MirrorIntent};
+use crate::intent::{ArtifactIntent, Content, ImageCopy, MirrorIntent};
 use crate::oci::Tag;
 use crate::registry::ErrorClass;
 
@@ -31,6 +31,13 @@ pub struct MirrorInputs {
     pub written_before: BTreeMap<String, String>,
     /// Target tags someone else owns (a GardenArtifact), with the owner: never written.
     pub owned_elsewhere: BTreeMap<String, String>,
+}
+
+/// How far a mirror is, for a progress display.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MirrorProgress {
+    pub done: usize,
+    pub selected: usize,
 }
 
 /// What became of one selected tag.
@@ -118,6 +125,7 @@ impl Engine {
         intent: &MirrorIntent,
         inputs: &MirrorInputs,
         mode: Mode,
+        on_progress: &(dyn Fn(MirrorProgress) + Sync),
     ) -> Result<MirrorReport, EngineError> {
         let listed = self
             .registry
@@ -144,6 +152,12 @@ impl Engine {
             .filter(|t| t.reserved_for().is_none())
             .collect();
         let selected = intent.tags.select(&available);
+        let count = selected.len();
+        let done = &std::sync::atomic::AtomicUsize::new(0);
+        on_progress(MirrorProgress {
+            done: 0,
+            selected: count,
+        });
         let tags: Vec<(Tag, TagResult)> = stream::iter(selected)
             .map(|tag| async move {
                 let result = match inputs.owned_elsewhere.get(tag.as_str()) {
@@ -152,6 +166,11 @@ impl Engine {
                     },
                     None => self.mirror_tag(intent, tag, mode).await,
                 };
+                let done = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                on_progress(MirrorProgress {
+                    done,
+                    selected: count,
+                });
                 (tag.clone(), result)
             })
             .buffered(TAGS_AT_ONCE)
@@ -222,6 +241,7 @@ mod tests {
 
     use super::*;
     use crate::engine::test_support::{engine, repo, seed_image};
+    use crate::intent::FieldPath;
     use crate::intent::{Latest, TagSelection, VersionOrder};
     use crate::registry::memory::{MemoryOptions, MemoryRegistry, Operation};
 
@@ -260,6 +280,7 @@ mod tests {
                 &intent(&[r"^1877\."], false),
                 &MirrorInputs::default(),
                 Mode::Apply,
+                &|_| {},
             )
             .await
             .unwrap();
@@ -281,12 +302,12 @@ mod tests {
         let engine = engine(&registry);
         let mirror = intent(&[], false);
         engine
-            .mirror_repository(&mirror, &MirrorInputs::default(), Mode::Apply)
+            .mirror_repository(&mirror, &MirrorInputs::default(), Mode::Apply, &|_| {})
             .await
             .unwrap();
         registry.clear_calls();
         let report = engine
-            .mirror_repository(&mirror, &MirrorInputs::default(), Mode::Apply)
+            .mirror_repository(&mirror, &MirrorInputs::default(), Mode::Apply, &|_| {})
             .await
             .unwrap();
         assert_eq!((report.unchanged(), report.copied()), (3, 0));
@@ -307,7 +328,7 @@ mod tests {
             order: VersionOrder::Version,
         });
         engine
-            .mirror_repository(&mirror, &MirrorInputs::default(), Mode::Apply)
+            .mirror_repository(&mirror, &MirrorInputs::default(), Mode::Apply, &|_| {})
             .await
             .unwrap();
         assert_eq!(
@@ -330,7 +351,7 @@ mod tests {
             ..Default::default()
         };
         let report = engine
-            .mirror_repository(&intent(&[], false), &inputs, Mode::Apply)
+            .mirror_repository(&intent(&[], false), &inputs, Mode::Apply, &|_| {})
             .await
             .unwrap();
         assert_eq!(report.failed(), 1);
@@ -349,7 +370,7 @@ mod tests {
         let engine = engine(&registry);
         let everything = intent(&[], true);
         let first = engine
-            .mirror_repository(&everything, &MirrorInputs::default(), Mode::Apply)
+            .mirror_repository(&everything, &MirrorInputs::default(), Mode::Apply, &|_| {})
             .await
             .unwrap();
         let written = first.written(&BTreeMap::new());
@@ -373,7 +394,7 @@ mod tests {
             ..Default::default()
         };
         let second = engine
-            .mirror_repository(&narrower, &inputs, Mode::Apply)
+            .mirror_repository(&narrower, &inputs, Mode::Apply, &|_| {})
             .await
             .unwrap();
         let target = registry.tags(&repo("mirror/gl"));
@@ -401,7 +422,12 @@ mod tests {
         seeded(&registry, &["1", "2"]);
         let engine = engine(&registry);
         let report = engine
-            .mirror_repository(&intent(&[], false), &MirrorInputs::default(), Mode::DryRun)
+            .mirror_repository(
+                &intent(&[], false),
+                &MirrorInputs::default(),
+                Mode::DryRun,
+                &|_| {},
+            )
             .await
             .unwrap();
         assert_eq!(report.copied(), 2);
@@ -421,7 +447,12 @@ mod tests {
         );
         let engine = engine(&registry);
         let report = engine
-            .mirror_repository(&intent(&[], false), &MirrorInputs::default(), Mode::Apply)
+            .mirror_repository(
+                &intent(&[], false),
+                &MirrorInputs::default(),
+                Mode::Apply,
+                &|_| {},
+            )
             .await
             .unwrap();
         assert_eq!(report.tags.len(), 1);
@@ -435,7 +466,12 @@ mod tests {
         // The first manifest PUT is refused.
         registry.fail(Operation::PutManifest, 1, 403);
         let report = engine
-            .mirror_repository(&intent(&[], false), &MirrorInputs::default(), Mode::Apply)
+            .mirror_repository(
+                &intent(&[], false),
+                &MirrorInputs::default(),
+                Mode::Apply,
+                &|_| {},
+            )
             .await
             .unwrap();
         assert_eq!((report.copied(), report.failed()), (2, 1));

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 pub use field::{FieldError, FieldPath, InvalidSpec};
-pub use tag_selection::{Latest, TagSelection, VersionOrder};
+pub use tag_selection::{Latest, TagSelection, VersionOrder, tag_pattern};
 
 use crate::oci::{Digest, ImageReference, RelativeReference, Repository, Tag};
 

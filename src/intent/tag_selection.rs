@@ -39,6 +39,21 @@ pub enum VersionOrder {
     Alphabetical,
 }
 
+/// A tag pattern as a user wrote it, compiled with bounds: the `regex` crate matches in linear
+/// time, and the size limit keeps a hostile pattern (`(a{1000}){1000}`) from taking memory.
+pub fn tag_pattern(text: &str) -> Result<Regex, String> {
+    regex::RegexBuilder::new(text)
+        .size_limit(1 << 20)
+        .dfa_size_limit(1 << 20)
+        .build()
+        .map_err(|e| match e {
+            regex::Error::CompiledTooBig(_) => {
+                format!("{text:?}: the pattern is too large to match tags with")
+            }
+            other => format!("{text:?} is not a regular expression (RE2 syntax): {other}"),
+        })
+}
+
 impl PartialEq for TagSelection {
     fn eq(&self, other: &Self) -> bool {
         fn texts(list: &[Regex]) -> Vec<&str> {
@@ -332,6 +347,15 @@ mod tests {
             assert!(Version::parse(text).is_none(), "{text}");
         }
         assert!(Version::parse("1.0+build.7").is_some());
+    }
+
+    #[test]
+    fn hostile_patterns_are_refused_with_the_pattern_named() {
+        let too_big = tag_pattern("(a{1000}){1000}").unwrap_err();
+        assert!(too_big.contains("too large"), "{too_big}");
+        let backreference = tag_pattern(r"(a)\1").unwrap_err();
+        assert!(backreference.contains("RE2"), "{backreference}");
+        assert!(tag_pattern(r"^1877\.").is_ok());
     }
 
     #[test]
