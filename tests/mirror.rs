@@ -294,3 +294,78 @@ fn bad_input_is_refused_naming_the_argument_and_nothing_is_written() {
     assert_eq!(json["selected"], 0);
     assert!(Registry::writes(&registry.requests().split_off(before)).is_empty());
 }
+
+/// In one `apply`, a GardenMirror runs after the GardenArtifacts that write its source, and
+/// leaves the tags another GardenArtifact claims in its target alone.
+#[test]
+fn apply_orders_a_mirror_after_its_producers_and_respects_their_tags() {
+    let registry = Registry::start();
+    let r = &registry.addr;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = common::write_manifest(
+        dir.path(),
+        "release.yaml",
+        &format!(
+            r#"
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenMirror
+metadata: {{name: releases, namespace: mirrors}}
+spec:
+  source: {{repository: {r}/gardenlinux/gardenlinux}}
+  repository: {r}/mirror/gardenlinux
+  tags: {{include: ['^1877\.']}}
+---
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: gl-1877-10, namespace: releases}}
+spec:
+  repository: {r}/gardenlinux/gardenlinux
+  tags: ["1877.10", "1877.9"]
+  source: {{files: [{{name: a.release, content: "VERSION_ID=1877.10\n"}}]}}
+---
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: local-1877-9, namespace: mirrors}}
+spec:
+  repository: {r}/mirror/gardenlinux
+  tags: ["1877.9"]
+  source: {{files: [{{name: a.release, content: "a local build\n"}}]}}
+"#
+        ),
+    );
+    let path = manifest.to_str().unwrap();
+    let out = garden_artifacts(&["apply", "-f", path, "-o", "json"], &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let results: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let mirror = results
+        .iter()
+        .find(|r| r["kind"] == "GardenMirror")
+        .unwrap_or_else(|| panic!("{results:#?}"));
+    let error = mirror["error"].as_str().unwrap();
+    assert!(
+        error.contains("1877.9: owned by mirrors/local-1877-9"),
+        "{error}"
+    );
+    let source = format!("{r}/gardenlinux/gardenlinux");
+    let target = format!("{r}/mirror/gardenlinux");
+    assert_eq!(
+        digest_of(&format!("{target}:1877.10")),
+        digest_of(&format!("{source}:1877.10"))
+    );
+    assert_ne!(
+        digest_of(&format!("{target}:1877.9")),
+        digest_of(&format!("{source}:1877.9")),
+        "the local object's tag is not overwritten"
+    );
+    // Converged as far as it can: a second run writes nothing.
+    let before = registry.requests().len();
+    garden_artifacts(&["apply", "-f", path], &[]);
+    let writes = Registry::writes(&registry.requests().split_off(before));
+    assert!(writes.is_empty(), "{writes:#?}");
+}

@@ -183,8 +183,9 @@ async fn mirror(args: MirrorArgs) -> Outcome {
     }
 }
 
-/// The target tags the rules admit, with their digests: what `--prune` may delete.
-async fn mirror_tags_in_target(
+/// The target tags the rules admit, with their digests: what `--prune` may delete when nothing
+/// remembers what earlier runs wrote.
+pub(super) async fn mirror_tags_in_target(
     engine: &crate::engine::Engine,
     intent: &MirrorIntent,
 ) -> Result<BTreeMap<String, String>, Failure> {
