@@ -2,7 +2,7 @@
 # shellcheck source-path=SCRIPTDIR
 # Install everything the garden-artifacts test-suite needs, idempotently (a quick no-op when
 # all is there), and print where things are:
-#   Debian: docker-registry, skopeo, apache2-utils (htpasswd), etcd-server, curl, jq, openssl,
+#   Debian: docker-registry, skopeo, podman (OCI layout tests), apache2-utils (htpasswd), etcd-server, curl, jq, openssl,
 #           rsync, python3 (+ pip), kubectl (kubernetes-client, when no kubectl is on PATH)
 #   PyPI:   oras (the ORAS Python SDK), into the python3 first on PATH
 #   built:  kube-apiserver v1.20.2 (once per machine, cached under GA_CACHE_DIR)
@@ -32,7 +32,7 @@ where() { # label command
 
 main() {
   ga_apt_install docker-registry skopeo apache2-utils etcd-server curl jq openssl rsync \
-    ca-certificates python3 util-linux
+    ca-certificates python3 util-linux podman
   if ! command -v kubectl >/dev/null 2>&1; then
     ga_apt_install kubernetes-client
   fi
@@ -68,6 +68,7 @@ main() {
   # Where things are.
   where docker-registry docker-registry
   where skopeo skopeo
+  where podman podman
   where htpasswd htpasswd
   where etcd etcd
   where curl curl

@@ -13,14 +13,13 @@ use serde::Serialize;
 use super::common::{self, Failure, Format, Outcome, RegistryArgs};
 use crate::engine::{MirrorInputs, MirrorProgress, MirrorReport, Mode, TagRemoval, TagResult};
 use crate::intent::{FieldPath, Latest, MirrorIntent, TagSelection, VersionOrder, tag_pattern};
-use crate::oci::Repository;
 
 #[derive(Args)]
 pub struct MirrorArgs {
-    /// The repository to mirror: host[:port]/repository.
+    /// The repository to mirror: host[:port]/repository, or oci:PATH (an OCI layout folder).
     #[arg(value_name = "SRC_REPO")]
     source: String,
-    /// Where to: host[:port]/repository; each tag keeps its name.
+    /// Where to: host[:port]/repository or oci:PATH; each tag keeps its name.
     #[arg(value_name = "DST_REPO")]
     destination: String,
     /// Select the tags this regex (RE2 syntax) matches; repeatable; default: every tag.
@@ -63,21 +62,7 @@ pub async fn run(args: MirrorArgs) -> u8 {
     common::finish(mirror(args).await)
 }
 
-fn repository(what: &str, text: &str) -> Result<Repository, Failure> {
-    if text.contains('@')
-        || text
-            .rsplit('/')
-            .next()
-            .is_some_and(|last| last.contains(':'))
-    {
-        return Err(Failure::invalid(format!(
-            "{what} {text:?} names a tag or digest; expected host[:port]/repository"
-        )));
-    }
-    Repository::parse(text).map_err(|e| Failure::invalid(format!("{what}: {e}")))
-}
-
-fn intent(args: &MirrorArgs) -> Result<MirrorIntent, Failure> {
+fn intent(args: &MirrorArgs, places: &mut common::Places) -> Result<MirrorIntent, Failure> {
     let mut errors = Vec::new();
     let mut patterns = |flag: &str, texts: &[String]| {
         texts
@@ -107,8 +92,8 @@ fn intent(args: &MirrorArgs) -> Result<MirrorIntent, Failure> {
     if args.latest == Some(0) {
         errors.push("--latest 0 selects nothing; expected a count of at least 1".to_string());
     }
-    let source = repository("SRC_REPO", &args.source);
-    let target = repository("DST_REPO", &args.destination);
+    let source = places.repository("SRC_REPO", &args.source);
+    let target = places.repository("DST_REPO", &args.destination);
     if let (Ok(source), Ok(target)) = (&source, &target)
         && source == target
     {
@@ -148,8 +133,9 @@ fn intent(args: &MirrorArgs) -> Result<MirrorIntent, Failure> {
 }
 
 async fn mirror(args: MirrorArgs) -> Outcome {
-    let intent = intent(&args)?;
-    let engine = common::engine(&args.registry)?;
+    let mut places = common::Places::new(&args.registry)?;
+    let intent = intent(&args, &mut places)?;
+    let engine = places.engine()?;
     let mut inputs = MirrorInputs::default();
     if intent.prune {
         inputs.written_before = mirror_tags_in_target(&engine, &intent).await?;
@@ -159,7 +145,10 @@ async fn mirror(args: MirrorArgs) -> Outcome {
     } else {
         Mode::Apply
     };
-    let bar = tags_bar(format!("{} -> {}", intent.source, intent.target));
+    let bar = tags_bar(common::unmask(&format!(
+        "{} -> {}",
+        intent.source, intent.target
+    )));
     let shown = Arc::clone(&bar);
     let report = common::with_transfer_progress(
         &engine,
@@ -268,7 +257,7 @@ fn print(format: Format, intent: &MirrorIntent, report: &MirrorReport, dry_run: 
                 TagResult::Copied { .. } => ("copied", None),
                 TagResult::Unchanged { .. } => ("unchanged", None),
                 TagResult::Conflict { owner } => ("conflict", Some(format!("owned by {owner}"))),
-                TagResult::Failed { message, .. } => ("failed", Some(message.clone())),
+                TagResult::Failed { message, .. } => ("failed", Some(common::unmask(message))),
             };
             PrintedTag {
                 tag: tag.as_str(),
@@ -303,10 +292,14 @@ fn print(format: Format, intent: &MirrorIntent, report: &MirrorReport, dry_run: 
                     }
                     (None, None) => format!("{}:{} {}", intent.target, tag.tag, tag.result),
                 };
-                println!("{}", common::without_control_characters(&line));
+                println!(
+                    "{}",
+                    common::without_control_characters(&common::unmask(&line))
+                );
             }
             for prune in &pruned {
-                println!("{}:{} {}", intent.target, prune.tag, prune.result);
+                let line = format!("{}:{} {}", intent.target, prune.tag, prune.result);
+                println!("{}", common::unmask(&line));
             }
             println!(
                 "{} selected: {} copied, {} unchanged, {} failed",
@@ -317,8 +310,8 @@ fn print(format: Format, intent: &MirrorIntent, report: &MirrorReport, dry_run: 
             );
         }
         Format::Json => common::print_json(&Printed {
-            source: intent.source.to_string(),
-            target: intent.target.to_string(),
+            source: common::unmask(&intent.source.to_string()),
+            target: common::unmask(&intent.target.to_string()),
             dry_run,
             selected: report.tags.len(),
             copied: report.copied(),
