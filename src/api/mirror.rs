@@ -146,6 +146,9 @@ pub struct GardenMirrorStatus {
     /// The first failed tags with their reasons.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed_tags: Vec<FailedTag>,
+    /// The target repository (its identity) the `written` tags are in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
     /// Every target tag this mirror wrote, with its digest: what it owns, and all that
     /// `prune` may delete.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

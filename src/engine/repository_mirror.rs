@@ -158,24 +158,15 @@ impl Engine {
             done: 0,
             selected: count,
         });
-        let tags: Vec<(Tag, TagResult)> = stream::iter(selected)
-            .map(|tag| async move {
-                let result = match inputs.owned_elsewhere.get(tag.as_str()) {
-                    Some(owner) => TagResult::Conflict {
-                        owner: owner.clone(),
-                    },
-                    None => self.mirror_tag(intent, tag, mode).await,
-                };
-                let done = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                on_progress(MirrorProgress {
-                    done,
-                    selected: count,
-                });
-                (tag.clone(), result)
-            })
-            .buffered(TAGS_AT_ONCE)
-            .collect()
-            .await;
+        // The copies are made by a loop rather than a closure over `selected`: a closure's
+        // future borrowing the intent is not `Send` for every lifetime (rust-lang/rust#102211),
+        // and the controller spawns this future.
+        let mut copies = Vec::with_capacity(count);
+        for tag in selected {
+            copies.push(self.mirror_counted(intent, inputs, tag, mode, done, count, on_progress));
+        }
+        let tags: Vec<(Tag, TagResult)> =
+            stream::iter(copies).buffered(TAGS_AT_ONCE).collect().await;
         let mut report = MirrorReport {
             tags,
             pruned: Vec::new(),
@@ -202,6 +193,29 @@ impl Engine {
             }
         }
         Ok(report)
+    }
+
+    /// One selected tag: a conflict when someone else owns it, else its copy; counted done.
+    #[allow(clippy::too_many_arguments)]
+    async fn mirror_counted(
+        &self,
+        intent: &MirrorIntent,
+        inputs: &MirrorInputs,
+        tag: &Tag,
+        mode: Mode,
+        done: &std::sync::atomic::AtomicUsize,
+        selected: usize,
+        on_progress: &(dyn Fn(MirrorProgress) + Sync),
+    ) -> (Tag, TagResult) {
+        let result = match inputs.owned_elsewhere.get(tag.as_str()) {
+            Some(owner) => TagResult::Conflict {
+                owner: owner.clone(),
+            },
+            None => self.mirror_tag(intent, tag, mode).await,
+        };
+        let done = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        on_progress(MirrorProgress { done, selected });
+        (tag.clone(), result)
     }
 
     async fn mirror_tag(&self, intent: &MirrorIntent, tag: &Tag, mode: Mode) -> TagResult {
