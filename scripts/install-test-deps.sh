@@ -4,7 +4,7 @@
 # all is there), and print where things are:
 #   Debian: docker-registry, skopeo, apache2-utils (htpasswd), etcd-server, curl, jq, openssl,
 #           rsync, python3 (+ pip), kubectl (kubernetes-client, when no kubectl is on PATH),
-#           podman and file (the image test builds the image), shellcheck (every script)
+#           podman and file (the image test builds the image; the layout tests read and write with podman), shellcheck (every script)
 #   PyPI:   oras (the ORAS Python SDK), into the python3 first on PATH
 #   built:  kube-apiserver v1.20.2 (once per machine, cached under GA_CACHE_DIR)
 #           ferro-oci-server 1.0.0, a registry with the OCI 1.1 referrers API
@@ -75,6 +75,7 @@ main() {
   # Where things are.
   where docker-registry docker-registry
   where skopeo skopeo
+  where podman podman
   where htpasswd htpasswd
   where etcd etcd
   where curl curl

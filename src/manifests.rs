@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::api::{API_VERSION, GROUP, GardenArtifactSpec, KIND, patterns::OBJECT_NAME_RE};
+use crate::api::mirror::MIRROR_KIND;
+use crate::api::{
+    API_VERSION, GROUP, GardenArtifactSpec, GardenMirrorSpec, KIND, patterns::OBJECT_NAME_RE,
+};
 
 mod bounded;
 
@@ -29,6 +32,27 @@ impl LoadedObject {
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
     }
+}
+
+/// One GardenMirror read from a file.
+#[derive(Clone, Debug)]
+pub struct LoadedMirror {
+    pub namespace: String,
+    pub name: String,
+    pub spec: GardenMirrorSpec,
+    pub origin: Origin,
+}
+
+impl LoadedMirror {
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A document of one of our kinds.
+enum Document {
+    Artifact(Box<LoadedObject>),
+    Mirror(Box<LoadedMirror>),
 }
 
 /// `file.yaml (document 2)`, `file.yaml (document 1, item 3)` for an object of a `kind: List`.
@@ -67,6 +91,7 @@ pub enum Folders {
 #[derive(Default, Debug)]
 pub struct Loaded {
     pub objects: Vec<LoadedObject>,
+    pub mirrors: Vec<LoadedMirror>,
     /// Documents that are not GardenArtifacts, skipped.
     pub notes: Vec<String>,
     pub errors: Vec<String>,
@@ -99,7 +124,7 @@ pub fn load_from(paths: &[PathBuf], folders: Folders) -> Loaded {
     let mut loaded = Loaded::default();
     let mut stdin_read = false;
     for path in paths {
-        let before = loaded.objects.len();
+        let before = loaded.objects.len() + loaded.mirrors.len();
         let problems_before = loaded.errors.len();
         if path == Path::new(STDIN) {
             if stdin_read {
@@ -120,7 +145,9 @@ pub fn load_from(paths: &[PathBuf], folders: Folders) -> Loaded {
                 Err(e) => loaded.errors.push(e),
             }
         }
-        if loaded.objects.len() == before && loaded.errors.len() == problems_before {
+        if loaded.objects.len() + loaded.mirrors.len() == before
+            && loaded.errors.len() == problems_before
+        {
             let shown = if path == Path::new(STDIN) {
                 "standard input".to_string()
             } else {
@@ -131,7 +158,9 @@ pub fn load_from(paths: &[PathBuf], folders: Folders) -> Loaded {
             } else {
                 ""
             };
-            loaded.notes.push(format!("{shown}: no {KIND} in it{hint}"));
+            loaded
+                .notes
+                .push(format!("{shown}: no {KIND} or {MIRROR_KIND} in it{hint}"));
         }
     }
     let mut seen = BTreeSet::new();
@@ -141,6 +170,16 @@ pub fn load_from(paths: &[PathBuf], folders: Folders) -> Loaded {
                 "{}: {}: the same GardenArtifact is defined twice",
                 object.origin,
                 object.key()
+            ));
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for mirror in &loaded.mirrors {
+        if !seen.insert(mirror.key()) {
+            loaded.errors.push(format!(
+                "{}: {}: the same {MIRROR_KIND} is defined twice",
+                mirror.origin,
+                mirror.key()
             ));
         }
     }
@@ -315,15 +354,16 @@ fn list_items(value: &serde_yaml::Value) -> Option<&Vec<serde_yaml::Value>> {
 
 fn load_value(value: serde_yaml::Value, origin: &Origin, base_dir: &Path, loaded: &mut Loaded) {
     match parse_object(&value, origin, base_dir) {
-        Ok(Some(object)) => loaded.objects.push(object),
+        Ok(Some(Document::Artifact(object))) => loaded.objects.push(*object),
+        Ok(Some(Document::Mirror(mirror))) => loaded.mirrors.push(*mirror),
         Ok(None) => {
             let header: Option<Header> = serde_yaml::from_value(value).ok();
             let kind = header
                 .and_then(|h| h.kind)
                 .unwrap_or_else(|| "a document without kind".into());
-            loaded
-                .notes
-                .push(format!("{origin}: skipped {kind}, not a {KIND}"));
+            loaded.notes.push(format!(
+                "{origin}: skipped {kind}, not a {KIND} or {MIRROR_KIND}"
+            ));
         }
         Err(e) => loaded.errors.push(format!("{origin}: {e}")),
     }
@@ -334,23 +374,22 @@ fn parse_object(
     value: &serde_yaml::Value,
     origin: &Origin,
     base_dir: &Path,
-) -> Result<Option<LoadedObject>, String> {
+) -> Result<Option<Document>, String> {
     let header: Header = serde_yaml::from_value(value.clone())
         .map_err(|e| format!("apiVersion, kind and metadata are not readable: {e}"))?;
-    if header.api_version.is_none() && header.kind.as_deref() == Some(KIND) {
+    let kind = header.kind.clone().unwrap_or_default();
+    let known = kind == KIND || kind == MIRROR_KIND;
+    if header.api_version.is_none() && known {
         // A typo (`apiversion:`) or a forgotten line, not a document of another kind.
         return Err(format!(
-            "a {KIND} without apiVersion (expected {API_VERSION})"
+            "a {kind} without apiVersion (expected {API_VERSION})"
         ));
     }
     let api_version = header.api_version.unwrap_or_default();
     let is_ours = api_version.split('/').next() == Some(GROUP);
-    if header.kind.as_deref() != Some(KIND) || !is_ours {
+    if !known || !is_ours {
         if is_ours {
-            return Err(format!(
-                "kind {:?} is not served by {API_VERSION}",
-                header.kind.unwrap_or_default()
-            ));
+            return Err(format!("kind {kind:?} is not served by {API_VERSION}"));
         }
         return Ok(None);
     }
@@ -377,23 +416,34 @@ fn parse_object(
     let spec_value = value
         .get("spec")
         .ok_or_else(|| format!("{namespace}/{name}: spec is required"))?;
+    let spec_error = |e: serde_path_to_error::Error<serde_yaml::Error>| {
+        // The path of an error at the top of the spec is `.`.
+        let path = e.path().to_string();
+        let field = match path.as_str() {
+            "." => "spec".to_string(),
+            path => format!("spec.{path}"),
+        };
+        format!("{namespace}/{name}: {field}: {}", e.inner())
+    };
+    if kind == MIRROR_KIND {
+        let spec: GardenMirrorSpec =
+            serde_path_to_error::deserialize(spec_value.clone()).map_err(spec_error)?;
+        return Ok(Some(Document::Mirror(Box::new(LoadedMirror {
+            namespace,
+            name,
+            spec,
+            origin: origin.clone(),
+        }))));
+    }
     let spec: GardenArtifactSpec =
-        serde_path_to_error::deserialize(spec_value.clone()).map_err(|e| {
-            // The path of an error at the top of the spec is `.`.
-            let path = e.path().to_string();
-            let field = match path.as_str() {
-                "." => "spec".to_string(),
-                path => format!("spec.{path}"),
-            };
-            format!("{namespace}/{name}: {field}: {}", e.inner())
-        })?;
-    Ok(Some(LoadedObject {
+        serde_path_to_error::deserialize(spec_value.clone()).map_err(spec_error)?;
+    Ok(Some(Document::Artifact(Box::new(LoadedObject {
         namespace,
         name,
         spec,
         base_dir: base_dir.to_path_buf(),
         origin: origin.clone(),
-    }))
+    }))))
 }
 
 #[cfg(test)]
@@ -551,7 +601,7 @@ spec: {repository: 127.0.0.1:5000/a, tags: [v2], source: {files: [{name: a.relea
         assert!(
             top.notes
                 .iter()
-                .any(|n| n.contains("no GardenArtifact in it") && n.contains("-R")),
+                .any(|n| n.contains("no GardenArtifact or GardenMirror in it") && n.contains("-R")),
             "{:?}",
             top.notes
         );
@@ -561,7 +611,7 @@ spec: {repository: 127.0.0.1:5000/a, tags: [v2], source: {files: [{name: a.relea
             !deep
                 .notes
                 .iter()
-                .any(|n| n.contains("no GardenArtifact in it"))
+                .any(|n| n.contains("no GardenArtifact or GardenMirror in it"))
         );
     }
 }

@@ -207,6 +207,8 @@ fn controller_permissions() -> BTreeSet<Triple> {
             &["list", "watch", "patch"],
         ),
         ("oci.gardenlinux.io", "gardenartifacts/status", &["patch"]),
+        ("oci.gardenlinux.io", "gardenmirrors", &["list", "watch"]),
+        ("oci.gardenlinux.io", "gardenmirrors/status", &["patch"]),
         ("", "secrets", &["list", "watch"]),
         ("", "configmaps", &["list", "watch"]),
         ("events.k8s.io", "events", &["create", "patch"]),

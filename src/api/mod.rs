@@ -9,6 +9,7 @@
 #![allow(clippy::duplicated_attributes)]
 
 pub mod conditions;
+pub mod mirror;
 pub mod patterns;
 pub mod validate;
 
@@ -19,6 +20,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use conditions::{Condition, ConditionStatus};
+pub use mirror::{GardenMirror, GardenMirrorSpec, GardenMirrorStatus};
 
 pub const GROUP: &str = "oci.gardenlinux.io";
 pub const VERSION: &str = "v1alpha1";

@@ -9,10 +9,11 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::patterns::*;
-use super::{FileSource, GardenArtifactSpec, ImageSource, IndexSource};
+use super::{FileSource, GardenArtifactSpec, GardenMirrorSpec, ImageSource, IndexSource};
 use crate::intent::{
     ArtifactIntent, Config, Content, File, FileOrigin, FilesContent, ImageCopy, IndexContent,
-    IndexEntry, KeyRef, Link, ManifestFields, Platform, Reference, ReferenceTarget,
+    IndexEntry, KeyRef, Latest, Link, ManifestFields, MirrorIntent, Platform, Reference,
+    ReferenceTarget, TagSelection, VersionOrder, tag_pattern,
 };
 pub use crate::intent::{FieldError, FieldPath, InvalidSpec};
 use crate::oci::media_types::{LINK_ANNOTATION_PREFIX, TITLE_ANNOTATION};
@@ -38,6 +39,8 @@ const MAX_REPOSITORY: usize = 255;
 const MAX_FILE_NAME: usize = 255;
 const MAX_REFERENCE: usize = 512;
 const MAX_LINK_URL: usize = 2048;
+/// Patterns per `spec.tags.include` / `exclude` of a mirror (the CRD's `maxItems`).
+const MAX_TAG_PATTERNS: usize = 32;
 /// The shortest `spec.interval`: `1ms` would have the controller re-check the registry a
 /// thousand times a second.
 const MIN_INTERVAL: Duration = Duration::from_secs(1);
@@ -189,6 +192,41 @@ impl Checker {
 
     /// A value that passed its checks, parsed; a parser that still refuses it is recorded too
     /// (the checks and the parsers share one grammar, so that would be a bug, never a panic).
+    /// A repository with its registry host, within the CRD's length.
+    fn repository(&mut self, field: &FieldPath, text: &str) -> Option<Repository> {
+        let matches = self.pattern(
+            field,
+            text,
+            &REPOSITORY_RE,
+            "a repository with its registry host (e.g. registry.example.com/gardenlinux/gardenlinux; lowercase path)",
+        );
+        let short = self.max_len(field, text, MAX_REPOSITORY);
+        if matches && self.registry_port(field, text) && short {
+            return self.parsed(field, Repository::parse(text));
+        }
+        None
+    }
+
+    /// `spec.interval`: a duration of at least [`MIN_INTERVAL`].
+    fn interval(&mut self, text: Option<&str>) -> Option<Duration> {
+        let text = text?;
+        let field = spec_field("interval");
+        match parse_duration(text) {
+            None => {
+                self.fail(
+                    &field,
+                    format!("{text:?} is not a duration such as 10m, 1h30m or 45s"),
+                );
+                None
+            }
+            Some(duration) if duration < MIN_INTERVAL => {
+                self.fail(&field, format!("{text:?} is shorter than 1s"));
+                None
+            }
+            Some(duration) => Some(duration),
+        }
+    }
+
     fn parsed<T>(&mut self, field: &FieldPath, parsed: Result<T, String>) -> Option<T> {
         parsed.map_err(|message| self.fail(field, message)).ok()
     }
@@ -206,18 +244,7 @@ pub fn validate(
 ) -> Result<ArtifactIntent, InvalidSpec> {
     let mut c = Checker { errors: Vec::new() };
 
-    let field = spec_field("repository");
-    let mut repository = None;
-    let matches = c.pattern(
-        &field,
-        &spec.repository,
-        &REPOSITORY_RE,
-        "a repository with its registry host (e.g. registry.example.com/gardenlinux/gardenlinux; lowercase path)",
-    );
-    let short = c.max_len(&field, &spec.repository, MAX_REPOSITORY);
-    if matches && c.registry_port(&field, &spec.repository) && short {
-        repository = c.parsed(&field, Repository::parse(&spec.repository));
-    }
+    let repository = c.repository(&spec_field("repository"), &spec.repository);
 
     let mut tags = Vec::new();
     let mut seen_tags = BTreeSet::new();
@@ -361,20 +388,7 @@ pub fn validate(
             "a Kubernetes object name",
         );
     }
-    let mut interval = None;
-    if let Some(text) = &spec.interval {
-        let field = spec_field("interval");
-        match parse_duration(text) {
-            None => c.fail(
-                &field,
-                format!("{text:?} is not a duration such as 10m, 1h30m or 45s"),
-            ),
-            Some(duration) if duration < MIN_INTERVAL => {
-                c.fail(&field, format!("{text:?} is shorter than 1s"));
-            }
-            Some(duration) => interval = Some(duration),
-        }
-    }
+    let interval = c.interval(spec.interval.as_deref());
 
     if !c.errors.is_empty() {
         return Err(InvalidSpec(c.errors));
@@ -403,6 +417,117 @@ pub fn validate(
         tags,
         content,
         subject,
+        interval,
+    })
+}
+
+/// Reads a GardenMirror's spec into the intent the engine takes, or lists every bad field.
+pub fn validate_mirror(spec: &GardenMirrorSpec) -> Result<MirrorIntent, InvalidSpec> {
+    let mut c = Checker { errors: Vec::new() };
+    let source_field = spec_field("source").child("repository");
+    let source = c.repository(&source_field, &spec.source.repository);
+    let target_field = spec_field("repository");
+    let target = c.repository(&target_field, &spec.repository);
+    if let (Some(source), Some(target)) = (&source, &target)
+        && source == target
+    {
+        c.fail(
+            &target_field,
+            format!(
+                "is the source repository ({}); a mirror copies into another repository",
+                target.identity()
+            ),
+        );
+    }
+    let rules = spec.tags.clone().unwrap_or_default();
+    let tags_field = spec_field("tags");
+    let patterns = |c: &mut Checker, name: &str, texts: &[String]| {
+        let field = tags_field.child(name);
+        if texts.len() > MAX_TAG_PATTERNS {
+            c.fail(
+                &field,
+                format!(
+                    "{} patterns, at most {MAX_TAG_PATTERNS} allowed",
+                    texts.len()
+                ),
+            );
+        }
+        texts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, text)| {
+                tag_pattern(text)
+                    .map_err(|e| c.fail(&field.index(i), e))
+                    .ok()
+            })
+            .collect::<Vec<_>>()
+    };
+    let include = patterns(&mut c, "include", &rules.include);
+    let exclude = patterns(&mut c, "exclude", &rules.exclude);
+    let latest = rules.latest.as_ref().and_then(|latest| {
+        let field = tags_field.child("latest");
+        if latest.count == 0 {
+            c.fail(&field.child("count"), "0 selects nothing; expected at least 1");
+        }
+        let extract = match &latest.extract {
+            None => None,
+            Some(text) => match tag_pattern(text) {
+                Err(e) => {
+                    c.fail(&field.child("extract"), e);
+                    return None;
+                }
+                Ok(re) if re.captures_len() < 2 => {
+                    c.fail(
+                        &field.child("extract"),
+                        format!(
+                            "{text:?} has no group; the version is the first group, e.g. '^([0-9.]+)'"
+                        ),
+                    );
+                    return None;
+                }
+                Ok(re) => Some(re),
+            },
+        };
+        Some(Latest {
+            count: latest.count as usize,
+            extract,
+            order: match latest.order {
+                super::mirror::Order::Version => VersionOrder::Version,
+                super::mirror::Order::Alphabetical => VersionOrder::Alphabetical,
+            },
+        })
+    });
+    for (field, credentials) in [
+        (
+            spec_field("source").child("credentials"),
+            &spec.source.credentials,
+        ),
+        (spec_field("credentials"), &spec.credentials),
+    ] {
+        if let Some(credentials) = credentials {
+            c.pattern(
+                &field.child("secretRef").child("name"),
+                &credentials.secret_ref.name,
+                &OBJECT_NAME_RE,
+                "a Kubernetes object name",
+            );
+        }
+    }
+    let interval = c.interval(spec.interval.as_deref());
+    if !c.errors.is_empty() {
+        return Err(InvalidSpec(c.errors));
+    }
+    Ok(MirrorIntent {
+        source_field,
+        source: source.expect("a repository without errors was parsed"),
+        target: target.expect("a repository without errors was parsed"),
+        tags: TagSelection {
+            include,
+            exclude,
+            latest,
+        },
+        referrers: spec.referrers,
+        prune: spec.prune,
         interval,
     })
 }
@@ -1215,5 +1340,68 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    fn mirror_spec(yaml: &str) -> GardenMirrorSpec {
+        serde_yaml::from_str(yaml).expect("a GardenMirror spec")
+    }
+
+    #[test]
+    fn a_mirror_of_garden_linux_releases_is_valid() {
+        let intent = validate_mirror(&mirror_spec(
+            r#"
+source: {repository: ghcr.io/gardenlinux/gardenlinux}
+repository: registry.internal/mirror/gardenlinux
+tags:
+  include: ['^1877\.']
+  exclude: ['-arm64$']
+  latest: {count: 10, extract: '^([0-9]+\.[0-9]+)', order: version}
+referrers: true
+prune: true
+interval: 30m
+"#,
+        ))
+        .unwrap();
+        assert_eq!(intent.source.identity(), "ghcr.io/gardenlinux/gardenlinux");
+        assert_eq!(intent.tags.latest.as_ref().unwrap().count, 10);
+        assert!(intent.referrers && intent.prune);
+        assert_eq!(intent.interval, Some(Duration::from_secs(1800)));
+    }
+
+    #[test]
+    fn every_bad_mirror_field_is_named() {
+        let err = validate_mirror(&mirror_spec(
+            r#"
+source: {repository: "localhost:5000/gl", credentials: {secretRef: {name: "Not_A_Name"}}}
+repository: "127.0.0.1:5000/gl"
+tags:
+  include: ['(a)\1']
+  exclude: ['ok', '(a{1000}){1000}']
+  latest: {count: 0, extract: '^[0-9]+'}
+interval: 1ms
+"#,
+        ))
+        .unwrap_err();
+        assert_eq!(
+            fields(err),
+            [
+                "spec.repository",
+                "spec.tags.include[0]",
+                "spec.tags.exclude[1]",
+                "spec.tags.latest.count",
+                "spec.tags.latest.extract",
+                "spec.source.credentials.secretRef.name",
+                "spec.interval",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_mirror_refuses_unknown_fields() {
+        let err = serde_yaml::from_str::<GardenMirrorSpec>(
+            "source: {repository: a.io/x}\nrepository: b.io/x\ntags: {includes: [x]}\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("includes"), "{err}");
     }
 }

@@ -7,7 +7,7 @@ use futures::{StreamExt, stream};
 use serde::Serialize;
 
 use super::{common, exit};
-use crate::api::validate::{Frontend, validate};
+use crate::api::validate::{Frontend, validate, validate_mirror};
 use std::collections::BTreeMap;
 
 use super::{RegistryArgs, SourceArgs};
@@ -53,6 +53,8 @@ pub struct ApplyArgs {
     allow_path_outside: bool,
 }
 
+mod mirrors;
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Output {
     Text,
@@ -62,6 +64,9 @@ enum Output {
 /// One line of the result, as `-o json` prints it.
 #[derive(Serialize)]
 struct ObjectResult {
+    /// Set for a GardenMirror; a GardenArtifact's line has none, as before mirrors existed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
     name: String,
     namespace: String,
     repository: String,
@@ -136,6 +141,34 @@ pub async fn run(args: ApplyArgs) -> u8 {
             );
         }
     }
+    let mut mirror_intents = Vec::with_capacity(loaded.mirrors.len());
+    for mirror in &loaded.mirrors {
+        match validate_mirror(&mirror.spec) {
+            Ok(intent) => mirror_intents.push(intent),
+            Err(invalid) => {
+                for field in invalid.0 {
+                    errors.push(format!("{}: {}: {field}", mirror.origin, mirror.key()));
+                }
+            }
+        }
+        if mirror.spec.credentials.is_some() || mirror.spec.source.credentials.is_some() {
+            eprintln!(
+                "note: {}: credentials are read by the controller; apply uses the docker config",
+                mirror.key()
+            );
+        }
+    }
+    let mirror_order = match mirrors::order(&mirror_intents) {
+        Ok(order) => order,
+        Err(cycle) => {
+            let names: Vec<String> = cycle.iter().map(|i| loaded.mirrors[*i].key()).collect();
+            errors.push(format!(
+                "these GardenMirrors read each other's targets in a cycle: {}",
+                names.join(", ")
+            ));
+            Vec::new()
+        }
+    };
     if !errors.is_empty() {
         for e in &errors {
             eprintln!("error: {e}");
@@ -266,7 +299,29 @@ pub async fn run(args: ApplyArgs) -> u8 {
             results[i] = Some(result);
         }
     }
-    let results: Vec<ObjectResult> = results.into_iter().flatten().collect();
+    let mut results: Vec<ObjectResult> = results.into_iter().flatten().collect();
+    let artefacts: Vec<mirrors::Artefact<'_>> = loaded
+        .objects
+        .iter()
+        .zip(&intents)
+        .zip(&results)
+        .map(|((object, intent), result)| mirrors::Artefact {
+            key: object.key(),
+            intent,
+            failed: result.error.is_some(),
+        })
+        .collect();
+    results.extend(
+        mirrors::run(
+            engine,
+            &loaded.mirrors,
+            &mirror_intents,
+            &mirror_order,
+            &artefacts,
+            mode,
+        )
+        .await,
+    );
 
     match args.output {
         Output::Json => println!(
@@ -346,6 +401,7 @@ async fn reconcile_one(
 
 fn succeeded(object: &LoadedObject, report: &Report, mode: Mode) -> ObjectResult {
     ObjectResult {
+        kind: None,
         name: object.name.clone(),
         namespace: object.namespace.clone(),
         repository: report.repository.to_string(),
@@ -360,6 +416,7 @@ fn succeeded(object: &LoadedObject, report: &Report, mode: Mode) -> ObjectResult
 /// A dry run cannot plan an object whose input an earlier object would write first.
 fn pending(object: &LoadedObject, dependency: &str) -> ObjectResult {
     ObjectResult {
+        kind: None,
         name: object.name.clone(),
         namespace: object.namespace.clone(),
         repository: object.spec.repository.clone(),
@@ -375,6 +432,7 @@ fn pending(object: &LoadedObject, dependency: &str) -> ObjectResult {
 
 fn failed(object: &LoadedObject, error: String) -> ObjectResult {
     ObjectResult {
+        kind: None,
         name: object.name.clone(),
         namespace: object.namespace.clone(),
         repository: object.spec.repository.clone(),

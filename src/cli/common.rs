@@ -15,9 +15,11 @@ use serde::{Deserialize, Serialize};
 use super::exit;
 use crate::engine::{Engine, EngineError};
 use crate::intent::{ArtifactIntent, InvalidSpec};
+use crate::oci::Repository;
 use crate::oci::media_types::TITLE_ANNOTATION;
 use crate::oci::{ImageReference, Tag};
-use crate::registry::{DockerConfig, RawManifest, RegistryClient};
+use crate::registry::layout::Routed;
+use crate::registry::{DockerConfig, RawManifest, Registry, RegistryClient};
 use crate::sources::{UrlFetcher, UrlPolicy};
 
 /// Flags every client verb takes (shared with `apply` and the controller).
@@ -94,7 +96,7 @@ pub fn finish(outcome: Outcome) -> u8 {
     match outcome {
         Ok(()) => exit::OK,
         Err(failure) => {
-            for line in failure.message.lines() {
+            for line in unmask(&failure.message).lines() {
                 eprintln!("error: {}", without_control_characters(line));
             }
             if failure.code == exit::INVALID {
@@ -138,6 +140,131 @@ pub fn engine(args: &RegistryArgs) -> Result<Engine, Failure> {
     // The client verbs name local files, never URLs.
     let urls = UrlFetcher::new(UrlPolicy::none()).map_err(Failure::invalid)?;
     Ok(Engine::new(registry, urls, 4))
+}
+
+/// The registries and OCI image layout directories a verb's arguments name. `oci:PATH` is a
+/// layout (skopeo's spelling: `oci:PATH:TAG` for one artefact in it, the path ending at the
+/// first `:`); anything else is a registry reference. Layouts stand in the engine as
+/// repositories of a reserved host, and are named by their path again in
+/// everything printed.
+pub struct Places {
+    routed: Routed,
+}
+
+/// The path each layout repository of this process stands for. Process-wide, like
+/// [`CREDENTIALS`], because every message printed (a failure in [`finish`], a report) names
+/// repositories and must name a layout by its path instead.
+static LAYOUT_NAMES: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// `text` with every layout repository replaced by `oci:PATH`.
+pub fn unmask(text: &str) -> String {
+    let mut names = LAYOUT_NAMES.lock().expect("not poisoned").clone();
+    if names.is_empty() {
+        return text.to_string();
+    }
+    // Longest first: `layout-10` contains `layout-1`.
+    names.sort_by_key(|(repository, _)| std::cmp::Reverse(repository.len()));
+    names
+        .iter()
+        .fold(text.to_string(), |text, (repository, path)| {
+            text.replace(repository.as_str(), &format!("oci:{path}"))
+        })
+}
+
+impl Places {
+    pub fn new(args: &RegistryArgs) -> Result<Self, Failure> {
+        Ok(Self {
+            routed: Routed::new(registry_client(args)? as Arc<dyn Registry>),
+        })
+    }
+
+    fn layout(&mut self, what: &str, path: &str) -> Result<Repository, Failure> {
+        if path.is_empty() {
+            return Err(Failure::invalid(format!(
+                "{what} \"oci:\" names no folder; expected oci:PATH"
+            )));
+        }
+        let absolute = std::path::absolute(path)
+            .map_err(|e| Failure::invalid(format!("{what} oci:{path}: {e}")))?;
+        let repository = self.routed.add_layout(&absolute);
+        LAYOUT_NAMES
+            .lock()
+            .expect("not poisoned")
+            .push((repository.to_string(), path.to_string()));
+        Ok(repository)
+    }
+
+    /// A manifest by tag or digest: `oci:PATH:TAG`, `oci:PATH@DIGEST`, or a registry reference.
+    pub fn reference(&mut self, what: &str, text: &str) -> Result<ImageReference, Failure> {
+        let Some(rest) = text.strip_prefix("oci:") else {
+            return parse_reference(what, text);
+        };
+        let (path, reference) = match rest.split_once('@') {
+            Some((path, digest)) => (path, format!("@{digest}")),
+            None => match rest.split_once(':') {
+                Some((path, tag)) => (path, format!(":{tag}")),
+                None => {
+                    return Err(Failure::invalid(format!(
+                        "{what} {text:?} names no tag; expected oci:PATH:TAG"
+                    )));
+                }
+            },
+        };
+        let repository = self.layout(what, path)?;
+        parse_reference(what, &format!("{repository}{reference}"))
+    }
+
+    /// A reference that is written by tag.
+    pub fn tagged(&mut self, what: &str, text: &str) -> Result<ImageReference, Failure> {
+        if !text.starts_with("oci:") {
+            return parse_tagged(what, text);
+        }
+        let reference = self.reference(what, text)?;
+        match reference.tag() {
+            Some(tag) if reference.digest().is_none() => tag_to_write(what, tag)?,
+            _ => {
+                return Err(Failure::invalid(format!(
+                    "{what} {text:?} names no tag; expected oci:PATH:TAG, since a tag is what gets written"
+                )));
+            }
+        }
+        Ok(reference)
+    }
+
+    /// A whole repository: `oci:PATH`, or host[:port]/repository.
+    pub fn repository(&mut self, what: &str, text: &str) -> Result<Repository, Failure> {
+        match text.strip_prefix("oci:") {
+            Some(path) if path.contains(':') || path.contains('@') => Err(Failure::invalid(
+                format!("{what} {text:?} names a tag or digest; expected oci:PATH, a folder"),
+            )),
+            Some(path) => self.layout(what, path),
+            None => {
+                let names_one = text.contains('@')
+                    || text
+                        .rsplit('/')
+                        .next()
+                        .is_some_and(|last| last.contains(':'));
+                if names_one {
+                    return Err(Failure::invalid(format!(
+                        "{what} {text:?} names a tag or digest; expected host[:port]/repository"
+                    )));
+                }
+                Repository::parse(text).map_err(|e| Failure::invalid(format!("{what}: {e}")))
+            }
+        }
+    }
+
+    /// The registry every argument is read and written through.
+    pub fn registry(self) -> Arc<dyn Registry> {
+        Arc::new(self.routed)
+    }
+
+    /// An engine over [`Places::registry`].
+    pub fn engine(self) -> Result<Engine, Failure> {
+        // The client verbs name local files, never URLs.
+        let urls = UrlFetcher::new(UrlPolicy::none()).map_err(Failure::invalid)?;
+        Ok(Engine::new(self.registry(), urls, 4))
+    }
 }
 
 /// A reference that names a manifest by tag or digest.
@@ -351,10 +478,20 @@ pub async fn reconcile_and_print(
     format: Format,
     shown: &str,
 ) -> Result<(), Failure> {
-    use crate::engine::{Inputs, Mode};
     let engine = engine(registry)?;
+    reconcile_and_print_with(&engine, intent, format, shown).await
+}
+
+/// [`reconcile_and_print`] with an engine the verb built (one that may reach layouts).
+pub async fn reconcile_and_print_with(
+    engine: &Engine,
+    intent: &ArtifactIntent,
+    format: Format,
+    shown: &str,
+) -> Result<(), Failure> {
+    use crate::engine::{Inputs, Mode};
     let report = with_transfer_progress(
-        &engine,
+        engine,
         None,
         format!("{shown}:"),
         engine.reconcile(intent, &Inputs::default(), Mode::Apply),
@@ -414,8 +551,9 @@ fn sent_spinner(message: String) -> ProgressBar {
 pub fn print_report(format: Format, reference: &str, report: &crate::engine::Report) {
     match format {
         Format::Text => {
+            let repository = unmask(&report.repository.to_string());
             for tag in &report.tags {
-                println!("{}:{tag}@{}", report.repository, report.digest);
+                println!("{repository}:{tag}@{}", report.digest);
             }
         }
         Format::Json => print_json(&Written {

@@ -10,10 +10,12 @@ use crate::intent::{ArtifactIntent, Content, FieldPath, ImageCopy};
 
 #[derive(Args)]
 pub struct CopyArgs {
-    /// What to copy: host[:port]/repository:tag or host[:port]/repository@sha256:...
+    /// What to copy: host[:port]/repository:tag or host[:port]/repository@sha256:..., or
+    /// oci:PATH:TAG for an OCI image layout folder.
     #[arg(value_name = "SRC")]
     source: String,
-    /// Where to: host[:port]/repository:tag, any registry.
+    /// Where to: host[:port]/repository:tag, any registry, or oci:PATH:TAG (a layout folder,
+    /// created when absent).
     #[arg(value_name = "DST")]
     destination: String,
     /// Also copy what hangs off SRC (referrers).
@@ -34,8 +36,9 @@ pub async fn run(args: CopyArgs) -> u8 {
 }
 
 async fn copy(args: CopyArgs) -> Outcome {
-    let source = common::parse_reference("SRC", &args.source)?;
-    let destination = common::parse_tagged("DST", &args.destination)?;
+    let mut places = common::Places::new(&args.registry)?;
+    let source = places.reference("SRC", &args.source)?;
+    let destination = places.tagged("DST", &args.destination)?;
     if let Some(platform) = &args.platform
         && !PLATFORM_RE.is_match(platform)
     {
@@ -56,5 +59,6 @@ async fn copy(args: CopyArgs) -> Outcome {
         subject: None,
         interval: None,
     };
-    common::reconcile_and_print(&intent, &args.registry, args.output, &args.destination).await
+    let engine = places.engine()?;
+    common::reconcile_and_print_with(&engine, &intent, args.output, &args.destination).await
 }

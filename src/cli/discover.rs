@@ -13,7 +13,7 @@ use super::common::{self, Descriptor, Document, Failure, Format, Outcome, Platfo
 use crate::engine::links::{LINK_ANNOTATION_PREFIX, fallback_tag};
 use crate::oci::Repository;
 use crate::oci::media_types::is_index;
-use crate::registry::RegistryClient;
+use crate::registry::Registry;
 
 /// Levels below REF that are followed (referrers of referrers of referrers).
 pub const MAX_DEPTH: usize = 3;
@@ -82,8 +82,10 @@ pub async fn run(args: DiscoverArgs) -> u8 {
 }
 
 async fn discover(args: DiscoverArgs) -> Outcome {
-    let reference = common::parse_reference("REF", &args.reference)?;
-    let client = common::registry_client(&args.registry)?;
+    let mut places = common::Places::new(&args.registry)?;
+    let reference = places.reference("REF", &args.reference)?;
+    let client = places.registry();
+    let client = client.as_ref();
     let repo = &reference.repository();
     let head = client
         .head_manifest(repo, reference.reference())
@@ -100,7 +102,7 @@ async fn discover(args: DiscoverArgs) -> Outcome {
         ..Default::default()
     };
     let mut seen = BTreeSet::new();
-    let mut node = visit(&client, repo, root, 0, &mut seen).await;
+    let mut node = visit(client, repo, root, 0, &mut seen).await;
     if let Some(error) = node.error.take() {
         return Err(Failure::failed(format!("REF {reference}: {error}")));
     }
@@ -122,7 +124,7 @@ async fn discover(args: DiscoverArgs) -> Outcome {
 
 /// One manifest and everything below it, `depth` levels under REF.
 async fn visit(
-    client: &RegistryClient,
+    client: &dyn Registry,
     repo: &Repository,
     descriptor: Descriptor,
     depth: usize,
@@ -191,7 +193,7 @@ async fn visit(
 
 /// The referrers of `digest` and where they came from.
 async fn referrers(
-    client: &RegistryClient,
+    client: &dyn Registry,
     repo: &Repository,
     digest: &str,
 ) -> Result<(String, Vec<Descriptor>), Failure> {

@@ -8,16 +8,17 @@ pub use registry_args::{RegistryArgs, SourceArgs};
 mod common;
 mod copy;
 mod discover;
+mod mirror;
 mod pull;
 mod push;
 mod tag;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use kube::CustomResourceExt;
 
-use crate::api::GardenArtifact;
+use crate::api::{GardenArtifact, GardenMirror};
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Parser)]
@@ -37,8 +38,11 @@ enum Command {
     Apply(apply::ApplyArgs),
     /// Run the Kubernetes controller.
     Controller(controller::ControllerArgs),
-    /// Print the GardenArtifact CustomResourceDefinition as YAML.
-    Crd,
+    /// Print the CustomResourceDefinitions as YAML: every one, or that of KIND.
+    Crd {
+        #[arg(value_enum)]
+        kind: Option<CrdKind>,
+    },
     /// Push local files as one artefact (one layer per file).
     Push(push::PushArgs),
     /// Write the titled layers of an artefact to a folder, digest-verified.
@@ -49,6 +53,8 @@ enum Command {
     Tag(tag::TagArgs),
     /// Copy an artefact byte for byte to another repository or registry.
     Copy(copy::CopyArgs),
+    /// Copy the selected tags of a repository into another, byte for byte.
+    Mirror(mirror::MirrorArgs),
 }
 
 /// Exit codes of every verb.
@@ -82,8 +88,17 @@ pub async fn run() -> ExitCode {
                 }
             }
         }
-        Command::Crd => {
-            print!("{}", crd_yaml());
+        Command::Crd { kind } => {
+            match kind {
+                Some(kind) => print!("{}", crd_yaml_of(kind)),
+                None => {
+                    let all: Vec<String> = CrdKind::value_variants()
+                        .iter()
+                        .map(|kind| crd_yaml_of(*kind))
+                        .collect();
+                    print!("{}", all.join("---\n"));
+                }
+            }
             exit::OK
         }
         Command::Push(args) => {
@@ -106,11 +121,32 @@ pub async fn run() -> ExitCode {
             telemetry::init(LogFormat::Text, "warn");
             copy::run(args).await
         }
+        Command::Mirror(args) => {
+            telemetry::init(LogFormat::Text, "warn");
+            mirror::run(args).await
+        }
     };
     ExitCode::from(code)
 }
 
-/// The CRD exactly as committed under `crds/`.
+/// The kinds this project defines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "PascalCase")]
+pub enum CrdKind {
+    GardenArtifact,
+    GardenMirror,
+}
+
+/// The GardenArtifact CRD exactly as committed under `crds/`.
 pub fn crd_yaml() -> String {
-    serde_yaml::to_string(&GardenArtifact::crd()).expect("the CRD serializes")
+    crd_yaml_of(CrdKind::GardenArtifact)
+}
+
+/// A CRD exactly as committed under `crds/`.
+pub fn crd_yaml_of(kind: CrdKind) -> String {
+    let crd = match kind {
+        CrdKind::GardenArtifact => GardenArtifact::crd(),
+        CrdKind::GardenMirror => GardenMirror::crd(),
+    };
+    serde_yaml::to_string(&crd).expect("the CRD serializes")
 }

@@ -24,7 +24,7 @@ use crate::api::patterns::{MEDIA_TYPE_RE, PLATFORM_RE};
 use crate::oci::digest::VerifyingStream;
 use crate::oci::media_types::is_index;
 use crate::oci::{ImageReference, Repository};
-use crate::registry::{RawManifest, RegistryClient};
+use crate::registry::{RawManifest, Registry};
 
 /// Indexes inside indexes, as deep as the engine follows them.
 const MAX_INDEX_DEPTH: usize = 3;
@@ -117,7 +117,8 @@ async fn until_interrupted(work: impl std::future::Future<Output = Outcome>) -> 
 }
 
 async fn pull(args: PullArgs) -> Outcome {
-    let reference = common::parse_reference("REF", &args.reference)?;
+    let mut places = common::Places::new(&args.registry)?;
+    let reference = places.reference("REF", &args.reference)?;
     if let Some(platform) = &args.platform
         && !PLATFORM_RE.is_match(platform)
     {
@@ -139,7 +140,8 @@ async fn pull(args: PullArgs) -> Outcome {
         )));
     }
 
-    let client = common::registry_client(&args.registry)?;
+    let client = places.registry();
+    let client = client.as_ref();
     let repo = reference.repository();
     let root = client
         .get_manifest(repo, reference.reference())
@@ -152,7 +154,7 @@ async fn pull(args: PullArgs) -> Outcome {
     let mut chosen = Vec::new();
     let mut available = Vec::new();
     choose(
-        &client,
+        client,
         &reference,
         root.clone(),
         args.platform.as_deref(),
@@ -190,7 +192,6 @@ async fn pull(args: PullArgs) -> Outcome {
     } else {
         MultiProgress::with_draw_target(ProgressDrawTarget::hidden())
     };
-    let client = &client;
     let progress = &progress;
     let downloads = files
         .iter()
@@ -228,7 +229,7 @@ async fn pull(args: PullArgs) -> Outcome {
 
 /// The image manifests to pull from `raw`: itself, or the children of an index.
 async fn choose(
-    client: &RegistryClient,
+    client: &dyn Registry,
     reference: &ImageReference,
     raw: RawManifest,
     platform: Option<&str>,
@@ -445,7 +446,7 @@ fn select_layers(
 
 /// Streams one blob to a temporary file in DIR: the verified file, not yet under its title.
 async fn download(
-    client: &RegistryClient,
+    client: &dyn Registry,
     repo: &Repository,
     file: &PulledFile,
     progress: &MultiProgress,
@@ -491,7 +492,7 @@ impl Drop for Partial {
 }
 
 async fn write_verified(
-    client: &RegistryClient,
+    client: &dyn Registry,
     repo: &Repository,
     file: &PulledFile,
     temporary: &Path,

@@ -190,44 +190,56 @@ impl Context {
             return Ok((Arc::clone(&self.engine), Credentials::Anonymous));
         };
         let name = &credentials.secret_ref.name;
-        let field = "spec.credentials.secretRef";
-        let secret = self.get_secret(namespace, name, field).await?;
-        let used = Credentials::Secret {
-            namespace: namespace.to_string(),
-            name: name.clone(),
-            resource_version: secret.metadata.resource_version.clone(),
-        };
-        let version = secret.metadata.resource_version.clone().unwrap_or_default();
-        let key = (namespace.to_string(), name.clone());
+        let (engine, mut used) = self
+            .engine_with_secrets(namespace, &[("spec.credentials.secretRef", name)])
+            .await?;
+        Ok((engine, used.pop().unwrap_or(Credentials::Anonymous)))
+    }
+
+    /// The engine speaking with the credentials of these Secrets of `namespace` (each named
+    /// with the field that names it); for a registry two of them know, the first answers.
+    pub async fn engine_with_secrets(
+        &self,
+        namespace: &str,
+        secrets: &[(&str, &str)],
+    ) -> Result<(Arc<Engine>, Vec<Credentials>), InputError> {
+        if secrets.is_empty() {
+            return Ok((Arc::clone(&self.engine), Vec::new()));
+        }
+        let mut used = Vec::new();
+        let mut read = Vec::new();
+        for (field, name) in secrets {
+            let secret = self.get_secret(namespace, name, field).await?;
+            used.push(Credentials::Secret {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                resource_version: secret.metadata.resource_version.clone(),
+            });
+            read.push((field, name, secret));
+        }
+        let key = (
+            namespace.to_string(),
+            secrets
+                .iter()
+                .map(|(_, name)| *name)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
+        let version = read
+            .iter()
+            .map(|(_, _, s)| s.metadata.resource_version.clone().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n");
         if let Some((cached_version, engine)) = self.engines.lock().expect("not poisoned").get(&key)
             && *cached_version == version
         {
             return Ok((Arc::clone(engine), used));
         }
-        if secret.type_.as_deref() != Some(DOCKER_CONFIG_JSON) {
-            return Err(InputError::Unusable {
-                field: field.into(),
-                detail: format!(
-                    "Secret {namespace}/{name} has type {:?}, expected {DOCKER_CONFIG_JSON}",
-                    secret.type_.clone().unwrap_or_default()
-                ),
-            });
+        let mut merged = DockerConfig::default();
+        for (field, name, secret) in &read {
+            merged = merged.followed_by(docker_config(namespace, name, field, secret)?);
         }
-        let json = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(".dockerconfigjson"))
-            .ok_or_else(|| InputError::Unusable {
-                field: field.into(),
-                detail: format!("Secret {namespace}/{name} has no .dockerconfigjson key"),
-            })?;
-        let config = DockerConfig::parse(&format!("Secret {namespace}/{name}"), &json.0).map_err(
-            |detail| InputError::Unusable {
-                field: field.into(),
-                detail,
-            },
-        )?;
-        let registry = Arc::new(self.registry.with_credentials(Arc::new(config)));
+        let registry = Arc::new(self.registry.with_credentials(Arc::new(merged)));
         let engine = Arc::new(self.engine.with_registry(registry));
         self.engines
             .lock()
@@ -426,6 +438,38 @@ impl Context {
                 name: name.into(),
             })
     }
+}
+
+/// The registry credentials of a `kubernetes.io/dockerconfigjson` Secret.
+fn docker_config(
+    namespace: &str,
+    name: &str,
+    field: &str,
+    secret: &Secret,
+) -> Result<DockerConfig, InputError> {
+    if secret.type_.as_deref() != Some(DOCKER_CONFIG_JSON) {
+        return Err(InputError::Unusable {
+            field: field.into(),
+            detail: format!(
+                "Secret {namespace}/{name} has type {:?}, expected {DOCKER_CONFIG_JSON}",
+                secret.type_.clone().unwrap_or_default()
+            ),
+        });
+    }
+    let json = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(".dockerconfigjson"))
+        .ok_or_else(|| InputError::Unusable {
+            field: field.into(),
+            detail: format!("Secret {namespace}/{name} has no .dockerconfigjson key"),
+        })?;
+    DockerConfig::parse(&format!("Secret {namespace}/{name}"), &json.0).map_err(|detail| {
+        InputError::Unusable {
+            field: field.into(),
+            detail,
+        }
+    })
 }
 
 /// The engine's name for a key that a spec's file reads.

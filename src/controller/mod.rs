@@ -8,6 +8,7 @@ mod events;
 #[cfg(test)]
 mod fake_api;
 pub mod leader;
+mod mirrors;
 pub mod reconcile;
 mod retries;
 pub mod status;
@@ -250,6 +251,18 @@ pub async fn run(config: Config) -> Result<(), String> {
         },
     ));
 
+    let mirrors = {
+        let api: Api<crate::api::GardenMirror> = match &config.namespace {
+            Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+            None => Api::all(ctx.client.clone()),
+        };
+        mirrors::run(
+            api,
+            Arc::clone(&ctx),
+            config.concurrency,
+            signals.received(1),
+        )
+    };
     let (by_secret, by_config_map, by_producer) =
         (Arc::clone(&ctx), Arc::clone(&ctx), Arc::clone(&ctx));
     let running = controller
@@ -294,6 +307,8 @@ pub async fn run(config: Config) -> Result<(), String> {
                 Err(e) => tracing::debug!(error = %e, "reconcile round"),
             }
         });
+    // Both controllers stop together: each ends once its rounds in flight are done.
+    let running = futures::future::join(running, mirrors);
 
     // `running` ends only after a graceful stop, once no reconciliation runs any more; a
     // second signal drops it at once, and with it (aborted) the reconciliations in flight.

@@ -11,6 +11,7 @@ mod mirror;
 pub mod order;
 pub mod plan;
 mod remove;
+mod repository_mirror;
 mod resolve;
 mod tag_listing;
 #[cfg(test)]
@@ -30,6 +31,7 @@ pub use links::{LinkVia, Pin};
 pub use mirror::MirroredReferrers;
 pub use plan::{Outcome, Plan};
 pub use remove::{Retirement, RetirementReport, TagRemoval};
+pub use repository_mirror::{MirrorInputs, MirrorProgress, MirrorReport, TagResult};
 
 /// What a front end supplies besides the spec.
 #[derive(Clone, Debug, Default)]

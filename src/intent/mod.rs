@@ -5,6 +5,7 @@
 //! a GardenArtifact, the CLI verbs from their arguments.
 
 mod field;
+mod tag_selection;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 pub use field::{FieldError, FieldPath, InvalidSpec};
+pub use tag_selection::{Latest, TagSelection, VersionOrder, tag_pattern};
 
 use crate::oci::{Digest, ImageReference, RelativeReference, Repository, Tag};
 
@@ -26,6 +28,22 @@ pub struct ArtifactIntent {
     /// Makes the artefact a referrer of another one (OCI 1.1 `subject`).
     pub subject: Option<Reference>,
     /// How often the controller re-checks the registry; `None` for its default.
+    pub interval: Option<Duration>,
+}
+
+/// A repository carried into another: the selected tags of `source`, byte for byte, under
+/// the same names in `target`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MirrorIntent {
+    /// Where the source was given: errors about it name this.
+    pub source_field: FieldPath,
+    pub source: Repository,
+    pub target: Repository,
+    pub tags: TagSelection,
+    /// Also each tag's OCI 1.1 referrers and cosign tags.
+    pub referrers: bool,
+    /// Delete target tags the mirror wrote that are no longer selected.
+    pub prune: bool,
     pub interval: Option<Duration>,
 }
 

@@ -100,6 +100,12 @@ impl DockerConfig {
         })
     }
 
+    /// These files, then `later`'s: for a host both know, these answer.
+    pub fn followed_by(mut self, later: DockerConfig) -> Self {
+        self.files.extend(later.files);
+        self
+    }
+
     /// `REGISTRY_AUTH_FILE` (podman, skopeo), then `$DOCKER_CONFIG/config.json` or
     /// `~/.docker/config.json`. Missing files are fine: anonymous access.
     pub fn load_default() -> Result<Self, String> {

@@ -15,6 +15,7 @@ mod client;
 pub mod credentials;
 mod error;
 mod headers;
+pub mod layout;
 mod manifests;
 pub mod memory;
 mod referrers;

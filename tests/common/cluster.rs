@@ -996,6 +996,14 @@ impl Scene {
             let _ = self
                 .cluster
                 .kubectl(&["delete", "ga", "--all", "-n", ns, "--wait=false"]);
+            let _ = self.cluster.kubectl(&[
+                "delete",
+                "gardenmirrors",
+                "--all",
+                "-n",
+                ns,
+                "--wait=false",
+            ]);
         }
     }
 }
