@@ -75,7 +75,6 @@ main() {
   # Where things are.
   where docker-registry docker-registry
   where skopeo skopeo
-  where podman podman
   where htpasswd htpasswd
   where etcd etcd
   where curl curl
