@@ -245,3 +245,84 @@ fn a_deletion_while_the_registry_is_down_says_cleanup_failed_and_completes_when_
     );
     assert_eq!(digest_of(&direct), None, "the tag is deleted");
 }
+
+/// In a namespace being deleted the API server refuses events: a cleanup that fails there
+/// still names the tags it leaves, in the status and in the controller's log.
+#[test]
+fn in_a_namespace_being_deleted_the_status_and_the_log_name_the_tags_left() {
+    use common::faults::{FaultProxy, Rule, status};
+    let ns = "e2e-cleanup-terminating";
+    let mut scene = Scene::new(&[ns], Watch::OwnNamespace);
+    scene.start_namespaced_controller("c");
+    let proxy = FaultProxy::start(&scene.registry.addr);
+    let repo = format!("{}/e2e/cleanup/terminating", proxy.addr);
+    let direct = format!("{}/e2e/cleanup/terminating:v1", scene.registry.addr);
+    scene.cluster.apply(
+        &artifact_object(
+            ns,
+            "doomed",
+            &repo,
+            &["v1"],
+            "doomed in a terminating namespace",
+            json!({ "deletionPolicy": "Delete" }),
+        )
+        .to_string(),
+    );
+    scene.wait_ready(ns, "doomed");
+
+    proxy.inject(Rule::new("*", "^/v2/", status(503)));
+    // This API server runs no namespace controller: the namespace stays Terminating and the
+    // object is deleted by hand, as that controller would.
+    scene
+        .cluster
+        .kubectl_ok(&["delete", "namespace", ns, "--wait=false"]);
+    wait_for(
+        "the namespace to be terminating",
+        Duration::from_secs(30),
+        || {
+            let phase = scene.cluster.kubectl_ok(&[
+                "get",
+                "namespace",
+                ns,
+                "-o",
+                "jsonpath={.status.phase}",
+            ]);
+            (phase.trim() == "Terminating").then_some(())
+        },
+    );
+    scene
+        .cluster
+        .kubectl_ok(&["delete", "ga", "doomed", "-n", ns, "--wait=false"]);
+    let ready = wait_for("Ready=False CleanupFailed", Duration::from_secs(90), || {
+        let object = scene.cluster.get(ns, "ga", "doomed")?;
+        let ready = condition(&object, "Ready")?.clone();
+        (ready["reason"] == "CleanupFailed").then_some(ready)
+    });
+    let left = format!("tags v1 of {repo}");
+    let message = ready["message"].as_str().unwrap_or_default();
+    assert!(message.contains(&left), "{message}");
+    wait_for(
+        "the log to name the tags left and the refused event",
+        Duration::from_secs(30),
+        || {
+            let log = scene.controller("c").log_text();
+            (log.contains(&format!("cleanup failed: {left}"))
+                && log.contains("could not publish an event"))
+            .then_some(())
+        },
+    );
+
+    proxy.clear();
+    wait_for(
+        "the object to be gone once the registry is back",
+        Duration::from_secs(120),
+        || {
+            scene
+                .cluster
+                .get(ns, "ga", "doomed")
+                .is_none()
+                .then_some(())
+        },
+    );
+    assert_eq!(digest_of(&direct), None, "the tag is deleted");
+}

@@ -92,6 +92,9 @@ pub async fn cleanup(
         }
     };
     let owned = owned_by(status, &lost);
+    if owned.is_empty() && status.subject.is_none() {
+        return Ok(Action::await_change());
+    }
     let left = left_behind(&repository, &owned, status, digest);
     mark_deleting(api, object, ctx, &left).await;
     let retirement = Retirement {
@@ -178,11 +181,7 @@ fn left_behind(
     if status.subject.is_some() {
         left.push(format!("referrer {repository}@{digest}"));
     }
-    if left.is_empty() {
-        format!("{repository}@{digest}")
-    } else {
-        left.join(" and ")
-    }
+    left.join(" and ")
 }
 
 /// While tags are being removed, the status no longer says Ready=True. Once: a failed cleanup
