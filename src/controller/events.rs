@@ -115,20 +115,8 @@ pub async fn publish_changes(object: &GardenArtifact, ctx: &Context, report: &Re
 /// moved them, or released.
 pub async fn publish_dropped(object: &GardenArtifact, ctx: &Context, report: &Report) {
     let dropped = &report.dropped;
-    let by_repository = |tags: &mut dyn Iterator<Item = (String, String)>| {
-        let mut grouped: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (repository, tag) in tags {
-            grouped.entry(repository).or_default().push(tag);
-        }
-        grouped
-            .into_iter()
-            .map(|(repository, tags)| format!("{} of {repository}", tags.join(", ")))
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
-    let named = |written: &WrittenTag| (written.repository.to_string(), written.tag.to_string());
     if !dropped.removed.is_empty() {
-        let tags = by_repository(&mut dropped.removed.iter().map(named));
+        let tags = by_repository(&dropped.removed);
         let note = format!("deleted tags {tags}, no longer wanted (deletionPolicy: Delete)");
         publish(
             ctx,
@@ -156,7 +144,7 @@ pub async fn publish_dropped(object: &GardenArtifact, ctx: &Context, report: &Re
         publish(ctx, object, EventType::Warning, "TagLeft", "Delete", &note).await;
     }
     if !dropped.released.is_empty() {
-        let tags = by_repository(&mut dropped.released.iter().map(named));
+        let tags = by_repository(&dropped.released);
         let note = format!(
             "released tags {tags}: no longer wanted, left in the registry (deletionPolicy: Retain); listed in status.releasedTags"
         );
@@ -170,6 +158,22 @@ pub async fn publish_dropped(object: &GardenArtifact, ctx: &Context, report: &Re
         )
         .await;
     }
+}
+
+/// `v1, v2 of REPO; v3 of OTHER`.
+fn by_repository(tags: &[WrittenTag]) -> String {
+    let mut grouped: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for written in tags {
+        grouped
+            .entry(written.repository.to_string())
+            .or_default()
+            .push(written.tag.as_str());
+    }
+    grouped
+        .into_iter()
+        .map(|(repository, tags)| format!("{} of {repository}", tags.join(", ")))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 pub async fn publish(
