@@ -326,3 +326,64 @@ fn in_a_namespace_being_deleted_the_status_and_the_log_name_the_tags_left() {
     );
     assert_eq!(digest_of(&direct), None, "the tag is deleted");
 }
+
+/// A tag taken out of a `Delete` object's list while another object claims it is handed over,
+/// not deleted: the claimant, stalled on it until then, takes it.
+#[test]
+fn a_dropped_tag_another_object_claims_is_handed_over_not_deleted() {
+    let ns = "e2e-dropped-handover";
+    let mut scene = Scene::new(&[ns], Watch::OwnNamespace);
+    scene.start_namespaced_controller("c");
+    let repo = format!("{}/e2e/dropped/handover", scene.registry.addr);
+    scene.cluster.apply(
+        &artifact_object(
+            ns,
+            "a-owner",
+            &repo,
+            &["v1", "shared"],
+            "owner content",
+            json!({ "deletionPolicy": "Delete" }),
+        )
+        .to_string(),
+    );
+    // Created within the same second, objects are ordered by name: `a-owner` is the older.
+    let owner = scene.wait_ready(ns, "a-owner");
+    scene.cluster.apply(
+        &artifact_object(
+            ns,
+            "b-claimant",
+            &repo,
+            &["shared"],
+            "claimant content",
+            json!({ "interval": "2s" }),
+        )
+        .to_string(),
+    );
+    let stalled =
+        scene.wait_condition(ns, "b-claimant", "Stalled", "True", Duration::from_secs(30));
+    assert_eq!(
+        condition(&stalled, "Stalled").unwrap()["reason"],
+        "TagConflict"
+    );
+
+    patch_spec(&scene, ns, "a-owner", json!({ "tags": ["v1"] }));
+    wait_converged_to(&scene, ns, "a-owner", &["v1"]);
+    let claimant = scene.wait_ready(ns, "b-claimant");
+    assert_ne!(status_digest(&claimant), status_digest(&owner));
+    assert_eq!(
+        digest_of(&format!("{repo}:shared")),
+        Some(status_digest(&claimant)),
+        "the claimant holds the tag"
+    );
+    assert!(
+        events_with(&scene, ns, "TagDeleted", "shared").is_empty(),
+        "the owner did not delete it"
+    );
+    let deletes: Vec<_> = scene
+        .registry
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "DELETE")
+        .collect();
+    assert!(deletes.is_empty(), "nothing deleted: {deletes:?}");
+}
