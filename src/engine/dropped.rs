@@ -220,6 +220,47 @@ mod tests {
         }
     }
 
+    /// Through the engine's one entry: the new state is stored, then what is no longer
+    /// wanted is removed (here: a new repository, so the tag moves from one to the other).
+    #[tokio::test]
+    async fn a_reconcile_stores_the_artefact_then_removes_what_it_no_longer_wants() {
+        let registry = Arc::new(MemoryRegistry::default());
+        let engine = engine(&registry);
+        let (a, b) = (repo("a"), repo("b"));
+        let inputs = crate::engine::Inputs::default();
+        let first = engine
+            .reconcile(&intent(&a.to_string(), &["v1"]), &inputs, Mode::Apply)
+            .await
+            .unwrap();
+        let inputs = crate::engine::Inputs {
+            earlier: Earlier {
+                tags: vec![written(&a, "v1", &first.digest)],
+                on_drop: OnDrop::Remove,
+            },
+            ..Default::default()
+        };
+
+        let moved = engine
+            .reconcile(&intent(&b.to_string(), &["v1"]), &inputs, Mode::Apply)
+            .await
+            .unwrap();
+
+        assert_eq!(moved.dropped.removed, inputs.earlier.tags);
+        assert_eq!(registry.tag(&b, "v1"), Some(first.digest.clone()));
+        assert_eq!(registry.tag(&a, "v1"), None);
+        let calls = registry.calls();
+        let last_put = calls
+            .iter()
+            .rposition(|c| c.operation == Operation::PutManifest && c.repository == b.to_string());
+        let first_delete = calls
+            .iter()
+            .position(|c| c.operation == Operation::DeleteManifest);
+        assert!(
+            last_put < first_delete,
+            "stored first, then removed: {calls:?}"
+        );
+    }
+
     #[tokio::test]
     async fn released_tags_are_listed_and_left_as_they_are() {
         let registry = Arc::new(MemoryRegistry::default());
