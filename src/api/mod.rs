@@ -309,8 +309,16 @@ pub struct GardenArtifactStatus {
     pub media_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<i64>,
+    /// The repository `tags` are in, as the spec named it when they were written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<TagStatus>,
+    /// Tags this object wrote and no longer wants (taken out of `spec.tags`, or left in a former
+    /// `spec.repository`), left in the registry under `deletionPolicy: Retain`: nobody owns
+    /// them now. Newest last, at most 32; a tag leaves the list when it is wanted again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub released_tags: Vec<ReleasedTag>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<String>,
     /// How this artefact is linked to its subject.
@@ -345,5 +353,14 @@ pub struct PinnedReference {
 #[serde(rename_all = "camelCase")]
 pub struct TagStatus {
     pub name: String,
+    pub digest: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleasedTag {
+    pub repository: String,
+    pub name: String,
+    /// What the tag pointed at when it was released.
     pub digest: String,
 }

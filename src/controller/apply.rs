@@ -11,6 +11,7 @@ use kube::runtime::controller::Action;
 use serde_json::json;
 
 use super::context::{Context, Credentials, InputError};
+use super::earlier::earlier;
 use super::events::{self, Failure};
 use super::reconcile::{Error, FIELD_MANAGER};
 use super::retries::Basis;
@@ -107,7 +108,8 @@ async fn prerequisites(
     // Ownership is decided over all objects; a cache still filling would let a newer object
     // take a tag for one round.
     let _ = ctx.store.wait_until_ready().await;
-    let lost = watches::lost_tags(&ctx.valid_objects(), object);
+    let objects = ctx.valid_objects();
+    let lost = watches::lost_tags(&objects, object);
     if !lost.is_empty() {
         let message = lost
             .iter()
@@ -125,6 +127,7 @@ async fn prerequisites(
         let (engine, credentials) = ctx.engine_for(namespace, object).await?;
         let mut inputs = ctx.inputs_for(namespace, object).await?;
         inputs.artifacts = ctx.artifacts_for(namespace, object)?;
+        inputs.earlier = earlier(&objects, object);
         Ok::<_, InputError>((engine, credentials, inputs))
     }
     .await;
@@ -156,6 +159,7 @@ async fn conclude(
     match result {
         Ok(report) => {
             events::publish_changes(object, ctx, &report).await;
+            events::publish_dropped(object, ctx, &report).await;
             write_status(api, object, ctx, &Observation::Converged(&report)).await?;
             Ok(Settled::Done(Action::requeue(every)))
         }
@@ -224,7 +228,7 @@ async fn retrying(
     Ok(())
 }
 
-async fn write_status(
+pub(super) async fn write_status(
     api: &Api<Watched>,
     object: &GardenArtifact,
     ctx: &Context,

@@ -1,20 +1,25 @@
 //! Deletion with `deletionPolicy: Delete`: the tags this object owns, and its referrer link,
 //! removed from the registry before the finalizer goes.
 
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
+use super::apply::write_status;
 use super::context::{Context, InputError};
 use super::events::publish;
 use super::reconcile::Error;
+use super::status::{CLEANUP_FAILED, Observation, READY};
+use super::watched::Watched;
 use super::watches;
-use crate::api::{DeletionPolicy, GardenArtifact};
+use crate::api::{DeletionPolicy, GardenArtifact, GardenArtifactStatus};
 use crate::engine::{Mode, Retirement, TagRemoval};
 use crate::oci::Repository;
 
 /// With `deletionPolicy: Delete`, removes the tags this object owns and that still point at
 /// its artefact; a tag another object owns, or that someone moved elsewhere, stays.
 pub async fn cleanup(
+    api: &Api<Watched>,
     namespace: &str,
     object: &GardenArtifact,
     ctx: &Context,
@@ -28,7 +33,12 @@ pub async fn cleanup(
     let Some(digest) = &status.digest else {
         return Ok(Action::await_change());
     };
-    let Ok(repository) = Repository::parse(&object.spec.repository) else {
+    // Where the tags were written: the spec may name another repository since.
+    let written_in = status
+        .repository
+        .as_deref()
+        .unwrap_or(&object.spec.repository);
+    let Ok(repository) = Repository::parse(written_in) else {
         return Ok(Action::await_change());
     };
     let lost: Vec<String> = watches::lost_tags(&ctx.valid_objects(), object)
@@ -74,14 +84,19 @@ pub async fn cleanup(
             }
             return Ok(Action::await_change());
         }
-        Err(e) => return Err(e.into()),
+        // A cache still filling passes on its own; anything else needs a person to see it.
+        Err(e) if !e.is_permanent() => return Err(e.into()),
+        Err(e) => {
+            let left = left_behind(&repository, &owned_by(status, &lost), status, digest);
+            return Err(failed(api, object, ctx, left, e.into()).await);
+        }
     };
-    let owned: Vec<String> = status
-        .tags
-        .iter()
-        .map(|t| t.name.clone())
-        .filter(|t| !lost.contains(t))
-        .collect();
+    let owned = owned_by(status, &lost);
+    if owned.is_empty() && status.subject.is_none() {
+        return Ok(Action::await_change());
+    }
+    let left = left_behind(&repository, &owned, status, digest);
+    mark_deleting(api, object, ctx, &left).await;
     let retirement = Retirement {
         repository: &repository,
         digest,
@@ -89,7 +104,10 @@ pub async fn cleanup(
         subject: status.subject.as_ref().map(|s| s.digest.as_str()),
         untagged: status.tags.is_empty(),
     };
-    let retired = engine.retire(retirement, Mode::Apply).await?;
+    let retired = match engine.retire(retirement, Mode::Apply).await {
+        Ok(retired) => retired,
+        Err(e) => return Err(failed(api, object, ctx, left, e.into()).await),
+    };
     if let Some(subject) = status.subject.as_ref().filter(|_| retired.referrer_deleted) {
         let note = format!(
             "deleted referrer {repository}@{digest} of {}",
@@ -139,13 +157,98 @@ pub async fn cleanup(
     Ok(Action::await_change())
 }
 
+/// The tags of `status` this object owns (those it lost to an older claimant are not).
+fn owned_by(status: &GardenArtifactStatus, lost: &[String]) -> Vec<String> {
+    status
+        .tags
+        .iter()
+        .map(|t| t.name.clone())
+        .filter(|t| !lost.contains(t))
+        .collect()
+}
+
+/// What a cleanup that fails leaves in the registry: `tags v1, v2 of REPO`, and the referrer.
+fn left_behind(
+    repository: &Repository,
+    owned: &[String],
+    status: &GardenArtifactStatus,
+    digest: &str,
+) -> String {
+    let mut left = Vec::new();
+    if !owned.is_empty() {
+        left.push(format!("tags {} of {repository}", owned.join(", ")));
+    }
+    if status.subject.is_some() {
+        left.push(format!("referrer {repository}@{digest}"));
+    }
+    left.join(" and ")
+}
+
+/// While tags are being removed, the status no longer says Ready=True. Once: a failed cleanup
+/// keeps saying CleanupFailed while it is retried, rather than flip back and forth.
+async fn mark_deleting(api: &Api<Watched>, object: &GardenArtifact, ctx: &Context, left: &str) {
+    let failing = object
+        .status
+        .iter()
+        .flat_map(|s| &s.conditions)
+        .any(|c| c.type_ == READY && c.reason == CLEANUP_FAILED);
+    if failing {
+        return;
+    }
+    let message = format!("removing {left} (deletionPolicy: Delete)");
+    let deleting = Observation::Retrying {
+        reason: "Deleting",
+        message: &message,
+    };
+    if let Err(e) = write_status(api, object, ctx, &deleting).await {
+        tracing::warn!(object = %watches::key(object), error = %e, "could not mark the object as being deleted");
+    }
+}
+
+/// A cleanup that failed, told everywhere it can be: the status (Ready=False, CleanupFailed,
+/// the registry's answer), a Warning event, and the log, since a namespace being deleted
+/// refuses events. The error goes back to kube, which retries on the object's backoff; the
+/// finalizer stays until the cleanup succeeds.
+async fn failed(
+    api: &Api<Watched>,
+    object: &GardenArtifact,
+    ctx: &Context,
+    left: String,
+    error: Error,
+) -> Error {
+    let error = Error::Cleanup {
+        left,
+        source: Box::new(error),
+    };
+    let message = error.to_string();
+    let observation = Observation::Retrying {
+        reason: CLEANUP_FAILED,
+        message: &message,
+    };
+    if let Err(e) = write_status(api, object, ctx, &observation).await {
+        tracing::warn!(object = %watches::key(object), error = %e, "could not write the status of a failed cleanup");
+    }
+    tracing::warn!(object = %watches::key(object), "cleanup failed: {message}");
+    publish(
+        ctx,
+        object,
+        EventType::Warning,
+        CLEANUP_FAILED,
+        "Delete",
+        &message,
+    )
+    .await;
+    error
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::controller::fake_api::{self, FakeApi};
     use crate::controller::test_support::{
-        context, context_with_unfilled_caches, deleted_with_credentials, events,
+        context, context_with_unfilled_caches, deleted_with_credentials, events, object,
     };
+    use serde_json::json;
 
     /// The namespace is being deleted: its Secrets are gone before the object. The tags stay,
     /// a Warning says so, and the finalizer goes; the registry is never asked.
@@ -163,9 +266,14 @@ mod tests {
             let ctx = context(api.client.clone());
             let object = deleted_with_credentials(subject);
 
-            let action = cleanup("ns", &object, &ctx)
-                .await
-                .expect("cleanup succeeds");
+            let action = cleanup(
+                &Api::namespaced(api.client.clone(), "ns"),
+                "ns",
+                &object,
+                &ctx,
+            )
+            .await
+            .expect("cleanup succeeds");
 
             assert_eq!(action, Action::await_change());
             let warnings = events(&api);
@@ -182,6 +290,110 @@ mod tests {
         }
     }
 
+    /// The registry refuses the removal, in a namespace being deleted (events refused): the
+    /// status says Ready=False CleanupFailed with the registry's answer and what is left, and
+    /// the round fails, so kube retries it on the object's backoff and the finalizer stays.
+    /// A round after that keeps CleanupFailed (no flip to Deleting and back).
+    #[tokio::test]
+    async fn a_failed_cleanup_says_so_in_the_status_and_fails_the_round() {
+        let api = FakeApi::start(|request| match request.method.as_str() {
+            _ if request.path.starts_with("/v2/") => (
+                403,
+                r#"{"errors":[{"code":"DENIED","message":"deletes are not allowed here"}]}"#
+                    .to_string(),
+            ),
+            "PATCH" if request.path.contains("/namespaces/ns/gardenartifacts/a/status?") => {
+                let echo = deleted_from(&format!("{}/e2e/a", "127.0.0.1:1"), json!([]));
+                (200, serde_json::to_string(&echo).expect("JSON"))
+            }
+            "POST" if request.path.contains("/events") => fake_api::status(
+                403,
+                "Forbidden",
+                "events is forbidden: unable to create new content in namespace ns because it is being terminated",
+            ),
+            _ => fake_api::status(500, "InternalError", "unexpected"),
+        })
+        .await;
+        let ctx = context(api.client.clone());
+        let repository = format!("{}/e2e/a", api.addr);
+        let watched = Api::namespaced(api.client.clone(), "ns");
+        let ready = json!([{ "type": "Ready", "status": "True", "reason": "Converged",
+            "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z" }]);
+        let object = deleted_from(&repository, ready);
+
+        let result = cleanup(&watched, "ns", &object, &ctx).await;
+
+        let error = result.expect_err("the round fails");
+        assert!(matches!(error, Error::Cleanup { .. }), "{error:?}");
+        let message = error.to_string();
+        assert!(
+            message.contains(&format!("tags v1, latest of {repository} not removed yet"))
+                && message.contains("403"),
+            "{message}"
+        );
+        let patches: Vec<String> = api
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "PATCH")
+            .map(|r| r.body)
+            .collect();
+        assert_eq!(patches.len(), 2, "{patches:?}");
+        assert!(patches[0].contains("\"Deleting\""), "{}", patches[0]);
+        let failed: serde_json::Value = serde_json::from_str(&patches[1]).expect("JSON");
+        let conditions = failed["status"]["conditions"]
+            .as_array()
+            .expect("conditions");
+        let ready = conditions
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .expect("Ready");
+        assert_eq!(ready["status"], "False");
+        assert_eq!(ready["reason"], "CleanupFailed");
+        assert_eq!(ready["message"], message.as_str());
+        let warnings = events(&api);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(
+            (warnings[0].0.as_str(), warnings[0].1.as_str()),
+            ("Warning", "CleanupFailed")
+        );
+
+        let mut again = object.clone();
+        again.status = serde_json::from_value(failed["status"].clone()).expect("a status");
+        let result = cleanup(&watched, "ns", &again, &ctx).await;
+        assert!(matches!(result, Err(Error::Cleanup { .. })), "{result:?}");
+        let patches = api
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "PATCH")
+            .count();
+        assert_eq!(patches, 2, "an unchanged failure writes nothing");
+    }
+
+    /// Deleted (deletionPolicy Delete, anonymous) after writing v1 and latest in `repository`.
+    fn deleted_from(repository: &str, conditions: serde_json::Value) -> GardenArtifact {
+        let digest = format!("sha256:{}", "1".repeat(64));
+        let mut object = object(
+            json!({
+                "repository": repository,
+                "tags": ["v1", "latest"],
+                "source": { "files": [{ "name": "a.txt", "content": "a", "mediaType": "text/plain" }] },
+                "deletionPolicy": "Delete",
+            }),
+            json!({
+                "observedGeneration": 1,
+                "digest": digest,
+                "repository": repository,
+                "tags": [{ "name": "v1", "digest": digest }, { "name": "latest", "digest": digest }],
+                "conditions": conditions,
+            }),
+        );
+        object.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            ));
+        object
+    }
+
     /// Only a missing Secret lets the finalizer go: a Secret the controller cannot know about
     /// yet (its cache of Secrets still listing) is retried.
     #[tokio::test(start_paused = true)]
@@ -193,7 +405,8 @@ mod tests {
         .await;
         let (ctx, _listing) = context_with_unfilled_caches(api.client.clone());
 
-        let result = cleanup("ns", &deleted_with_credentials(false), &ctx).await;
+        let watched = Api::namespaced(api.client.clone(), "ns");
+        let result = cleanup(&watched, "ns", &deleted_with_credentials(false), &ctx).await;
 
         assert!(
             matches!(result, Err(Error::Input(InputError::Uncached { .. }))),

@@ -9,7 +9,7 @@ use kube::runtime::events::{Event, EventType};
 use super::context::Context;
 use super::watches;
 use crate::api::GardenArtifact;
-use crate::engine::{Outcome, Report};
+use crate::engine::{Outcome, Report, WrittenTag};
 
 /// How a failure shows in the status: stalled until a person acts, or retried on its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,6 +111,71 @@ pub async fn publish_changes(object: &GardenArtifact, ctx: &Context, report: &Re
     }
 }
 
+/// Events for the earlier tags the object no longer wants: removed, left because someone
+/// moved them, or released.
+pub async fn publish_dropped(object: &GardenArtifact, ctx: &Context, report: &Report) {
+    let dropped = &report.dropped;
+    if !dropped.removed.is_empty() {
+        let tags = by_repository(&dropped.removed);
+        let note = format!("deleted tags {tags}, no longer wanted (deletionPolicy: Delete)");
+        publish(
+            ctx,
+            object,
+            EventType::Normal,
+            "TagDeleted",
+            "Delete",
+            &note,
+        )
+        .await;
+    }
+    if !dropped.moved.is_empty() {
+        let tags = dropped
+            .moved
+            .iter()
+            .map(|(written, now)| {
+                format!(
+                    "{}:{} (points at {now}, not {})",
+                    written.repository, written.tag, written.digest
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let note = format!("tags {tags} no longer wanted, moved by someone else: left in place");
+        publish(ctx, object, EventType::Warning, "TagLeft", "Delete", &note).await;
+    }
+    if !dropped.released.is_empty() {
+        let tags = by_repository(&dropped.released);
+        let note = format!(
+            "released tags {tags}: no longer wanted, left in the registry (deletionPolicy: Retain); listed in status.releasedTags"
+        );
+        publish(
+            ctx,
+            object,
+            EventType::Normal,
+            "TagReleased",
+            "Release",
+            &note,
+        )
+        .await;
+    }
+}
+
+/// `v1, v2 of REPO; v3 of OTHER`.
+fn by_repository(tags: &[WrittenTag]) -> String {
+    let mut grouped: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for written in tags {
+        grouped
+            .entry(written.repository.to_string())
+            .or_default()
+            .push(written.tag.as_str());
+    }
+    grouped
+        .into_iter()
+        .map(|(repository, tags)| format!("{} of {repository}", tags.join(", ")))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 pub async fn publish(
     ctx: &Context,
     object: &impl Resource<DynamicType = ()>,
@@ -127,7 +192,8 @@ pub async fn publish(
         secondary: None,
     };
     if let Err(e) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
-        tracing::warn!(object = %watches::key(object), error = %e, "could not publish an event");
+        // Refused in a namespace being deleted, for one: what it said is then in the log only.
+        tracing::warn!(object = %watches::key(object), error = %e, reason, note, "could not publish an event");
     }
 }
 

@@ -19,6 +19,8 @@ type Handler = dyn Fn(&Request) -> (u16, String) + Send + Sync;
 
 pub struct FakeApi {
     pub client: kube::Client,
+    /// `127.0.0.1:PORT`: it may stand in for a registry too.
+    pub addr: String,
     requests: Arc<Mutex<Vec<Request>>>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -27,7 +29,8 @@ impl FakeApi {
     /// Serves until dropped; `answer` gives each request's status code and JSON body.
     pub async fn start(answer: impl Fn(&Request) -> (u16, String) + Send + Sync + 'static) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
-        let url = format!("http://{}", listener.local_addr().expect("bound"));
+        let addr = listener.local_addr().expect("bound").to_string();
+        let url = format!("http://{addr}");
         let requests = Arc::new(Mutex::new(Vec::new()));
         let answer: Arc<Handler> = Arc::new(answer);
         let server = tokio::spawn({
@@ -45,6 +48,7 @@ impl FakeApi {
         let client = kube::Client::try_from(config).expect("a client for the fake API server");
         Self {
             client,
+            addr,
             requests,
             server,
         }

@@ -4,6 +4,7 @@
 mod apply;
 mod cleanup;
 mod context;
+mod earlier;
 mod events;
 #[cfg(test)]
 mod fake_api;

@@ -35,6 +35,14 @@ pub enum Error {
     NoNamespace,
     #[error("the object cannot be read: {}", .0.error)]
     Unreadable(Box<Invalid>),
+    /// Deletion could not remove what the object owns; the finalizer stays until it can.
+    #[error("{left} not removed yet (deletionPolicy: Delete): {source}")]
+    Cleanup {
+        /// What is left, as `tags v1, v2 of REPOSITORY`.
+        left: String,
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 pub async fn reconcile(object: Arc<Watched>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -93,7 +101,7 @@ pub async fn reconcile(object: Arc<Watched>, ctx: Arc<Context>) -> Result<Action
             }
             FinalizerEvent::Cleanup(watched) => {
                 let cleaned = match &watched.0 {
-                    Ok(object) => cleanup(&namespace, object, &ctx).await,
+                    Ok(object) => cleanup(&api, &namespace, object, &ctx).await,
                     Err(invalid) => Ok(skip_cleanup(&watched, invalid, &ctx).await),
                 };
                 if cleaned.is_ok() {
@@ -130,6 +138,7 @@ impl Error {
                 _ => "kube",
             },
             Error::Unreadable(_) => "invalid",
+            Error::Cleanup { source, .. } => source.class(),
             Error::Status(_) | Error::NoNamespace => "kube",
         }
     }

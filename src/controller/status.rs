@@ -3,13 +3,20 @@
 //! equal to the current one, so it is not written.
 
 use crate::api::{
-    Condition, ConditionStatus, GardenArtifactStatus, PinnedReference, SubjectStatus, TagStatus,
+    Condition, ConditionStatus, GardenArtifactStatus, PinnedReference, ReleasedTag, SubjectStatus,
+    TagStatus,
 };
 use crate::engine::{Outcome, Report};
+use crate::oci::repository_identity;
+
+/// Released tags the status keeps; the oldest go first.
+pub const RELEASED_TAGS_KEPT: usize = 32;
 
 pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
+/// The reason of `Ready=False` while a deletion cannot remove what the object owns.
+pub const CLEANUP_FAILED: &str = "CleanupFailed";
 
 /// What one reconciliation came to.
 #[derive(Clone, Debug)]
@@ -55,8 +62,11 @@ pub fn next_status(
     match observation {
         Observation::Converged(report) => {
             let changed = report.outcome != Outcome::Unchanged
+                || !report.dropped.removed.is_empty()
                 || next.digest.as_deref() != Some(report.digest.as_str())
                 || next.last_sync_time.is_none();
+            next.repository = Some(report.repository.to_string());
+            next.released_tags = released_tags(&next.released_tags, report);
             next.digest = Some(report.digest.clone());
             next.media_type = Some(report.media_type.clone());
             next.size = Some(report.size as i64);
@@ -114,6 +124,37 @@ pub fn next_status(
     next
 }
 
+/// The released tags after `report`: those it released added (newest last), those it wants
+/// again taken out, at most [`RELEASED_TAGS_KEPT`].
+fn released_tags(current: &[ReleasedTag], report: &Report) -> Vec<ReleasedTag> {
+    let wanted = report.repository.identity();
+    let newly: Vec<ReleasedTag> = report
+        .dropped
+        .released
+        .iter()
+        .map(|written| ReleasedTag {
+            repository: written.repository.to_string(),
+            name: written.tag.to_string(),
+            digest: written.digest.to_string(),
+        })
+        .collect();
+    let same = |a: &ReleasedTag, b: &ReleasedTag| {
+        a.name == b.name && repository_identity(&a.repository) == repository_identity(&b.repository)
+    };
+    let mut next: Vec<ReleasedTag> = current
+        .iter()
+        .filter(|kept| !newly.iter().any(|new| same(kept, new)))
+        .cloned()
+        .chain(newly.iter().cloned())
+        .filter(|released| {
+            repository_identity(&released.repository) != wanted
+                || !report.tags.contains(&released.name)
+        })
+        .collect();
+    next.drain(..next.len().saturating_sub(RELEASED_TAGS_KEPT));
+    next
+}
+
 fn set_condition(
     conditions: &mut Vec<Condition>,
     type_: &str,
@@ -163,7 +204,71 @@ mod tests {
             subject: None,
             pins: vec![],
             mirrored: Default::default(),
+            dropped: Default::default(),
         }
+    }
+
+    fn released(repository: &str, tags: &[&str]) -> crate::engine::Dropped {
+        let digest = format!("sha256:{}", "1".repeat(64));
+        crate::engine::Dropped {
+            released: tags
+                .iter()
+                .map(|tag| crate::engine::WrittenTag {
+                    repository: Repository::parse(repository).unwrap(),
+                    tag: crate::oci::Tag::parse(tag).unwrap(),
+                    digest: crate::oci::Digest::parse(&digest).unwrap(),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Released tags are listed (newest last, bounded), leave the list when wanted again,
+    /// and a resync that releases nothing keeps the list as it is (no write).
+    #[test]
+    fn released_tags_are_listed_until_wanted_again() {
+        let mut dropping = report(Outcome::Unchanged, "sha256:a");
+        dropping.dropped = released("127.0.0.1:5000/old", &["v1", "v2"]);
+        let first = next_status(None, Some(2), &Observation::Converged(&dropping), "t1");
+        assert_eq!(first.repository.as_deref(), Some("127.0.0.1:5000/a"));
+        let names: Vec<&str> = first
+            .released_tags
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(names, ["v1", "v2"]);
+        assert_eq!(first.released_tags[0].repository, "127.0.0.1:5000/old");
+
+        let resync = report(Outcome::Unchanged, "sha256:a");
+        let again = next_status(
+            Some(&first),
+            Some(2),
+            &Observation::Converged(&resync),
+            "t2",
+        );
+        assert_eq!(again, first, "nothing released, nothing changed");
+
+        // `v1` of the old repository (another spelling of it) is wanted again.
+        let mut back = report(Outcome::Updated, "sha256:a");
+        back.repository = Repository::parse("localhost:5000/old").unwrap();
+        back.tags = vec!["v1".into()];
+        let wanted = next_status(Some(&first), Some(3), &Observation::Converged(&back), "t3");
+        let names: Vec<&str> = wanted
+            .released_tags
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(names, ["v2"]);
+
+        let many: Vec<String> = (0..40).map(|i| format!("t{i}")).collect();
+        let mut flood = report(Outcome::Unchanged, "sha256:a");
+        flood.dropped = released(
+            "127.0.0.1:5000/old",
+            &many.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        let bounded = next_status(Some(&first), Some(4), &Observation::Converged(&flood), "t4");
+        assert_eq!(bounded.released_tags.len(), RELEASED_TAGS_KEPT);
+        assert_eq!(bounded.released_tags.last().unwrap().name, "t39");
     }
 
     fn condition<'a>(status: &'a GardenArtifactStatus, type_: &str) -> &'a Condition {

@@ -4,6 +4,7 @@
 
 pub mod claims;
 pub mod desired;
+mod dropped;
 mod execute;
 pub mod links;
 
@@ -27,6 +28,7 @@ use crate::intent::{ArtifactIntent, Content, FieldPath, KeyRef};
 use crate::oci::{ImageReference, RegistryId, Repository};
 use crate::registry::{self, Registry};
 use crate::sources::{FetchError, UrlFetcher};
+pub use dropped::{Dropped, Earlier, OnDrop, WrittenTag};
 pub use links::{LinkVia, Pin};
 pub use mirror::MirroredReferrers;
 pub use plan::{Outcome, Plan};
@@ -44,6 +46,8 @@ pub struct Inputs {
     pub secret_keys: BTreeMap<KeyRef, Bytes>,
     /// Where each `artifactRef` (by object name) points, preferably by digest.
     pub artifacts: BTreeMap<String, ImageReference>,
+    /// The tags the object wrote in earlier rounds (the controller's memory; none for the CLI).
+    pub earlier: Earlier,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +74,8 @@ pub struct Report {
     pub pins: Vec<Pin>,
     /// Referrers and cosign tags copied along (`source.image.referrers`).
     pub mirrored: MirroredReferrers,
+    /// Earlier tags the intent no longer wants, removed or released.
+    pub dropped: Dropped,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -263,8 +269,20 @@ impl Engine {
         self.known_blobs.lock().expect("not poisoned").remove(repo);
     }
 
-    /// Makes the registry hold what `intent` describes.
+    /// Makes the registry hold what `intent` describes; then, the artefact in place, removes
+    /// or releases the earlier tags it no longer wants.
     pub async fn reconcile(
+        &self,
+        intent: &ArtifactIntent,
+        inputs: &Inputs,
+        mode: Mode,
+    ) -> Result<Report, EngineError> {
+        let mut report = self.converge(intent, inputs, mode).await?;
+        report.dropped = self.drop_tags(intent, &inputs.earlier, mode).await?;
+        Ok(report)
+    }
+
+    async fn converge(
         &self,
         intent: &ArtifactIntent,
         inputs: &Inputs,
@@ -335,6 +353,7 @@ impl Engine {
             subject: subject.map(|(digest, via)| (digest, Some(via))),
             pins: resolved.pins,
             mirrored,
+            dropped: Dropped::default(),
         })
     }
 
@@ -387,6 +406,7 @@ impl Engine {
             subject: None,
             pins: Vec::new(),
             mirrored: MirroredReferrers::default(),
+            dropped: Dropped::default(),
         })))
     }
 }
