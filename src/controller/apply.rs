@@ -12,14 +12,17 @@ use serde_json::json;
 
 use super::context::{Context, Credentials, InputError};
 use super::events::{self, Failure};
+use super::index::{self, Rank};
 use super::reconcile::{Error, FIELD_MANAGER};
 use super::retries::Basis;
 use super::status::{Observation, next_status};
 use super::watched::Watched;
-use super::watches;
 use crate::api::validate::{Frontend, parse_duration, validate};
-use crate::api::{API_VERSION, GardenArtifact, GardenArtifactStatus, KIND};
+use crate::api::{
+    API_VERSION, AccessResult, GardenArtifact, GardenArtifactStatus, KIND, WriteAccess,
+};
 use crate::engine::{Engine, EngineError, Inputs, Mode, Report};
+use crate::oci::{Repository, repository_identity};
 use crate::registry::{ErrorClass, NeedsPerson};
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(600);
@@ -87,10 +90,11 @@ async fn validate_and_reconcile(
             return Ok(Settled::Stalled(Action::await_change(), "invalid"));
         }
     };
-    let (engine, credentials, inputs) = match prerequisites(api, namespace, object, ctx).await? {
-        ControlFlow::Continue(ready) => ready,
-        ControlFlow::Break(settled) => return Ok(settled),
-    };
+    let (engine, credentials, inputs) =
+        match prerequisites(api, namespace, object, &intent.repository, ctx).await? {
+            ControlFlow::Continue(ready) => ready,
+            ControlFlow::Break(settled) => return Ok(settled),
+        };
     let result = engine.reconcile(&intent, &inputs, Mode::Apply).await;
     conclude(api, object, ctx, &credentials, result).await
 }
@@ -101,30 +105,43 @@ async fn prerequisites(
     api: &Api<Watched>,
     namespace: &str,
     object: &GardenArtifact,
+    repository: &Repository,
     ctx: &Context,
 ) -> Result<ControlFlow<Settled, (Arc<Engine>, Credentials, Inputs)>, Error> {
     let every = interval(object);
-    // Ownership is decided over all objects; a cache still filling would let a newer object
+    // Ownership is decided over all objects; an index still filling would let a newer object
     // take a tag for one round.
-    let _ = ctx.store.wait_until_ready().await;
-    let lost = watches::lost_tags(&ctx.valid_objects(), object);
+    ctx.index.wait_until_ready().await;
+    let (lost, contested) = ctx
+        .index
+        .read(|index| (index.lost_tags(object), index.contested(object)));
+    let earned = index::rank(object) == Rank::Earned;
     if !lost.is_empty() {
-        let message = lost
+        let conflict = lost
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join("; ");
-        stall(api, object, ctx, "TagConflict", &message).await?;
-        return Ok(ControlFlow::Break(Settled::Stalled(
-            Action::requeue(every),
-            "conflict",
-        )));
+        if earned {
+            stall(api, object, ctx, "TagConflict", &conflict).await?;
+            return Ok(ControlFlow::Break(Settled::Stalled(
+                Action::requeue(every),
+                "conflict",
+            )));
+        }
+        // The owner may be one that never could write: earning the claim can take the tags
+        // from it, and an object older than an earned owner takes them back once it earns.
+        let settled = earn_claim(api, namespace, object, repository, ctx, &conflict).await?;
+        return Ok(ControlFlow::Break(settled));
     }
 
     let gathered = async {
         let (engine, credentials) = ctx.engine_for(namespace, object).await?;
         let mut inputs = ctx.inputs_for(namespace, object).await?;
         inputs.artifacts = ctx.artifacts_for(namespace, object)?;
+        // Another object claims a tag too: this one keeps it only by proving it may write,
+        // even when nothing needs writing.
+        inputs.prove_push = contested && !earned;
         Ok::<_, InputError>((engine, credentials, inputs))
     }
     .await;
@@ -144,6 +161,85 @@ async fn prerequisites(
     }
 }
 
+/// A claimant that has not earned its tags and does not own them proves write access (an
+/// upload session opened and cancelled, nothing else written). Granted, the claim is earned
+/// and the index hands it the tags if it outranks their owner; refused, it ranks behind every
+/// claimant that may write, and is retried on the backoff of refused credentials.
+async fn earn_claim(
+    api: &Api<Watched>,
+    namespace: &str,
+    object: &GardenArtifact,
+    repository: &Repository,
+    ctx: &Context,
+    conflict: &str,
+) -> Result<Settled, Error> {
+    let every = interval(object);
+    let conflicted = || Settled::Stalled(Action::requeue(every), "conflict");
+    let (engine, credentials) = match ctx.engine_for(namespace, object).await {
+        Ok(found) => found,
+        Err(e) if e.is_permanent() => {
+            let message = format!("{conflict}; {e}");
+            stall(api, object, ctx, "TagConflict", &message).await?;
+            return Ok(conflicted());
+        }
+        Err(e) => {
+            retrying(api, object, ctx, "InputUnavailable", &e.to_string()).await?;
+            return Err(e.into());
+        }
+    };
+    match engine.probe(repository, Mode::Apply).await {
+        Ok(_) => {
+            let access = write_access(object, AccessResult::Granted);
+            let observation = Observation::Stalled {
+                reason: "TagConflict",
+                message: conflict,
+            };
+            let changed = write_status_with(api, object, ctx, &observation, Some(access)).await?;
+            events::failure(
+                ctx,
+                object,
+                Failure::Stalled,
+                changed,
+                "TagConflict",
+                conflict,
+            )
+            .await;
+            Ok(conflicted())
+        }
+        Err(e) if refusal(&e).is_some() => {
+            let (reason, refused) = refusal(&e).expect("a refusal");
+            let message = format!("{conflict}; {refused} {credentials} writing {repository}: {e}");
+            let access = write_access(object, AccessResult::Denied);
+            let observation = Observation::Stalled {
+                reason,
+                message: &message,
+            };
+            let changed = write_status_with(api, object, ctx, &observation, Some(access)).await?;
+            events::failure(ctx, object, Failure::Stalled, changed, reason, &message).await;
+            Ok(Settled::Refused(
+                Basis {
+                    generation: object.metadata.generation,
+                    credentials: credentials.version(),
+                },
+                e.class().label(),
+            ))
+        }
+        Err(e) => {
+            retrying(api, object, ctx, "RegistryError", &e.to_string()).await?;
+            Err(e.into())
+        }
+    }
+}
+
+/// What the registry answered to this object's credentials, for the repository its spec
+/// names now.
+fn write_access(object: &GardenArtifact, result: AccessResult) -> WriteAccess {
+    WriteAccess {
+        repository: repository_identity(&object.spec.repository),
+        result,
+    }
+}
+
 /// What the engine's round comes to: events and status.
 async fn conclude(
     api: &Api<Watched>,
@@ -156,7 +252,10 @@ async fn conclude(
     match result {
         Ok(report) => {
             events::publish_changes(object, ctx, &report).await;
-            write_status(api, object, ctx, &Observation::Converged(&report)).await?;
+            // A write the registry accepted (or the probe of one) earns the claim.
+            let access =
+                (!report.plan.is_empty()).then(|| write_access(object, AccessResult::Granted));
+            write_status_with(api, object, ctx, &Observation::Converged(&report), access).await?;
             Ok(Settled::Done(Action::requeue(every)))
         }
         Err(e) if refusal(&e).is_some() => {
@@ -165,7 +264,14 @@ async fn conclude(
                 Credentials::Anonymous => format!("{message} anonymous access: {e}"),
                 secret => format!("{message} the credentials of {secret}: {e}"),
             };
-            stall(api, object, ctx, reason, &message).await?;
+            // Refused, it does not keep its tags from an object the registry lets write.
+            let access = write_access(object, AccessResult::Denied);
+            let observation = Observation::Stalled {
+                reason,
+                message: &message,
+            };
+            let changed = write_status_with(api, object, ctx, &observation, Some(access)).await?;
+            events::failure(ctx, object, Failure::Stalled, changed, reason, &message).await;
             Ok(Settled::Refused(
                 Basis {
                     generation: object.metadata.generation,
@@ -230,12 +336,27 @@ async fn write_status(
     ctx: &Context,
     observation: &Observation<'_>,
 ) -> Result<bool, Error> {
-    let next: GardenArtifactStatus = next_status(
+    write_status_with(api, object, ctx, observation, None).await
+}
+
+/// The status for `observation`, and `access` when the round learnt what the registry lets
+/// these credentials do.
+async fn write_status_with(
+    api: &Api<Watched>,
+    object: &GardenArtifact,
+    ctx: &Context,
+    observation: &Observation<'_>,
+    access: Option<WriteAccess>,
+) -> Result<bool, Error> {
+    let mut next: GardenArtifactStatus = next_status(
         object.status.as_ref(),
         object.metadata.generation,
         observation,
         &now(),
     );
+    if access.is_some() {
+        next.write_access = access;
+    }
     if object.status.as_ref() == Some(&next) {
         return Ok(false);
     }

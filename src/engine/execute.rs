@@ -186,11 +186,20 @@ impl Engine {
         desired: &Desired,
         plan: &Plan,
     ) -> Result<Executed, EngineError> {
+        if plan.probe_push {
+            self.execute_probe(&desired.repository).await?;
+        }
         let subject_processed = self.store(desired, plan).await?;
         let linked_by_registry = subject_processed.then_some(desired.manifest.digest.as_str());
         self.execute_after_store(&desired.repository, linked_by_registry, plan)
             .await?;
         Ok(Executed { subject_processed })
+    }
+
+    /// A plan's `probe_push`: an upload session opened and cancelled.
+    pub(super) async fn execute_probe(&self, repo: &Repository) -> Result<(), EngineError> {
+        self.registry.probe_push(repo).await?;
+        Ok(())
     }
 
     /// The stages after the artefact is stored: copied referrers, fallback indexes (except the
