@@ -112,9 +112,13 @@ async fn prerequisites(
     // Ownership is decided over all objects; an index still filling would let a newer object
     // take a tag for one round.
     ctx.index.wait_until_ready().await;
-    let (lost, contested) = ctx
-        .index
-        .read(|index| (index.lost_tags(object), index.contested(object)));
+    let (lost, contested, winnable) = ctx.index.read(|index| {
+        (
+            index.lost_tags(object),
+            index.contested(object),
+            index.winnable(object),
+        )
+    });
     let earned = index::rank(object) == Rank::Earned;
     if !lost.is_empty() {
         let conflict = lost
@@ -122,15 +126,15 @@ async fn prerequisites(
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join("; ");
-        if earned {
+        if earned || !winnable {
             stall(api, object, ctx, "TagConflict", &conflict).await?;
             return Ok(ControlFlow::Break(Settled::Stalled(
                 Action::requeue(every),
                 "conflict",
             )));
         }
-        // The owner may be one that never could write: earning the claim can take the tags
-        // from it, and an object older than an earned owner takes them back once it earns.
+        // The owner has not earned its tags, or is younger than this object: earning the
+        // claim takes them.
         let settled = earn_claim(api, namespace, object, repository, ctx, &conflict).await?;
         return Ok(ControlFlow::Break(settled));
     }
@@ -208,7 +212,12 @@ async fn earn_claim(
         }
         Err(e) if refusal(&e).is_some() => {
             let (reason, refused) = refusal(&e).expect("a refusal");
-            let message = format!("{conflict}; {refused} {credentials} writing {repository}: {e}");
+            let who = match &credentials {
+                Credentials::Anonymous => "anonymous access".to_string(),
+                secret => format!("the credentials of {secret}"),
+            };
+            let message =
+                format!("{conflict}, and this object may not take it: {refused} {who}: {e}");
             let access = write_access(object, AccessResult::Denied);
             let observation = Observation::Stalled {
                 reason,

@@ -293,6 +293,20 @@ impl Index {
             .collect()
     }
 
+    /// True when the object would own some tag it has lost, were its claim earned: only then
+    /// is proving write access worth a request (an older earned owner keeps its tags anyway).
+    pub fn winnable(&self, object: &GardenArtifact) -> bool {
+        let earned = Claimant {
+            rank: Rank::Earned,
+            ..Claimant::of(object)
+        };
+        let repository = repository_identity(&object.spec.repository);
+        object.spec.tags.iter().any(|tag| {
+            self.strongest_other(&repository, tag, &earned.key)
+                .is_some_and(|owner| &earned < owner)
+        })
+    }
+
     /// True when another object claims one of the object's tags.
     pub fn contested(&self, object: &GardenArtifact) -> bool {
         let key = ObjectKey::of(object);
@@ -644,11 +658,22 @@ mod tests {
             owners(&index, &denied),
             [("latest".into(), "b/legit".into())]
         );
+        assert!(
+            index.winnable(&denied),
+            "older: it tries again, and takes the tag once its credentials are accepted"
+        );
         // Earned, it keeps it against anyone not earned, however old.
         let earned = with_access(legit.clone(), AccessResult::Granted);
         assert_eq!(index.apply(&earned), BTreeSet::new());
         let squatter_again = object("a", "squatter", 1, &files("h:1/gl", "latest"));
         assert_eq!(index.apply(&squatter_again), BTreeSet::new());
+        assert!(
+            index.winnable(&squatter_again),
+            "older: earning would win the tag"
+        );
+        let younger = object("c", "younger", 3, &files("h:1/gl", "latest"));
+        index.apply(&younger);
+        assert!(!index.winnable(&younger), "the earned owner is older");
         assert_eq!(
             owners(&index, &squatter_again),
             [("latest".into(), "b/legit".into())]
