@@ -327,7 +327,7 @@ pub struct GardenArtifactStatus {
 
 /// What the registry last answered to a write of this object's credentials in a repository.
 /// Of the objects claiming one tag, those granted write access come first, then those never
-/// tried, then those denied; within each, the oldest.
+/// tried, then those denied (or unable to try); within each, the oldest.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WriteAccess {
@@ -343,6 +343,9 @@ pub enum AccessResult {
     Granted,
     /// The registry refused it (401, 403).
     Denied,
+    /// The object could not try: its spec is invalid, or its Secret or an input is missing.
+    /// It ranks with the refused: what cannot write does not keep a tag from what can.
+    Unable,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]

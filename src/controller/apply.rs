@@ -86,7 +86,9 @@ async fn validate_and_reconcile(
         Ok(intent) => intent,
         Err(invalid) => {
             let message = invalid.to_string();
-            stall(api, object, ctx, "InvalidSpec", &message).await?;
+            // Unable to write, it keeps no tag from an object that can.
+            let access = write_access(object, AccessResult::Unable);
+            stall_with(api, object, ctx, "InvalidSpec", &message, Some(access)).await?;
             return Ok(Settled::Stalled(Action::await_change(), "invalid"));
         }
     };
@@ -112,11 +114,11 @@ async fn prerequisites(
     // Ownership is decided over all objects; an index still filling would let a newer object
     // take a tag for one round.
     ctx.index.wait_until_ready().await;
-    let (lost, contested, winnable) = ctx.index.read(|index| {
+    let (lost, contested, takeable) = ctx.index.read(|index| {
         (
             index.lost_tags(object),
             index.contested(object),
-            index.winnable(object),
+            index.takeable(object),
         )
     });
     let earned = index::rank(object) == Rank::Earned;
@@ -126,15 +128,15 @@ async fn prerequisites(
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join("; ");
-        if earned || !winnable {
+        if earned || !takeable {
             stall(api, object, ctx, "TagConflict", &conflict).await?;
             return Ok(ControlFlow::Break(Settled::Stalled(
                 Action::requeue(every),
                 "conflict",
             )));
         }
-        // The owner has not earned its tags, or is younger than this object: earning the
-        // claim takes them.
+        // The owner was refused, or earned its tags but is younger: earning the claim takes
+        // them.
         let settled = earn_claim(api, namespace, object, repository, ctx, &conflict).await?;
         return Ok(ControlFlow::Break(settled));
     }
@@ -152,7 +154,9 @@ async fn prerequisites(
     match gathered {
         Ok(gathered) => Ok(ControlFlow::Continue(gathered)),
         Err(e) if e.is_permanent() => {
-            stall(api, object, ctx, "InputUnavailable", &e.to_string()).await?;
+            let access = write_access(object, AccessResult::Unable);
+            let message = e.to_string();
+            stall_with(api, object, ctx, "InputUnavailable", &message, Some(access)).await?;
             Ok(ControlFlow::Break(Settled::Stalled(
                 Action::requeue(every),
                 "input",
@@ -194,20 +198,7 @@ async fn earn_claim(
     match engine.probe(repository, Mode::Apply).await {
         Ok(_) => {
             let access = write_access(object, AccessResult::Granted);
-            let observation = Observation::Stalled {
-                reason: "TagConflict",
-                message: conflict,
-            };
-            let changed = write_status_with(api, object, ctx, &observation, Some(access)).await?;
-            events::failure(
-                ctx,
-                object,
-                Failure::Stalled,
-                changed,
-                "TagConflict",
-                conflict,
-            )
-            .await;
+            stall_with(api, object, ctx, "TagConflict", conflict, Some(access)).await?;
             Ok(conflicted())
         }
         Err(e) if refusal(&e).is_some() => {
@@ -219,12 +210,7 @@ async fn earn_claim(
             let message =
                 format!("{conflict}, and this object may not take it: {refused} {who}: {e}");
             let access = write_access(object, AccessResult::Denied);
-            let observation = Observation::Stalled {
-                reason,
-                message: &message,
-            };
-            let changed = write_status_with(api, object, ctx, &observation, Some(access)).await?;
-            events::failure(ctx, object, Failure::Stalled, changed, reason, &message).await;
+            stall_with(api, object, ctx, reason, &message, Some(access)).await?;
             Ok(Settled::Refused(
                 Basis {
                     generation: object.metadata.generation,
@@ -275,12 +261,7 @@ async fn conclude(
             };
             // Refused, it does not keep its tags from an object the registry lets write.
             let access = write_access(object, AccessResult::Denied);
-            let observation = Observation::Stalled {
-                reason,
-                message: &message,
-            };
-            let changed = write_status_with(api, object, ctx, &observation, Some(access)).await?;
-            events::failure(ctx, object, Failure::Stalled, changed, reason, &message).await;
+            stall_with(api, object, ctx, reason, &message, Some(access)).await?;
             Ok(Settled::Refused(
                 Basis {
                     generation: object.metadata.generation,
@@ -321,7 +302,20 @@ async fn stall(
     reason: &str,
     message: &str,
 ) -> Result<(), Error> {
-    let changed = write_status(api, object, ctx, &Observation::Stalled { reason, message }).await?;
+    stall_with(api, object, ctx, reason, message, None).await
+}
+
+/// A stall, and what it showed of the object's access to its repository.
+async fn stall_with(
+    api: &Api<Watched>,
+    object: &GardenArtifact,
+    ctx: &Context,
+    reason: &str,
+    message: &str,
+    access: Option<WriteAccess>,
+) -> Result<(), Error> {
+    let observation = Observation::Stalled { reason, message };
+    let changed = write_status_with(api, object, ctx, &observation, access).await?;
     events::failure(ctx, object, Failure::Stalled, changed, reason, message).await;
     Ok(())
 }

@@ -61,7 +61,7 @@ pub enum Rank {
     Earned,
     /// Nothing is known yet.
     NotYetTried,
-    /// The registry refused them (401, 403) at the last try.
+    /// The registry refused them (401, 403) at the last try, or the object could not try.
     Denied,
 }
 
@@ -72,7 +72,7 @@ pub fn rank(object: &GardenArtifact) -> Rank {
         Some(access) if access.repository == repository_identity(&object.spec.repository) => {
             match access.result {
                 AccessResult::Granted => Rank::Earned,
-                AccessResult::Denied => Rank::Denied,
+                AccessResult::Denied | AccessResult::Unable => Rank::Denied,
             }
         }
         _ => Rank::NotYetTried,
@@ -293,9 +293,11 @@ impl Index {
             .collect()
     }
 
-    /// True when the object would own some tag it has lost, were its claim earned: only then
-    /// is proving write access worth a request (an older earned owner keeps its tags anyway).
-    pub fn winnable(&self, object: &GardenArtifact) -> bool {
+    /// True when the object would own some tag it has lost, were its claim earned, and the
+    /// owner is not one still to try: only then is proving write access worth a request. An
+    /// older earned owner keeps its tags anyway, and an untried owner tries first (were the
+    /// two to race, the tag could move to the newer one and back).
+    pub fn takeable(&self, object: &GardenArtifact) -> bool {
         let earned = Claimant {
             rank: Rank::Earned,
             ..Claimant::of(object)
@@ -303,7 +305,7 @@ impl Index {
         let repository = repository_identity(&object.spec.repository);
         object.spec.tags.iter().any(|tag| {
             self.strongest_other(&repository, tag, &earned.key)
-                .is_some_and(|owner| &earned < owner)
+                .is_some_and(|owner| owner.rank != Rank::NotYetTried && &earned < owner)
         })
     }
 
@@ -608,6 +610,12 @@ mod tests {
             ranked(&young) < ranked(&old_denied),
             "untried before denied"
         );
+        let old_unable = with_access(old.clone(), AccessResult::Unable);
+        assert_eq!(
+            rank(&old_unable),
+            Rank::Denied,
+            "unable to try: as if refused"
+        );
         let old_earned = with_access(old.clone(), AccessResult::Granted);
         assert!(
             ranked(&old_earned) < ranked(&young_earned),
@@ -659,21 +667,25 @@ mod tests {
             [("latest".into(), "b/legit".into())]
         );
         assert!(
-            index.winnable(&denied),
-            "older: it tries again, and takes the tag once its credentials are accepted"
+            !index.takeable(&denied),
+            "the owner has not tried yet: it tries first"
         );
         // Earned, it keeps it against anyone not earned, however old.
         let earned = with_access(legit.clone(), AccessResult::Granted);
         assert_eq!(index.apply(&earned), BTreeSet::new());
+        assert!(
+            index.takeable(&denied),
+            "older: it tries again, and takes the tag once its credentials are accepted"
+        );
         let squatter_again = object("a", "squatter", 1, &files("h:1/gl", "latest"));
         assert_eq!(index.apply(&squatter_again), BTreeSet::new());
         assert!(
-            index.winnable(&squatter_again),
+            index.takeable(&squatter_again),
             "older: earning would win the tag"
         );
         let younger = object("c", "younger", 3, &files("h:1/gl", "latest"));
         index.apply(&younger);
-        assert!(!index.winnable(&younger), "the earned owner is older");
+        assert!(!index.takeable(&younger), "the earned owner is older");
         assert_eq!(
             owners(&index, &squatter_again),
             [("latest".into(), "b/legit".into())]
