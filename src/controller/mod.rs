@@ -229,27 +229,25 @@ pub async fn run(config: Config) -> Result<(), String> {
     let config_maps = watcher(config_maps, watcher::Config::default())
         .reflect(config_maps_writer)
         .touched_objects();
-    // Tag ownership and readers, from a watch of every GardenArtifact. The index sees each
-    // event before anything decides what it triggers here: ownership is decided over the
-    // whole cluster, whichever objects this replica reconciles.
+    // Tag ownership and readers, from a watch of every GardenArtifact. The index takes each
+    // event before anything decides what this replica reconciles: ownership is decided over
+    // the whole cluster. A filter of the objects reconciled here (a shard) belongs after
+    // `index.event`, on the objects it names, never on the events that feed it.
     let index = Arc::new(SharedIndex::default());
     let index_triggers = {
         let index = Arc::clone(&index);
         watcher(artifacts, watcher::Config::default())
             .backoff(WatchBackoff::default())
-            .filter_map(move |event| {
+            .flat_map(move |event| {
                 let concerned = match event {
                     Ok(event) => index.event(event),
                     Err(e) => {
-                        tracing::debug!(error = %e, "watch of GardenArtifacts for the index");
+                        tracing::debug!(error = %e, "watch of GardenArtifacts for tag ownership");
                         Default::default()
                     }
                 };
-                std::future::ready(Some(futures::stream::iter(
-                    concerned.into_iter().map(|key| key.to_ref::<Watched>()),
-                )))
+                futures::stream::iter(concerned.into_iter().map(|key| key.to_ref::<Watched>()))
             })
-            .flatten()
     };
     let recorder = Recorder::new(client.clone(), Reporter::from("garden-artifacts"));
     let ctx = Arc::new(Context::new(
