@@ -1425,6 +1425,115 @@ fn the_older_object_keeps_a_contested_tag() {
     );
 }
 
+/// No squatting: a tag is owned by an object that earned it, one whose credentials the
+/// registry accepted for a write. An object without credentials that claims the tag first
+/// does not keep the object with them from it: the legitimate object is Ready and the tag holds
+/// its content; the squatter is not Ready and says why (the owner, and the registry's 401).
+#[test]
+fn a_claimant_without_credentials_does_not_block_one_with_them() {
+    let (ns_a, ns_b) = ("e2e-squat-a", "e2e-squat-b");
+    let (user, password) = ("e2e-user", "Corr3ct-h0rse-e2e-2d8e");
+    let mut scene = Scene::with_registry(&[ns_a, ns_b], Watch::AllNamespaces, || {
+        Registry::start_with_basic_auth(user, password)
+    });
+    scene.start_controller("all-namespaces", &[], &[]);
+    let host = scene.registry.addr.clone();
+    let repository = format!("{host}/e2e/squat");
+    scene.cluster.apply(&artifact(
+        ns_a,
+        "squatter",
+        &repository,
+        &["release"],
+        "squatter content",
+        json!({ "interval": "2s" }),
+    ));
+    // The squatter claims the tag first and has had its try.
+    scene.wait_condition(ns_a, "squatter", "Ready", "False", Duration::from_secs(60));
+    // Creation times have seconds: the legitimate object is the younger one.
+    std::thread::sleep(Duration::from_millis(1100));
+    let yaml = scene.cluster.kubectl_ok(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "regcred",
+        "-n",
+        ns_b,
+        &format!("--docker-server={host}"),
+        &format!("--docker-username={user}"),
+        &format!("--docker-password={password}"),
+        "--dry-run=client",
+        "-o",
+        "yaml",
+    ]);
+    scene.cluster.apply(&yaml);
+    scene.cluster.apply(&artifact(
+        ns_b,
+        "legit",
+        &repository,
+        &["release"],
+        "legitimate content",
+        json!({ "interval": "2s", "credentials": { "secretRef": { "name": "regcred" } } }),
+    ));
+
+    let legit = scene.wait_ready(ns_b, "legit");
+    let digest = status_digest(&legit);
+    assert_eq!(
+        legit["status"]["writeAccess"]["result"], "Granted",
+        "{legit:#}"
+    );
+    let tag = || {
+        let (code, body) = curl(
+            "GET",
+            &format!("http://{host}/v2/e2e/squat/manifests/release"),
+            &["Accept: application/vnd.oci.image.manifest.v1+json"],
+            None,
+            Some(&format!("{user}:{password}")),
+        );
+        assert_eq!(code, 200);
+        sha256(&body)
+    };
+    assert_eq!(
+        tag(),
+        digest,
+        "the tag holds the legitimate object's artefact"
+    );
+
+    let owner = format!("{ns_b}/legit");
+    let squatter = wait_for(
+        "the squatter to name the owner",
+        Duration::from_secs(60),
+        || {
+            let squatter = scene.cluster.artifact(ns_a, "squatter");
+            let stalled = condition(&squatter, "Stalled")?.clone();
+            (stalled["status"] == "True"
+                && stalled["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(&owner)))
+            .then_some(squatter)
+        },
+    );
+    let ready = condition(&squatter, "Ready").unwrap();
+    let message = ready["message"].as_str().unwrap();
+    eprintln!("the squatter says: {} {message}", ready["reason"]);
+    assert_eq!(ready["status"], "False");
+    assert!(
+        message.contains(&owner) && message.contains("401"),
+        "the squatter names the owner and the registry's refusal: {message}"
+    );
+    assert_eq!(
+        squatter["status"]["writeAccess"]["result"], "Denied",
+        "{squatter:#}"
+    );
+
+    // Resyncs every 2 s on both sides: the tag stays where it is.
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_secs(1));
+        assert_eq!(tag(), digest, "the tag did not move");
+    }
+    let legit = scene.cluster.artifact(ns_b, "legit");
+    assert_eq!(condition_status(&legit, "Ready").as_deref(), Some("True"));
+}
+
 /// Namespaces are walls: an object names Secrets, ConfigMaps and other GardenArtifacts of its
 /// own namespace only, so one that exists next door is not found, and says so.
 #[test]

@@ -327,8 +327,35 @@ pub struct GardenArtifactStatus {
     /// Every reference of the spec (subject, index entries) with the digest it resolved to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub references: Vec<PinnedReference>,
+    /// Whether the registry lets this object's credentials write its repository: a tag is
+    /// owned only by an object that earned it (see `WriteAccess`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_access: Option<WriteAccess>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// What the registry last answered to a write of this object's credentials in a repository.
+/// Of the objects claiming one tag, those granted write access come first, then those never
+/// tried, then those denied (or unable to try); within each, the oldest.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WriteAccess {
+    /// The repository's identity (one spelling per registry, e.g. `127.0.0.1:5000/gl`);
+    /// when `spec.repository` names another one, nothing is known yet.
+    pub repository: String,
+    pub result: AccessResult,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum AccessResult {
+    /// The registry accepted a write (or an upload session opened to prove one).
+    Granted,
+    /// The registry refused it (401, 403).
+    Denied,
+    /// The object could not try: its spec is invalid, or its Secret or an input is missing.
+    /// It ranks with the refused: what cannot write does not keep a tag from what can.
+    Unable,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]

@@ -452,6 +452,9 @@ fn describe_plan(report: &Report) -> Vec<String> {
 }
 
 fn describe_stages(plan: &Plan, repository: &Repository, digest: &str, lines: &mut Vec<String>) {
+    if plan.probe_push {
+        lines.push("open and cancel an upload (proof of write access)".to_string());
+    }
     for blob in &plan.blobs {
         let from = match &blob.origin {
             BlobOrigin::Inline(_) => "inline content".to_string(),

@@ -13,14 +13,17 @@ use serde_json::json;
 use super::context::{Context, Credentials, InputError};
 use super::earlier::earlier;
 use super::events::{self, Failure};
+use super::index::{self, ObjectKey, Rank};
 use super::reconcile::{Error, FIELD_MANAGER};
 use super::retries::Basis;
 use super::status::{Observation, next_status};
 use super::watched::Watched;
-use super::watches;
 use crate::api::validate::{Frontend, parse_duration, validate};
-use crate::api::{API_VERSION, GardenArtifact, GardenArtifactStatus, KIND};
+use crate::api::{
+    API_VERSION, AccessResult, GardenArtifact, GardenArtifactStatus, KIND, WriteAccess,
+};
 use crate::engine::{Engine, EngineError, Inputs, Mode, Report};
+use crate::oci::{Repository, repository_identity};
 use crate::registry::{ErrorClass, NeedsPerson};
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(600);
@@ -84,14 +87,17 @@ async fn validate_and_reconcile(
         Ok(intent) => intent,
         Err(invalid) => {
             let message = invalid.to_string();
-            stall(api, object, ctx, "InvalidSpec", &message).await?;
+            // Unable to write, it keeps no tag from an object that can.
+            let access = write_access(object, AccessResult::Unable);
+            stall_with(api, object, ctx, "InvalidSpec", &message, Some(access)).await?;
             return Ok(Settled::Stalled(Action::await_change(), "invalid"));
         }
     };
-    let (engine, credentials, inputs) = match prerequisites(api, namespace, object, ctx).await? {
-        ControlFlow::Continue(ready) => ready,
-        ControlFlow::Break(settled) => return Ok(settled),
-    };
+    let (engine, credentials, inputs) =
+        match prerequisites(api, namespace, object, &intent.repository, ctx).await? {
+            ControlFlow::Continue(ready) => ready,
+            ControlFlow::Break(settled) => return Ok(settled),
+        };
     let result = engine.reconcile(&intent, &inputs, Mode::Apply).await;
     conclude(api, object, ctx, &credentials, result).await
 }
@@ -102,39 +108,62 @@ async fn prerequisites(
     api: &Api<Watched>,
     namespace: &str,
     object: &GardenArtifact,
+    repository: &Repository,
     ctx: &Context,
 ) -> Result<ControlFlow<Settled, (Arc<Engine>, Credentials, Inputs)>, Error> {
     let every = interval(object);
-    // Ownership is decided over all objects; a cache still filling would let a newer object
+    // Ownership is decided over all objects; an index still filling would let a newer object
     // take a tag for one round.
-    let _ = ctx.store.wait_until_ready().await;
-    let objects = ctx.valid_objects();
-    let lost = watches::lost_tags(&objects, object);
+    ctx.index.wait_until_ready().await;
+    let (lost, contested, takeable) = ctx.index.read(|index| {
+        (
+            index.lost_tags(object),
+            index.contested(object),
+            index.takeable(object),
+        )
+    });
+    let earned = index::rank(object) == Rank::Earned;
     if !lost.is_empty() {
-        let message = lost
+        let conflict = lost
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join("; ");
-        stall(api, object, ctx, "TagConflict", &message).await?;
-        return Ok(ControlFlow::Break(Settled::Stalled(
-            Action::requeue(every),
-            "conflict",
-        )));
+        if earned || !takeable {
+            stall(api, object, ctx, "TagConflict", &conflict).await?;
+            return Ok(ControlFlow::Break(Settled::Stalled(
+                Action::requeue(every),
+                "conflict",
+            )));
+        }
+        // The owner was refused, or earned its tags but is younger: earning the claim takes
+        // them.
+        let settled = earn_claim(api, namespace, object, repository, ctx, &conflict).await?;
+        return Ok(ControlFlow::Break(settled));
     }
 
     let gathered = async {
         let (engine, credentials) = ctx.engine_for(namespace, object).await?;
         let mut inputs = ctx.inputs_for(namespace, object).await?;
         inputs.artifacts = ctx.artifacts_for(namespace, object)?;
-        inputs.earlier = earlier(&objects, object);
+        let me = ObjectKey::of(object);
+        inputs.earlier = ctx.index.read(|index| {
+            earlier(object, |repository, tag| {
+                index.claimed_by_another(repository, tag, &me)
+            })
+        });
+        // Another object claims a tag too: this one keeps it only by proving it may write,
+        // even when nothing needs writing.
+        inputs.prove_push = contested && !earned;
         Ok::<_, InputError>((engine, credentials, inputs))
     }
     .await;
     match gathered {
         Ok(gathered) => Ok(ControlFlow::Continue(gathered)),
         Err(e) if e.is_permanent() => {
-            stall(api, object, ctx, "InputUnavailable", &e.to_string()).await?;
+            let access = write_access(object, AccessResult::Unable);
+            let message = e.to_string();
+            stall_with(api, object, ctx, "InputUnavailable", &message, Some(access)).await?;
             Ok(ControlFlow::Break(Settled::Stalled(
                 Action::requeue(every),
                 "input",
@@ -144,6 +173,72 @@ async fn prerequisites(
             retrying(api, object, ctx, "InputUnavailable", &e.to_string()).await?;
             Err(e.into())
         }
+    }
+}
+
+/// A claimant that has not earned its tags and does not own them proves write access (an
+/// upload session opened and cancelled, nothing else written). Granted, the claim is earned
+/// and the index hands it the tags if it outranks their owner; refused, it ranks behind every
+/// claimant that may write, and is retried on the backoff of refused credentials.
+async fn earn_claim(
+    api: &Api<Watched>,
+    namespace: &str,
+    object: &GardenArtifact,
+    repository: &Repository,
+    ctx: &Context,
+    conflict: &str,
+) -> Result<Settled, Error> {
+    let every = interval(object);
+    let conflicted = || Settled::Stalled(Action::requeue(every), "conflict");
+    let (engine, credentials) = match ctx.engine_for(namespace, object).await {
+        Ok(found) => found,
+        Err(e) if e.is_permanent() => {
+            let message = format!("{conflict}; {e}");
+            stall(api, object, ctx, "TagConflict", &message).await?;
+            return Ok(conflicted());
+        }
+        Err(e) => {
+            retrying(api, object, ctx, "InputUnavailable", &e.to_string()).await?;
+            return Err(e.into());
+        }
+    };
+    match engine.probe(repository, Mode::Apply).await {
+        Ok(_) => {
+            let access = write_access(object, AccessResult::Granted);
+            stall_with(api, object, ctx, "TagConflict", conflict, Some(access)).await?;
+            Ok(conflicted())
+        }
+        Err(e) if refusal(&e).is_some() => {
+            let (reason, refused) = refusal(&e).expect("a refusal");
+            let who = match &credentials {
+                Credentials::Anonymous => "anonymous access".to_string(),
+                secret => format!("the credentials of {secret}"),
+            };
+            let message =
+                format!("{conflict}, and this object may not take it: {refused} {who}: {e}");
+            let access = write_access(object, AccessResult::Denied);
+            stall_with(api, object, ctx, reason, &message, Some(access)).await?;
+            Ok(Settled::Refused(
+                Basis {
+                    generation: object.metadata.generation,
+                    credentials: credentials.version(),
+                },
+                e.class().label(),
+            ))
+        }
+        Err(e) => {
+            retrying(api, object, ctx, "RegistryError", &e.to_string()).await?;
+            Err(e.into())
+        }
+    }
+}
+
+/// What the registry answered to this object's credentials, for the repository its spec
+/// names now.
+fn write_access(object: &GardenArtifact, result: AccessResult) -> WriteAccess {
+    WriteAccess {
+        repository: repository_identity(&object.spec.repository),
+        result,
     }
 }
 
@@ -160,7 +255,10 @@ async fn conclude(
         Ok(report) => {
             events::publish_changes(object, ctx, &report).await;
             events::publish_dropped(object, ctx, &report).await;
-            write_status(api, object, ctx, &Observation::Converged(&report)).await?;
+            // A write the registry accepted (or the probe of one) earns the claim.
+            let access =
+                (!report.plan.is_empty()).then(|| write_access(object, AccessResult::Granted));
+            write_status_with(api, object, ctx, &Observation::Converged(&report), access).await?;
             Ok(Settled::Done(Action::requeue(every)))
         }
         Err(e) if refusal(&e).is_some() => {
@@ -169,7 +267,9 @@ async fn conclude(
                 Credentials::Anonymous => format!("{message} anonymous access: {e}"),
                 secret => format!("{message} the credentials of {secret}: {e}"),
             };
-            stall(api, object, ctx, reason, &message).await?;
+            // Refused, it does not keep its tags from an object the registry lets write.
+            let access = write_access(object, AccessResult::Denied);
+            stall_with(api, object, ctx, reason, &message, Some(access)).await?;
             Ok(Settled::Refused(
                 Basis {
                     generation: object.metadata.generation,
@@ -210,7 +310,20 @@ async fn stall(
     reason: &str,
     message: &str,
 ) -> Result<(), Error> {
-    let changed = write_status(api, object, ctx, &Observation::Stalled { reason, message }).await?;
+    stall_with(api, object, ctx, reason, message, None).await
+}
+
+/// A stall, and what it showed of the object's access to its repository.
+async fn stall_with(
+    api: &Api<Watched>,
+    object: &GardenArtifact,
+    ctx: &Context,
+    reason: &str,
+    message: &str,
+    access: Option<WriteAccess>,
+) -> Result<(), Error> {
+    let observation = Observation::Stalled { reason, message };
+    let changed = write_status_with(api, object, ctx, &observation, access).await?;
     events::failure(ctx, object, Failure::Stalled, changed, reason, message).await;
     Ok(())
 }
@@ -234,12 +347,27 @@ pub(super) async fn write_status(
     ctx: &Context,
     observation: &Observation<'_>,
 ) -> Result<bool, Error> {
-    let next: GardenArtifactStatus = next_status(
+    write_status_with(api, object, ctx, observation, None).await
+}
+
+/// The status for `observation`, and `access` when the round learnt what the registry lets
+/// these credentials do.
+async fn write_status_with(
+    api: &Api<Watched>,
+    object: &GardenArtifact,
+    ctx: &Context,
+    observation: &Observation<'_>,
+    access: Option<WriteAccess>,
+) -> Result<bool, Error> {
+    let mut next: GardenArtifactStatus = next_status(
         object.status.as_ref(),
         object.metadata.generation,
         observation,
         &now(),
     );
+    if access.is_some() {
+        next.write_access = access;
+    }
     if object.status.as_ref() == Some(&next) {
         return Ok(false);
     }

@@ -41,7 +41,9 @@ pub async fn cleanup(
     let Ok(repository) = Repository::parse(written_in) else {
         return Ok(Action::await_change());
     };
-    let lost: Vec<String> = watches::lost_tags(&ctx.valid_objects(), object)
+    let lost: Vec<String> = ctx
+        .index
+        .read(|index| index.lost_tags(object))
         .into_iter()
         .map(|c| c.tag)
         .collect();

@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 
+use super::index::SharedIndex;
 use super::retries::Retries;
 use super::watched::Watched;
 use crate::api::GardenArtifact;
@@ -29,8 +30,10 @@ pub struct Context {
     registry: Arc<RegistryClient>,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
-    /// Every GardenArtifact the controller watches, for tag ownership and dependents.
+    /// Every GardenArtifact the controller watches (`artifactRef`s are read here).
     pub store: Store<Watched>,
+    /// Tag ownership and who reads what, over every GardenArtifact of the cluster.
+    pub index: Arc<SharedIndex>,
     /// The Secrets and ConfigMaps the controller watches for its objects' sake: inputs are
     /// read here, not fetched each round.
     secrets: Store<Secret>,
@@ -39,17 +42,6 @@ pub struct Context {
     engines: Mutex<HashMap<SecretKey, (ResourceVersion, Arc<Engine>)>>,
     /// Backoff after failed rounds, by object.
     pub retries: Retries,
-}
-
-/// A watched object known to parse: the cache's own `Arc`, without a copy.
-pub struct ValidObject(Arc<Watched>);
-
-impl std::ops::Deref for ValidObject {
-    type Target = GardenArtifact;
-
-    fn deref(&self) -> &GardenArtifact {
-        self.0.valid().expect("only valid objects are wrapped")
-    }
 }
 
 /// Whose credentials a round speaks to the registry with, named as messages may name them.
@@ -136,6 +128,7 @@ const DOCKER_CONFIG_JSON: &str = "kubernetes.io/dockerconfigjson";
 /// The watch caches a round reads from: the objects, and the Secrets and ConfigMaps they use.
 pub struct Caches {
     pub objects: Store<Watched>,
+    pub index: Arc<SharedIndex>,
     pub secrets: Store<Secret>,
     pub config_maps: Store<ConfigMap>,
 }
@@ -153,6 +146,7 @@ impl Context {
     ) -> Self {
         let Caches {
             objects: store,
+            index,
             secrets,
             config_maps,
         } = caches;
@@ -163,21 +157,12 @@ impl Context {
             recorder,
             metrics,
             store,
+            index,
             secrets,
             config_maps,
             engines: Mutex::default(),
             retries: Retries::default(),
         }
-    }
-
-    /// Every watched GardenArtifact that parses.
-    pub fn valid_objects(&self) -> Vec<ValidObject> {
-        self.store
-            .state()
-            .into_iter()
-            .filter(|watched| watched.valid().is_some())
-            .map(ValidObject)
-            .collect()
     }
 
     /// The engine speaking with the object's registry credentials, and whose they are.

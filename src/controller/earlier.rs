@@ -1,18 +1,16 @@
 //! Pure: the tags an object wrote in earlier rounds, read from its status, as the engine takes
 //! them; and what becomes of those it no longer wants, by its `deletionPolicy`.
 
-use std::ops::Deref;
-
-use super::watches;
 use crate::api::{DeletionPolicy, GardenArtifact};
 use crate::engine::{Earlier, OnDrop, WrittenTag};
-use crate::oci::{Digest, Repository, Tag, repository_identity};
+use crate::oci::{Digest, Repository, Tag};
 
 /// The tags `object`'s status says it wrote, except those another object claims now (in the
-/// same repository): a tag handed over is the new claimant's, neither removed nor released.
+/// same repository, by its identity): a tag handed over is the new claimant's, neither
+/// removed nor released. `claimed_by_another(repository identity, tag)` asks the index.
 pub fn earlier(
-    objects: &[impl Deref<Target = GardenArtifact>],
     object: &GardenArtifact,
+    claimed_by_another: impl Fn(&str, &str) -> bool,
 ) -> Earlier {
     let on_drop = match object.spec.deletion_policy {
         DeletionPolicy::Delete => OnDrop::Remove,
@@ -32,18 +30,10 @@ pub fn earlier(
         };
     };
     let identity = repository.identity();
-    let me = watches::key(object);
-    let claimed_by_another = |tag: &str| {
-        objects.iter().any(|other| {
-            watches::key(&**other) != me
-                && other.spec.tags.iter().any(|t| t == tag)
-                && repository_identity(&other.spec.repository) == identity
-        })
-    };
     let tags = status
         .tags
         .iter()
-        .filter(|t| !claimed_by_another(&t.name))
+        .filter(|t| !claimed_by_another(&identity, &t.name))
         .filter_map(|t| {
             Some(WrittenTag {
                 repository: repository.clone(),
@@ -58,7 +48,22 @@ pub fn earlier(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oci::repository_identity;
     use std::sync::Arc;
+
+    /// Whether an object of `objects` other than `me` claims the tag, as the index answers.
+    fn claims<'a>(
+        objects: &'a [Arc<GardenArtifact>],
+        me: &'a GardenArtifact,
+    ) -> impl Fn(&str, &str) -> bool + 'a {
+        move |repository, tag| {
+            objects.iter().any(|other| {
+                other.metadata.name != me.metadata.name
+                    && other.spec.tags.iter().any(|t| t == tag)
+                    && repository_identity(&other.spec.repository) == repository
+            })
+        }
+    }
 
     const DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 
@@ -91,7 +96,7 @@ mod tests {
                 ],
             }),
         );
-        let alone = earlier(&[Arc::clone(&mine)], &mine);
+        let alone = earlier(&mine, claims(&[Arc::clone(&mine)], &mine));
         assert_eq!(alone.on_drop, OnDrop::Remove);
         assert_eq!(names(&alone), ["h:1/old:v1", "h:1/old:latest"]);
 
@@ -103,7 +108,7 @@ mod tests {
             "{repository: 'H:1/old', tags: [latest], source: {files: [{name: x.raw, content: y}]}}",
             serde_json::Value::Null,
         );
-        let handed = earlier(&[Arc::clone(&mine), taker], &mine);
+        let handed = earlier(&mine, claims(&[Arc::clone(&mine), taker], &mine));
         assert_eq!(names(&handed), ["h:1/old:v1"]);
     }
 
@@ -115,7 +120,7 @@ mod tests {
             "{repository: 'h:1/a', tags: [v1], source: {files: [{name: x.raw, content: x}]}}",
             serde_json::json!({ "tags": [{"name": "v2", "digest": DIGEST}] }),
         );
-        let earlier = earlier(&[Arc::clone(&old)], &old);
+        let earlier = earlier(&old, claims(&[Arc::clone(&old)], &old));
         assert!(earlier.tags.is_empty());
         assert_eq!(earlier.on_drop, OnDrop::Release);
     }

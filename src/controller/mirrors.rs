@@ -136,7 +136,7 @@ pub async fn reconcile(mirror: Arc<GardenMirror>, ctx: Arc<Context>) -> Result<A
     let written_before = written_before(&mirror, &intent);
     let inputs = MirrorInputs {
         written_before: written_before.clone(),
-        owned_elsewhere: owned_by_artifacts(&ctx, &intent),
+        owned_elsewhere: owned_by_artifacts(&ctx, &intent).await,
     };
     let interval = intent.interval.unwrap_or(DEFAULT_INTERVAL);
     match engine
@@ -228,24 +228,17 @@ fn written_before(mirror: &GardenMirror, intent: &MirrorIntent) -> BTreeMap<Stri
         .collect()
 }
 
-/// The tags GardenArtifacts claim in the mirror's target, with their owners.
-fn owned_by_artifacts(ctx: &Context, intent: &MirrorIntent) -> BTreeMap<String, String> {
+/// The tags GardenArtifacts claim in the mirror's target, with their owners, from the
+/// claims index.
+async fn owned_by_artifacts(ctx: &Context, intent: &MirrorIntent) -> BTreeMap<String, String> {
+    ctx.index.wait_until_ready().await;
     let target = intent.target.identity();
-    let mut owned = BTreeMap::new();
-    for object in ctx.valid_objects() {
-        if repository_identity(&object.spec.repository) != target {
-            continue;
-        }
-        let owner = format!(
-            "GardenArtifact {}/{}",
-            object.namespace().unwrap_or_default(),
-            object.name_any()
-        );
-        for tag in &object.spec.tags {
-            owned.entry(tag.clone()).or_insert_with(|| owner.clone());
-        }
-    }
-    owned
+    ctx.index.read(|index| {
+        index
+            .claims_in(&target)
+            .map(|(tag, owner)| (tag.to_string(), format!("GardenArtifact {owner}")))
+            .collect()
+    })
 }
 
 /// Writes the status when it changed, and a Warning event when the mirror turns unready.

@@ -8,6 +8,7 @@ mod earlier;
 mod events;
 #[cfg(test)]
 mod fake_api;
+pub mod index;
 pub mod leader;
 mod mirrors;
 pub mod reconcile;
@@ -25,20 +26,19 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::reflector;
 use kube::runtime::utils::Backoff;
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 pub use context::{Caches, Context};
+use index::{ObjectKey, SharedIndex};
 use watched::Watched;
 
-use crate::api::GardenArtifact;
 use crate::engine::Engine;
 use crate::http::{self, Probes};
 use crate::metrics::Metrics;
@@ -108,13 +108,6 @@ impl Backoff for WatchBackoff {
     fn reset(&mut self) {
         *self = Self::default();
     }
-}
-
-/// The same object, as the controller's watch of [`Watched`] names it.
-fn watched_ref(object: ObjectRef<GardenArtifact>) -> ObjectRef<Watched> {
-    let mut watched = ObjectRef::new(&object.name);
-    watched.namespace = object.namespace;
-    watched
 }
 
 /// SIGTERM (what the kubelet sends, and what a PID 1 would otherwise ignore) and SIGINT,
@@ -238,6 +231,26 @@ pub async fn run(config: Config) -> Result<(), String> {
     let config_maps = watcher(config_maps, watcher::Config::default())
         .reflect(config_maps_writer)
         .touched_objects();
+    // Tag ownership and readers, from a watch of every GardenArtifact. The index takes each
+    // event before anything decides what this replica reconciles: ownership is decided over
+    // the whole cluster. A filter of the objects reconciled here (a shard) belongs after
+    // `index.event`, on the objects it names, never on the events that feed it.
+    let index = Arc::new(SharedIndex::default());
+    let index_triggers = {
+        let index = Arc::clone(&index);
+        watcher(artifacts, watcher::Config::default())
+            .backoff(WatchBackoff::default())
+            .flat_map(move |event| {
+                let concerned = match event {
+                    Ok(event) => index.event(event),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "watch of GardenArtifacts for tag ownership");
+                        Default::default()
+                    }
+                };
+                futures::stream::iter(concerned.into_iter().map(|key| key.to_ref::<Watched>()))
+            })
+    };
     let recorder = Recorder::new(client.clone(), Reporter::from("garden-artifacts"));
     let ctx = Arc::new(Context::new(
         client,
@@ -247,6 +260,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         metrics,
         Caches {
             objects: store.clone(),
+            index,
             secrets: secrets_cache,
             config_maps: config_maps_cache,
         },
@@ -264,40 +278,23 @@ pub async fn run(config: Config) -> Result<(), String> {
             signals.received(1),
         )
     };
-    let (by_secret, by_config_map, by_producer) =
-        (Arc::clone(&ctx), Arc::clone(&ctx), Arc::clone(&ctx));
+    let (by_secret, by_config_map) = (Arc::clone(&ctx), Arc::clone(&ctx));
     let running = controller
         .watches_stream(secrets, move |secret: Secret| {
-            watches::secret_dependents(
-                &by_secret.valid_objects(),
-                secret.namespace().as_deref(),
-                &secret.name_any(),
-            )
-            .into_iter()
-            .map(watched_ref)
+            by_secret
+                .index
+                .read(|index| index.secret_readers(&ObjectKey::of(&secret)))
+                .into_iter()
+                .map(|key| key.to_ref::<Watched>())
         })
         .watches_stream(config_maps, move |map: ConfigMap| {
-            watches::config_map_dependents(
-                &by_config_map.valid_objects(),
-                map.namespace().as_deref(),
-                &map.name_any(),
-            )
-            .into_iter()
-            .map(watched_ref)
-        })
-        .watches(
-            artifacts,
-            watcher::Config::default(),
-            move |producer: Watched| {
-                match producer.valid() {
-                    Some(producer) => watches::readers_of(&by_producer.valid_objects(), producer),
-                    // What it produces is unknown; once it parses again, its readers follow.
-                    None => Vec::new(),
-                }
+            by_config_map
+                .index
+                .read(|index| index.config_map_readers(&ObjectKey::of(&map)))
                 .into_iter()
-                .map(watched_ref)
-            },
-        )
+                .map(|key| key.to_ref::<Watched>())
+        })
+        .reconcile_on(index_triggers)
         .with_config(ControllerConfig::default().concurrency(config.concurrency))
         .trigger_backoff(WatchBackoff::default())
         .graceful_shutdown_on(signals.received(1))

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::context::{Caches, Context};
 use super::fake_api::FakeApi;
+use super::index::SharedIndex;
 use super::reconcile::FINALIZER;
 use crate::api::{API_VERSION, GardenArtifact, KIND};
 use crate::engine::Engine;
@@ -55,6 +56,7 @@ fn context_with(
         Arc::new(Metrics::default()),
         Caches {
             objects: store,
+            index: Arc::new(SharedIndex::ready_with(&[])),
             secrets,
             config_maps,
         },

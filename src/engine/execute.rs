@@ -186,11 +186,20 @@ impl Engine {
         desired: &Desired,
         plan: &Plan,
     ) -> Result<Executed, EngineError> {
+        if plan.probe_push {
+            self.execute_probe(&desired.repository).await?;
+        }
         let subject_processed = self.store(desired, plan).await?;
         let linked_by_registry = subject_processed.then_some(desired.manifest.digest.as_str());
         self.execute_after_store(&desired.repository, linked_by_registry, plan)
             .await?;
         Ok(Executed { subject_processed })
+    }
+
+    /// A plan's `probe_push`: an upload session opened and cancelled.
+    pub(super) async fn execute_probe(&self, repo: &Repository) -> Result<(), EngineError> {
+        self.registry.probe_push(repo).await?;
+        Ok(())
     }
 
     /// The stages after the artefact is stored: copied referrers, fallback indexes (except the
@@ -471,6 +480,83 @@ source:
             }
         }
         uploads
+    }
+
+    fn intent(yaml: &str) -> crate::intent::ArtifactIntent {
+        let spec: crate::api::GardenArtifactSpec = serde_yaml::from_str(yaml).expect("a spec");
+        crate::api::validate::validate(&spec, crate::api::validate::Frontend::Apply)
+            .expect("a valid spec")
+    }
+
+    /// Write access is proven (for the controller's tag ownership) by an upload session
+    /// opened and cancelled, as a write of the plan: only when the plan writes nothing else,
+    /// never in a dry run; a registry refusing it answers 401.
+    #[tokio::test]
+    async fn write_access_is_proven_by_a_probe_only_when_nothing_else_is_written() {
+        use super::super::Inputs;
+        use crate::registry::NeedsPerson;
+        let registry = Arc::new(MemoryRegistry::default());
+        let engine = engine(&registry);
+        let prove = Inputs {
+            prove_push: true,
+            ..Inputs::default()
+        };
+        let files = intent(&files_spec("v1", "first"));
+        let first = engine.reconcile(&files, &prove, Mode::Apply).await.unwrap();
+        assert_eq!(first.outcome, Outcome::Created);
+        assert!(!first.plan.probe_push, "its writes prove it");
+        let dry = engine
+            .reconcile(&files, &prove, Mode::DryRun)
+            .await
+            .unwrap();
+        assert!(
+            dry.plan.probe_push && !dry.plan.is_empty(),
+            "{:?}",
+            dry.plan
+        );
+        assert_eq!(
+            registry.count(Operation::ProbePush),
+            0,
+            "a dry run writes nothing"
+        );
+        let converged = engine.reconcile(&files, &prove, Mode::Apply).await.unwrap();
+        assert_eq!(converged.outcome, Outcome::Unchanged);
+        assert!(converged.plan.probe_push);
+        assert_eq!(registry.count(Operation::ProbePush), 1);
+        let unasked = engine
+            .reconcile(&files, &Inputs::default(), Mode::Apply)
+            .await
+            .unwrap();
+        assert!(unasked.plan.is_empty());
+        assert_eq!(registry.count(Operation::ProbePush), 1);
+
+        // A converged copy takes the short path, and proves it too.
+        let copy = intent(
+            "{repository: memory.test/mirror, tags: [c], source: {image: {reference: 'memory.test/a:v1'}}}",
+        );
+        engine.reconcile(&copy, &prove, Mode::Apply).await.unwrap();
+        assert_eq!(
+            registry.count(Operation::ProbePush),
+            1,
+            "the copy's writes prove it"
+        );
+        let copied = engine.reconcile(&copy, &prove, Mode::Apply).await.unwrap();
+        assert!(copied.plan.probe_push && copied.outcome == Outcome::Unchanged);
+        assert_eq!(registry.count(Operation::ProbePush), 2);
+
+        registry.fail(Operation::ProbePush, 1, 401);
+        let refused = engine
+            .reconcile(&files, &prove, Mode::Apply)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.class(),
+            ErrorClass::NeedsPerson(NeedsPerson::Unauthorized)
+        );
+        let plan = engine.probe(&repo("a"), Mode::Apply).await.unwrap();
+        assert!(plan.probe_push && plan.stores_nothing() && plan.deletions.is_empty());
+        assert_eq!(registry.count(Operation::ProbePush), 4);
+        assert_eq!(registry.tag(&repo("a"), "v1"), Some(first.digest));
     }
 
     #[tokio::test]

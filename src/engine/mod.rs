@@ -48,6 +48,9 @@ pub struct Inputs {
     pub artifacts: BTreeMap<String, ImageReference>,
     /// The tags the object wrote in earlier rounds (the controller's memory; none for the CLI).
     pub earlier: Earlier,
+    /// The round must prove that the credentials may write the repository even when nothing
+    /// needs writing (the controller's tag ownership is earned that way).
+    pub prove_push: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -290,7 +293,15 @@ impl Engine {
     ) -> Result<Report, EngineError> {
         let repository = intent.repository.clone();
         let tags_seen = match self.unchanged_copy(intent).await? {
-            CopyCheck::Unchanged(report) => return Ok(*report),
+            CopyCheck::Unchanged(mut report) => {
+                if inputs.prove_push {
+                    report.plan.prove_push();
+                    if mode == Mode::Apply {
+                        self.execute_probe(&repository).await?;
+                    }
+                }
+                return Ok(*report);
+            }
             CopyCheck::Changed { tags_seen } => tags_seen,
         };
         let resolved = self.resolve(intent, inputs, mode).await?;
@@ -328,6 +339,9 @@ impl Engine {
             plan.fallback_indexes.extend(update);
             subject = Some((pin.head.digest.clone(), via));
         }
+        if inputs.prove_push {
+            plan.prove_push();
+        }
         if mode == Mode::Apply && !plan.is_empty() {
             let executed = self.execute(&resolved.desired, &plan).await?;
             if executed.subject_processed
@@ -355,6 +369,17 @@ impl Engine {
             mirrored,
             dropped: Dropped::default(),
         })
+    }
+
+    /// Proves that the credentials may write `repository`, and writes nothing else: the plan
+    /// of one probe.
+    pub async fn probe(&self, repository: &Repository, mode: Mode) -> Result<Plan, EngineError> {
+        let mut plan = Plan::unchanged();
+        plan.prove_push();
+        if mode == Mode::Apply {
+            self.execute_probe(repository).await?;
+        }
+        Ok(plan)
     }
 
     /// A converged copy costs a HEAD of the source (none when pinned by digest) and one HEAD

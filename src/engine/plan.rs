@@ -101,6 +101,9 @@ pub struct Plan {
     pub fallback_indexes: Vec<FallbackIndexUpdate>,
     /// Deletions, in the target repository.
     pub deletions: Vec<Deletion>,
+    /// Open and cancel an upload session in the target repository, first: proof that the
+    /// credentials may write there, for a round that would otherwise write nothing.
+    pub probe_push: bool,
     pub outcome: Outcome,
 }
 
@@ -114,6 +117,7 @@ impl Plan {
             referrers: Vec::new(),
             fallback_indexes: Vec::new(),
             deletions: Vec::new(),
+            probe_push: false,
             outcome: Outcome::Unchanged,
         }
     }
@@ -129,6 +133,14 @@ impl Plan {
             && self.referrers.iter().all(|r| r.plan.is_empty())
             && self.fallback_indexes.is_empty()
             && self.deletions.is_empty()
+            && !self.probe_push
+    }
+
+    /// Asks for proof of write access when the plan writes nothing else (any write proves it).
+    pub fn prove_push(&mut self) {
+        if self.is_empty() {
+            self.probe_push = true;
+        }
     }
 }
 

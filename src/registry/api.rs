@@ -75,6 +75,10 @@ pub trait Registry: Send + Sync {
         body: UploadBody,
     ) -> Result<(), Error>;
 
+    /// Succeeds when the registry lets these credentials write `repo`; writes nothing that
+    /// stays (an upload session opened and cancelled).
+    async fn probe_push(&self, repo: &Repository) -> Result<(), Error>;
+
     /// Every tag of a repository, reading at most `max_pages` pages; `None` when it has more.
     async fn list_tags(
         &self,
@@ -146,6 +150,10 @@ impl Registry for RegistryClient {
         body: UploadBody,
     ) -> Result<(), Error> {
         RegistryClient::finish_upload(self, repo, session, digest, size, body).await
+    }
+
+    async fn probe_push(&self, repo: &Repository) -> Result<(), Error> {
+        RegistryClient::probe_push(self, repo).await
     }
 
     async fn list_tags(

@@ -102,6 +102,36 @@ impl RegistryClient {
         Ok(UploadStart::Session(session))
     }
 
+    /// Proves that the credentials may write `repo` while changing nothing in it: an upload
+    /// session opened and cancelled. Reading proves nothing (many registries serve anyone);
+    /// the registry's answer to a write does. A registry that cannot cancel a session lets
+    /// the empty one expire, so a failed cancel is only logged.
+    pub async fn probe_push(&self, repo: &Repository) -> Result<(), Error> {
+        let UploadStart::Session(session) = self.start_upload(repo, "", None).await? else {
+            return Ok(());
+        };
+        let cancelled = self
+            .send(
+                Method::DELETE,
+                session.as_str(),
+                repo.registry(),
+                Access::Push(repo),
+                HeaderMap::new(),
+                None,
+            )
+            .await;
+        match cancelled {
+            Ok(response) if response.status().is_success() => {}
+            Ok(response) => {
+                tracing::debug!(repository = %repo, status = %response.status(), "an upload session opened to prove write access could not be cancelled; it expires")
+            }
+            Err(e) => {
+                tracing::debug!(repository = %repo, error = %e, "an upload session opened to prove write access could not be cancelled; it expires")
+            }
+        }
+        Ok(())
+    }
+
     /// Finishes an upload session with the whole blob in one `PUT` (monolithic upload): two
     /// requests per blob, the fewest the distribution API allows for a new blob.
     pub async fn finish_upload<S>(

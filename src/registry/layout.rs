@@ -375,6 +375,19 @@ impl Registry for OciLayout {
             .map_err(|e| self.error("upload", e))
     }
 
+    async fn probe_push(&self, _repo: &Repository) -> Result<(), Error> {
+        // A file written and removed: the folder takes writes.
+        let probe = self.root.join(format!(
+            ".probe.{}.{}.tmp",
+            std::process::id(),
+            next_temporary()
+        ));
+        self.write_atomically(&probe, b"").await?;
+        tokio::fs::remove_file(&probe)
+            .await
+            .map_err(|e| self.error("probe", e))
+    }
+
     async fn list_tags(
         &self,
         _repo: &Repository,
@@ -531,6 +544,10 @@ impl Registry for Routed {
         self.route(repo)
             .finish_upload(repo, session, digest, size, body)
             .await
+    }
+
+    async fn probe_push(&self, repo: &Repository) -> Result<(), Error> {
+        self.route(repo).probe_push(repo).await
     }
 
     async fn list_tags(

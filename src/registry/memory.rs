@@ -78,6 +78,8 @@ pub enum Operation {
     GetBlob,
     StartUpload,
     FinishUpload,
+    /// An upload session opened and cancelled to prove write access.
+    ProbePush,
     /// One page of a tag list.
     ListTags,
     /// One page of a referrers list.
@@ -94,7 +96,7 @@ impl Operation {
             | Operation::Referrers => "GET",
             Operation::PutManifest | Operation::FinishUpload => "PUT",
             Operation::DeleteManifest => "DELETE",
-            Operation::StartUpload => "POST",
+            Operation::StartUpload | Operation::ProbePush => "POST",
         }
     }
 }
@@ -830,6 +832,12 @@ impl Registry for MemoryRegistry {
             }
         };
         self.end(op, hooks, result, |_| 201)
+    }
+
+    async fn probe_push(&self, repo: &Repository) -> Result<(), Error> {
+        let op = Operation::ProbePush;
+        let hooks = self.begin(op, repo, "")?;
+        self.end(op, hooks, Ok(()), |_| 202)
     }
 
     async fn list_tags(
