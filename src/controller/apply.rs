@@ -175,7 +175,7 @@ async fn conclude(
             ))
         }
         Err(e) if e.is_permanent() => {
-            stall(api, object, ctx, "RegistryRefused", &e.to_string()).await?;
+            stall(api, object, ctx, permanent_reason(&e), &e.to_string()).await?;
             Ok(Settled::Stalled(Action::requeue(every), e.class().label()))
         }
         Err(e) => {
@@ -196,6 +196,20 @@ fn refusal(error: &EngineError) -> Option<(&'static str, &'static str)> {
             Some(("Forbidden", "the registry denies this to"))
         }
         _ => None,
+    }
+}
+
+/// The condition reason of a failure no retry fixes, naming whom to ask: the operator (its URL
+/// policy), the source (a URL or file that cannot be had as specified), or the registry.
+fn permanent_reason(error: &EngineError) -> &'static str {
+    use crate::sources::FetchError;
+    match error {
+        EngineError::Fetch {
+            error: FetchError::NotAllowed(_),
+            ..
+        } => "SourceNotAllowed",
+        EngineError::Fetch { .. } | EngineError::Source { .. } => "SourceUnusable",
+        EngineError::Registry(_) => "RegistryRefused",
     }
 }
 
@@ -279,6 +293,25 @@ mod tests {
         for other in [404, 400, 409, 503] {
             assert_eq!(refusal(&answered(other)), None, "{other}");
         }
+    }
+
+    #[test]
+    fn a_url_the_policy_refuses_is_not_the_registrys_refusal() {
+        use crate::sources::FetchError;
+        let field = crate::intent::FieldPath::root("spec.source.files[0].url");
+        let fetch = |error| EngineError::Fetch {
+            field: field.clone(),
+            error,
+        };
+        let not_allowed = fetch(FetchError::NotAllowed("host h is not allowed".into()));
+        assert!(not_allowed.is_permanent());
+        assert_eq!(permanent_reason(&not_allowed), "SourceNotAllowed");
+        assert_eq!(refusal(&not_allowed), None);
+        assert_eq!(
+            permanent_reason(&fetch(FetchError::Refused("no host".into()))),
+            "SourceUnusable"
+        );
+        assert_eq!(permanent_reason(&answered(404)), "RegistryRefused");
     }
 
     #[test]
