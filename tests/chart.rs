@@ -528,6 +528,7 @@ fn values_turn_into_flags_and_optional_objects() {
             "--concurrency=8",
             "--insecure-registry=127.0.0.1:5000",
             "--insecure-registry=registry.local:5001",
+            "--leader-elect=false",
             "--log-format=json",
         ]
     );

@@ -1342,6 +1342,69 @@ fn leader_election_fails_over() {
     assert!(b.log_text().contains("became leader"));
 }
 
+/// Two controllers started by hand with the default flags, on one host (one `HOSTNAME`):
+/// leader election is on by default, so one holds the Lease and writes, and the other writes
+/// nothing, not even a status.
+#[test]
+fn two_controllers_started_alike_write_once() {
+    let ns = "e2e-one-writer";
+    let mut scene = Scene::new(&[ns], Watch::OwnNamespace);
+    let env = [("HOSTNAME", "one-host")];
+    scene.start_controller_as_given("a", &["--namespace", ns], &env);
+    scene.start_controller_as_given("b", &["--namespace", ns], &env);
+    let leading = |scene: &Scene| -> Vec<&str> {
+        ["a", "b"]
+            .into_iter()
+            .filter(|name| scene.controller(name).log_text().contains("became leader"))
+            .collect()
+    };
+    wait_for("one controller to lead", Duration::from_secs(30), || {
+        (!leading(&scene).is_empty()).then_some(())
+    });
+    let repository = format!("{}/e2e/one-writer", scene.registry.addr);
+    for name in ["w1", "w2", "w3"] {
+        scene
+            .cluster
+            .apply(&artifact(ns, name, &repository, &[name], name, json!({})));
+    }
+    for name in ["w1", "w2", "w3"] {
+        scene.wait_ready(ns, name);
+    }
+    std::thread::sleep(Duration::from_secs(3));
+
+    let leaders = leading(&scene);
+    assert_eq!(leaders.len(), 1, "exactly one leader: {leaders:?}");
+    let (leader, standby) = match leaders[0] {
+        "a" => ("a", "b"),
+        _ => ("b", "a"),
+    };
+    let (reconciles, writes) = (
+        "garden_artifacts_reconciles_total",
+        "garden_artifacts_status_writes_total",
+    );
+    assert!(scene.controller(leader).metric(reconciles) >= 3.0);
+    assert_eq!(scene.controller(standby).metric(reconciles), 0.0);
+    assert_eq!(scene.controller(standby).metric(writes), 0.0);
+    let holder = scene.cluster.kubectl_ok(&[
+        "get",
+        "lease",
+        "garden-artifacts",
+        "-n",
+        common::cluster::SYSTEM_NAMESPACE,
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    assert!(holder.starts_with("one-host-"), "{holder}");
+    // Each manifest was written once: two writers would each PUT every tag.
+    let puts = scene
+        .registry
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PUT" && r.uri.contains("/manifests/"))
+        .count();
+    assert_eq!(puts, 3, "one manifest PUT per object");
+}
+
 /// Scenario 9: Objects claim a repository:tag the older object owns, from another namespace and
 /// from its own: the older keeps both tags, each claimant is Stalled naming it, nothing moves.
 #[test]

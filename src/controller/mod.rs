@@ -64,7 +64,9 @@ pub struct Config {
 /// The Lease that replicas share, and this replica's name in it.
 #[derive(Clone, Debug)]
 pub struct LeaderElection {
-    pub lease_namespace: String,
+    /// `None`: the client's own namespace (in a pod, its ServiceAccount's; else the
+    /// kubeconfig context's, else `default`), where replicas started alike meet.
+    pub lease_namespace: Option<String>,
     pub lease_name: String,
     pub identity: String,
 }
@@ -191,7 +193,10 @@ pub async fn run(config: Config) -> Result<(), String> {
     let elector = config.leader_election.as_ref().map(|lease| {
         leader::LeaderElector::new(
             client.clone(),
-            &lease.lease_namespace,
+            lease
+                .lease_namespace
+                .as_deref()
+                .unwrap_or(client.default_namespace()),
             &lease.lease_name,
             &lease.identity,
         )
