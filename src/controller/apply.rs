@@ -14,7 +14,7 @@ use super::context::{Context, Credentials, InputError};
 use super::events::{self, Failure};
 use super::reconcile::{Error, FIELD_MANAGER};
 use super::retries::Basis;
-use super::status::{Observation, next_status};
+use super::status::{Observation, next_status, standing};
 use super::watched::Watched;
 use super::watches;
 use crate::api::validate::{Frontend, parse_duration, validate};
@@ -250,7 +250,9 @@ async fn write_status(
         observation,
         &now(),
     );
+    let key = watches::key(object);
     if object.status.as_ref() == Some(&next) {
+        ctx.metrics.object_condition(&key, standing(&next));
         return Ok(false);
     }
     let patch = json!({ "apiVersion": API_VERSION, "kind": KIND, "status": next });
@@ -263,6 +265,7 @@ async fn write_status(
         .await
         .map_err(Error::Status)?;
     ctx.metrics.status_written();
+    ctx.metrics.object_condition(&key, standing(&next));
     match written.0 {
         Ok(_) => Ok(true),
         // The object on the server no longer parses, though the cache's copy did (written

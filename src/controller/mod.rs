@@ -7,6 +7,7 @@ mod context;
 mod events;
 #[cfg(test)]
 mod fake_api;
+mod health;
 pub mod leader;
 pub mod reconcile;
 mod retries;
@@ -18,7 +19,6 @@ pub mod watches;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -38,7 +38,7 @@ use watched::Watched;
 
 use crate::api::GardenArtifact;
 use crate::engine::Engine;
-use crate::http::{self, Probes};
+use crate::http::{self, Probes, Readiness};
 use crate::metrics::Metrics;
 use crate::registry::{ClientOptions, NoCredentials, Registry, RegistryClient};
 use crate::sources::{UrlFetcher, UrlPolicy};
@@ -179,7 +179,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     let metrics = Arc::new(Metrics::default());
 
     let probes = Arc::new(Probes {
-        ready: Default::default(),
+        readiness: Default::default(),
         metrics: {
             let (metrics, engine) = (Arc::clone(&metrics), Arc::clone(&engine));
             Box::new(move |exposition| metrics.render_as(exposition, engine.registry().stats()))
@@ -201,8 +201,9 @@ pub async fn run(config: Config) -> Result<(), String> {
             &lease.identity,
         )
     });
-    // A standby replica is healthy and ready; it just does not write.
-    probes.ready.store(true, Ordering::Relaxed);
+    // A standby replica is healthy and ready; it just does not write. Once it leads, it is
+    // ready as its watch is.
+    probes.readiness.set(Readiness::Ready);
     if let Some(elector) = &elector {
         tokio::select! {
             _ = elector.acquire() => {}
@@ -229,16 +230,32 @@ pub async fn run(config: Config) -> Result<(), String> {
                 Api::all(client.clone()),
             ),
         };
-    let controller = Controller::new(artifacts.clone(), watcher::Config::default());
-    let store = controller.store();
+    // The watch Controller::new would make, with each item seen on the way, for /readyz.
+    let health = Arc::new(health::WatchHealth::new(
+        Arc::clone(&probes),
+        Arc::clone(&metrics),
+    ));
+    let (store, store_writer) = reflector::store();
+    let observed = Arc::clone(&health);
+    let main_watch = watcher(artifacts.clone(), watcher::Config::default())
+        .inspect(move |event| observed.observe(event))
+        .reflect(store_writer)
+        .applied_objects();
+    let controller = Controller::for_stream(main_watch, store.clone());
+    let recovering = {
+        let (health, api) = (Arc::clone(&health), artifacts.clone());
+        tokio::spawn(async move { health.recover(api).await })
+    };
     // The watches of Secrets and ConfigMaps trigger their readers and, cached, are where
     // rounds read them.
     let (secrets_cache, secrets_writer) = reflector::store();
     let (config_maps_cache, config_maps_writer) = reflector::store();
     let secrets = watcher(secrets, watcher::Config::default())
+        .inspect(health::count_errors(Arc::clone(&metrics), "secrets"))
         .reflect(secrets_writer)
         .touched_objects();
     let config_maps = watcher(config_maps, watcher::Config::default())
+        .inspect(health::count_errors(Arc::clone(&metrics), "configmaps"))
         .reflect(config_maps_writer)
         .touched_objects();
     let recorder = Recorder::new(client.clone(), Reporter::from("garden-artifacts"));
@@ -323,6 +340,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             _ = forced => Ok(()),
         },
     };
+    recovering.abort();
     server.abort();
     tracing::info!("controller stopped");
     outcome

@@ -6,6 +6,7 @@ use crate::api::{
     Condition, ConditionStatus, GardenArtifactStatus, PinnedReference, SubjectStatus, TagStatus,
 };
 use crate::engine::{Outcome, Report};
+use crate::metrics::ObjectCondition;
 
 pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
@@ -112,6 +113,25 @@ pub fn next_status(
         }
     }
     next
+}
+
+/// Where a status says its object stands, for the gauge of objects by condition: Stalled over
+/// Ready over Reconciling; `None` before any of them is true (not yet reconciled, suspended
+/// before its first round).
+pub fn standing(status: &GardenArtifactStatus) -> Option<ObjectCondition> {
+    let holds = |type_: &str| {
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == type_ && c.status == ConditionStatus::True)
+    };
+    [
+        (STALLED, ObjectCondition::Stalled),
+        (READY, ObjectCondition::Ready),
+        (RECONCILING, ObjectCondition::Reconciling),
+    ]
+    .into_iter()
+    .find_map(|(type_, condition)| holds(type_).then_some(condition))
 }
 
 fn set_condition(
