@@ -23,8 +23,8 @@ const DURATION_BUCKETS: [f64; 10] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 
 const ROUND_RESULTS: [&str; 3] = ["success", "error", "stalled"];
 
 /// The classes a failure can have (`registry::ErrorClass::label()`, and the controller's own
-/// `input` and `kube`); each has a series from the start, as `ROUND_RESULTS`.
-const FAILURE_CLASSES: [&str; 8] = [
+/// `input`, `kube` and `policy`); each has a series from the start, as `ROUND_RESULTS`.
+const FAILURE_CLASSES: [&str; 9] = [
     "transient",
     "conflict",
     "unauthorized",
@@ -33,6 +33,7 @@ const FAILURE_CLASSES: [&str; 8] = [
     "invalid",
     "input",
     "kube",
+    "policy",
 ];
 
 /// The watches of the controller, as `garden_artifacts_watch_errors_total` names them; each

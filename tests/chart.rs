@@ -741,3 +741,34 @@ fn controller_flags_are_values_and_the_registry_ca_is_a_read_only_mount() {
         assert!(stderr.contains(message), "--set {set}: {stderr}");
     }
 }
+
+#[test]
+fn the_namespace_policy_is_a_value() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let values = dir.path().join("values.yaml");
+    std::fs::write(
+        &values,
+        "namespacePolicy:\n  releases: [registry.example.com/gardenlinux]\n  mirrors: [\"registry.example.com/mirror\", ghcr.io]\n\
+         namespacePolicyDefault: deny\n",
+    )
+    .expect("write values.yaml");
+    let rendered = args(&render(&["-f", values.to_str().expect("utf-8 temp path")]));
+    let policy: Vec<&str> = rendered
+        .iter()
+        .map(String::as_str)
+        .filter(|a| a.starts_with("--namespace-policy"))
+        .collect();
+    assert_eq!(
+        policy,
+        [
+            "--namespace-policy=mirrors=registry.example.com/mirror,ghcr.io",
+            "--namespace-policy=releases=registry.example.com/gardenlinux",
+            "--namespace-policy-default=deny",
+        ]
+    );
+    let default = args(&render(&[]));
+    assert!(
+        !default.iter().any(|a| a.starts_with("--namespace-policy")),
+        "{default:?}"
+    );
+}

@@ -1405,6 +1405,95 @@ fn two_controllers_started_alike_write_once() {
     assert_eq!(puts, 3, "one manifest PUT per object");
 }
 
+/// The operator's namespace policy: the namespace may write only under `team` of the scene's
+/// registry (named in the policy by another spelling, `localhost`). A squatter aiming at
+/// another registry, and one at `team-evil` (a prefix of the text, not of the path), are
+/// Stalled as `PolicyViolation`, naming the namespace, the field and what is allowed, and
+/// neither registry hears a single request for them; the allowed object converges.
+#[test]
+fn the_namespace_policy_refuses_a_squatter_before_any_registry_request() {
+    let ns = "e2e-policy";
+    let mut scene = Scene::new(&[ns], Watch::OwnNamespace);
+    let other = Registry::start();
+    let port = scene.registry.addr.rsplit_once(':').unwrap().1.to_string();
+    let policy = format!("{ns}=localhost:{port}/team");
+    scene.start_controller(
+        "c",
+        &["--namespace", ns, "--namespace-policy", &policy],
+        &[],
+    );
+    let allowed = format!("{}/team/app", scene.registry.addr);
+    let evil = format!("{}/team-evil/app", scene.registry.addr);
+    let squatted = format!("{}/team/app", other.addr);
+    for (name, repository) in [
+        ("allowed", &allowed),
+        ("evil", &evil),
+        ("squatter", &squatted),
+    ] {
+        scene
+            .cluster
+            .apply(&artifact(ns, name, repository, &["v1"], name, json!({})));
+    }
+    scene.wait_ready(ns, "allowed");
+    for (name, repository) in [("evil", &evil), ("squatter", &squatted)] {
+        let refused = scene.wait_condition(ns, name, "Stalled", "True", Duration::from_secs(30));
+        let stalled = condition(&refused, "Stalled").unwrap();
+        assert_eq!(stalled["reason"], "PolicyViolation", "{refused:#}");
+        let message = stalled["message"].as_str().unwrap();
+        assert_eq!(
+            message,
+            format!(
+                "spec.repository: namespace {ns} may not write to {repository}; the controller's --namespace-policy allows it only localhost:{port}/team"
+            )
+        );
+        assert_eq!(
+            condition_status(&refused, "Ready").as_deref(),
+            Some("False")
+        );
+    }
+    // Resyncs or not, a refused object is not tried again by itself.
+    std::thread::sleep(Duration::from_secs(3));
+    for name in ["evil", "squatter"] {
+        assert_eq!(
+            occurrences(&scene, ns, "PolicyViolation", name),
+            1,
+            "one Warning event for {name}"
+        );
+    }
+    assert_eq!(
+        other.requests().len(),
+        0,
+        "the squatter's registry heard nothing: {:?}",
+        other.requests()
+    );
+    let evil_requests: Vec<_> = scene
+        .registry
+        .requests()
+        .into_iter()
+        .filter(|r| r.uri.contains("team-evil"))
+        .collect();
+    assert!(evil_requests.is_empty(), "{evil_requests:?}");
+    assert!(digest_of(&format!("{allowed}:v1")).is_some());
+    let controller = scene.controller("c");
+    let metrics = controller.metrics();
+    assert!(
+        metrics.contains("garden_artifacts_reconcile_failures_total{class=\"policy\"} "),
+        "{metrics}"
+    );
+    assert_eq!(
+        common::cluster::sum_metric(
+            &metrics
+                .lines()
+                .filter(|l| l.contains("condition=\"Stalled\""))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            "garden_artifacts_objects"
+        ),
+        2.0,
+        "two objects Stalled in the gauge"
+    );
+}
+
 /// Scenario 9: Objects claim a repository:tag the older object owns, from another namespace and
 /// from its own: the older keeps both tags, each claimant is Stalled naming it, nothing moves.
 #[test]

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use clap::Args;
 
 use super::{RegistryArgs, SourceArgs};
+use crate::controller::policy::{NamespacePolicy, NamespaceRule, Unlisted};
 use crate::controller::{Config, LeaderElection};
 
 #[derive(Args, Clone, Debug)]
@@ -46,6 +47,15 @@ pub struct ControllerArgs {
     /// This replica's name in the Lease. Default: `$HOSTNAME-<process id>`.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// The registries or repository prefixes (registry/path) the GardenArtifacts of NAMESPACE
+    /// may write to; repeatable. An object writing elsewhere is Stalled (PolicyViolation) and
+    /// nothing is sent to that registry.
+    #[arg(long, value_name = "NAMESPACE=PREFIX[,PREFIX...]")]
+    pub namespace_policy: Vec<NamespaceRule>,
+    /// What namespaces that no --namespace-policy names may write to: anything (`allow`) or
+    /// nothing (`deny`).
+    #[arg(long, value_name = "allow|deny", default_value = "allow")]
+    pub namespace_policy_default: Unlisted,
     /// Log lines as JSON (the default) or text.
     #[arg(long, value_enum, default_value = "json")]
     pub log_format: crate::telemetry::LogFormat,
@@ -72,6 +82,10 @@ impl ControllerArgs {
             concurrency: self.concurrency,
             blob_concurrency: self.blob_concurrency,
             leader_election,
+            namespace_policy: NamespacePolicy::new(
+                self.namespace_policy.clone(),
+                self.namespace_policy_default,
+            ),
         })
     }
 }
@@ -88,12 +102,16 @@ mod tests {
         args: ControllerArgs,
     }
 
-    fn config(flags: &[&str]) -> Config {
+    fn config_of(flags: &[&str]) -> Result<Config, String> {
         let args =
             Command::try_parse_from(std::iter::once("controller").chain(flags.iter().copied()))
-                .expect("valid flags")
+                .map_err(|e| e.to_string())?
                 .args;
-        args.config().expect("a configuration")
+        args.config()
+    }
+
+    fn config(flags: &[&str]) -> Config {
+        config_of(flags).expect("valid flags")
     }
 
     #[test]
@@ -127,6 +145,27 @@ mod tests {
             ),
             (Some("lease-ns"), "garden-artifacts", "replica-a")
         );
+    }
+
+    #[test]
+    fn namespace_policies_are_flags() {
+        let config = config(&[
+            "--namespace-policy=team=localhost:5000/team",
+            "--namespace-policy",
+            "team=ghcr.io/team,quay.io",
+            "--namespace-policy-default=deny",
+        ]);
+        let policy = &config.namespace_policy;
+        let repository = |r: &str| crate::oci::Repository::parse(r).unwrap();
+        let allowed = |ns: &str, r: &str| policy.check(ns, "f", &repository(r)).is_ok();
+        assert!(allowed("team", "127.0.0.1:5000/team/app"));
+        assert!(allowed("team", "quay.io/x/y"));
+        assert!(!allowed("team", "localhost:5000/other"));
+        assert!(!allowed("other", "ghcr.io/team/app"), "unlisted: denied");
+        assert!(config_of(&["--namespace-policy=team"]).is_err());
+        assert!(config_of(&["--namespace-policy-default=maybe"]).is_err());
+        let open = self::config(&[]).namespace_policy;
+        assert!(open.check("any", "f", &repository("quay.io/x/y")).is_ok());
     }
 
     #[test]

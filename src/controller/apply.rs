@@ -29,7 +29,7 @@ const DEFAULT_INTERVAL: Duration = Duration::from_secs(600);
 pub enum Settled {
     Done(Action),
     /// Stalled on something only a person can fix, of a class as the failure metric names it
-    /// (`invalid`, `conflict`, `input`, or the registry's `ErrorClass` label).
+    /// (`invalid`, `conflict`, `input`, `policy`, or the registry's `ErrorClass` label).
     Stalled(Action, &'static str),
     /// Stalled because the registry refused these credentials (`unauthorized`, `forbidden`):
     /// retried with a backoff.
@@ -87,6 +87,15 @@ async fn validate_and_reconcile(
             return Ok(Settled::Stalled(Action::await_change(), "invalid"));
         }
     };
+    // Before any request to a registry: the operator's policy decides where this namespace
+    // may write at all.
+    if let Err(message) = ctx
+        .policy
+        .check(namespace, "spec.repository", &intent.repository)
+    {
+        stall(api, object, ctx, "PolicyViolation", &message).await?;
+        return Ok(Settled::Stalled(Action::await_change(), "policy"));
+    }
     let (engine, credentials, inputs) = match prerequisites(api, namespace, object, ctx).await? {
         ControlFlow::Continue(ready) => ready,
         ControlFlow::Break(settled) => return Ok(settled),
@@ -107,7 +116,16 @@ async fn prerequisites(
     // Ownership is decided over all objects; a cache still filling would let a newer object
     // take a tag for one round.
     let _ = ctx.store.wait_until_ready().await;
-    let lost = watches::lost_tags(&ctx.valid_objects(), object);
+    // An object the policy refuses writes nothing, so it claims no tag either.
+    let claimants: Vec<_> = ctx
+        .valid_objects()
+        .into_iter()
+        .filter(|o| {
+            ctx.policy
+                .admits_text(&o.namespace().unwrap_or_default(), &o.spec.repository)
+        })
+        .collect();
+    let lost = watches::lost_tags(&claimants, object);
     if !lost.is_empty() {
         let message = lost
             .iter()

@@ -31,6 +31,20 @@ pub async fn cleanup(
     let Ok(repository) = Repository::parse(&object.spec.repository) else {
         return Ok(Action::await_change());
     };
+    // Where the namespace may not write, deletion does not write either.
+    if let Err(message) = ctx.policy.check(namespace, "spec.repository", &repository) {
+        let note = format!("{message}: the registry is left as it is (deletionPolicy: Delete)");
+        publish(
+            ctx,
+            object,
+            EventType::Warning,
+            "CleanupSkipped",
+            "Delete",
+            &note,
+        )
+        .await;
+        return Ok(Action::await_change());
+    }
     let lost: Vec<String> = watches::lost_tags(&ctx.valid_objects(), object)
         .into_iter()
         .map(|c| c.tag)

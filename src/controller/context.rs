@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 
+use super::policy::NamespacePolicy;
 use super::retries::Retries;
 use super::watched::Watched;
 use crate::api::GardenArtifact;
@@ -39,6 +40,8 @@ pub struct Context {
     engines: Mutex<HashMap<SecretKey, (ResourceVersion, Arc<Engine>)>>,
     /// Backoff after failed rounds, by object.
     pub retries: Retries,
+    /// Where each namespace's objects may write (the operator's `--namespace-policy`).
+    pub policy: NamespacePolicy,
 }
 
 /// A watched object known to parse: the cache's own `Arc`, without a copy.
@@ -167,7 +170,12 @@ impl Context {
             config_maps,
             engines: Mutex::default(),
             retries: Retries::default(),
+            policy: NamespacePolicy::default(),
         }
+    }
+
+    pub fn with_policy(self, policy: NamespacePolicy) -> Self {
+        Self { policy, ..self }
     }
 
     /// Every watched GardenArtifact that parses.

@@ -9,6 +9,7 @@ mod events;
 mod fake_api;
 mod health;
 pub mod leader;
+pub mod policy;
 pub mod reconcile;
 mod retries;
 pub mod status;
@@ -59,6 +60,8 @@ pub struct Config {
     pub blob_concurrency: usize,
     /// `Some`: run only while holding this Lease.
     pub leader_election: Option<LeaderElection>,
+    /// Where each namespace's objects may write.
+    pub namespace_policy: policy::NamespacePolicy,
 }
 
 /// The Lease that replicas share, and this replica's name in it.
@@ -259,18 +262,21 @@ pub async fn run(config: Config) -> Result<(), String> {
         .reflect(config_maps_writer)
         .touched_objects();
     let recorder = Recorder::new(client.clone(), Reporter::from("garden-artifacts"));
-    let ctx = Arc::new(Context::new(
-        client,
-        registry,
-        engine,
-        recorder,
-        metrics,
-        Caches {
-            objects: store.clone(),
-            secrets: secrets_cache,
-            config_maps: config_maps_cache,
-        },
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client,
+            registry,
+            engine,
+            recorder,
+            metrics,
+            Caches {
+                objects: store.clone(),
+                secrets: secrets_cache,
+                config_maps: config_maps_cache,
+            },
+        )
+        .with_policy(config.namespace_policy),
+    );
 
     let (by_secret, by_config_map, by_producer) =
         (Arc::clone(&ctx), Arc::clone(&ctx), Arc::clone(&ctx));
