@@ -1409,20 +1409,52 @@ fn two_controllers_started_alike_write_once() {
 /// registry (named in the policy by another spelling, `localhost`). A squatter aiming at
 /// another registry, and one at `team-evil` (a prefix of the text, not of the path), are
 /// Stalled as `PolicyViolation`, naming the namespace, the field and what is allowed, and
-/// neither registry hears a single request for them; the allowed object converges.
+/// neither registry hears a single request for them; the allowed object converges, though an
+/// older squatter from another namespace claims its tag (a refused object claims nothing).
 #[test]
 fn the_namespace_policy_refuses_a_squatter_before_any_registry_request() {
-    let ns = "e2e-policy";
-    let mut scene = Scene::new(&[ns], Watch::OwnNamespace);
+    let (ns, squat_ns) = ("e2e-policy", "e2e-policy-squat");
+    let mut scene = Scene::new(&[ns, squat_ns], Watch::AllNamespaces);
     let other = Registry::start();
     let port = scene.registry.addr.rsplit_once(':').unwrap().1.to_string();
     let policy = format!("{ns}=localhost:{port}/team");
+    let squat_policy = format!("{squat_ns}=localhost:{port}/squat");
     scene.start_controller(
         "c",
-        &["--namespace", ns, "--namespace-policy", &policy],
+        &[
+            "--namespace-policy",
+            &policy,
+            "--namespace-policy",
+            &squat_policy,
+        ],
         &[],
     );
     let allowed = format!("{}/team/app", scene.registry.addr);
+    scene.cluster.apply(&artifact(
+        squat_ns,
+        "early",
+        &allowed,
+        &["v1"],
+        "squatted",
+        json!({}),
+    ));
+    let early = scene.wait_condition(
+        squat_ns,
+        "early",
+        "Stalled",
+        "True",
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        condition(&early, "Stalled").unwrap()["reason"],
+        "PolicyViolation",
+        "{early:#}"
+    );
+    assert!(
+        scene.registry.requests().is_empty(),
+        "the squatter was refused before any request: {:?}",
+        scene.registry.requests()
+    );
     let evil = format!("{}/team-evil/app", scene.registry.addr);
     let squatted = format!("{}/team/app", other.addr);
     for (name, repository) in [
@@ -1489,8 +1521,8 @@ fn the_namespace_policy_refuses_a_squatter_before_any_registry_request() {
                 .join("\n"),
             "garden_artifacts_objects"
         ),
-        2.0,
-        "two objects Stalled in the gauge"
+        3.0,
+        "three objects Stalled in the gauge"
     );
 }
 
