@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use crate::oci::{RegistryId, Repository};
+use crate::oci::{RegistryId, Repository, repository_identity};
 
 /// What a namespace that the policy does not list may write to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -45,11 +45,15 @@ pub struct Prefix {
 
 impl Prefix {
     fn admits(&self, repository: &Repository) -> bool {
+        self.admits_identity(repository.registry_id(), &repository.identity())
+    }
+
+    /// `identity` is the repository's `registry-id/canonical-path`.
+    fn admits_identity(&self, registry: &RegistryId, identity: &str) -> bool {
         match &self.path {
-            None => *repository.registry_id() == self.registry,
+            None => *registry == self.registry,
             Some(prefix) => {
-                let identity = repository.identity();
-                identity == *prefix
+                identity == prefix
                     || identity
                         .strip_prefix(prefix.as_str())
                         .is_some_and(|rest| rest.starts_with('/'))
@@ -185,12 +189,20 @@ impl NamespacePolicy {
         }
     }
 
-    /// [`NamespacePolicy::check`] of a repository written as text (an object's spec, possibly
-    /// one that does not parse: that one is refused elsewhere, and admitted here).
+    /// [`NamespacePolicy::check`] of a repository as an admitted object's spec writes it,
+    /// without the grammar's regex: it runs over every object each round. Text that is no
+    /// repository is admitted here (validation refuses it).
     pub fn admits_text(&self, namespace: &str, repository: &str) -> bool {
-        Repository::parse(repository)
-            .map(|r| self.check(namespace, "", &r).is_ok())
-            .unwrap_or(true)
+        let Some(prefixes) = self.rules.get(namespace) else {
+            return self.unlisted == Unlisted::Allow;
+        };
+        let Some((registry, _)) = repository.split_once('/') else {
+            return true;
+        };
+        let (registry, identity) = (RegistryId::of(registry), repository_identity(repository));
+        prefixes
+            .iter()
+            .any(|p| p.admits_identity(&registry, &identity))
     }
 }
 
@@ -205,11 +217,17 @@ mod tests {
         )
     }
 
+    /// Checked both ways, which must agree: typed (the object's own round) and as text (the
+    /// claimants of its tags).
     fn admits(policy: &NamespacePolicy, namespace: &str, repository: &str) -> bool {
-        let repository = Repository::parse(repository).expect("a repository");
-        policy
-            .check(namespace, "spec.repository", &repository)
-            .is_ok()
+        let typed = Repository::parse(repository).expect("a repository");
+        let checked = policy.check(namespace, "spec.repository", &typed).is_ok();
+        assert_eq!(
+            policy.admits_text(namespace, repository),
+            checked,
+            "{namespace} {repository}"
+        );
+        checked
     }
 
     #[test]
