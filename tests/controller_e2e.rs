@@ -1506,6 +1506,40 @@ fn the_namespace_policy_refuses_a_squatter_before_any_registry_request() {
         .collect();
     assert!(evil_requests.is_empty(), "{evil_requests:?}");
     assert!(digest_of(&format!("{allowed}:v1")).is_some());
+
+    // A URL source on a host the operator did not allow (--allow-source-host) is the
+    // operator's refusal too, with its own reason, not the registry's.
+    let files = FileServer::start();
+    let image = b"not to be fetched".to_vec();
+    let url = files.put("disk.raw", &image);
+    scene.cluster.apply(&artifact(
+        ns,
+        "unlisted-url",
+        &format!("{allowed}-url"),
+        &["v1"],
+        "",
+        json!({ "source": { "files": [
+            { "name": "disk.raw", "url": url, "digest": sha256(&image), "size": image.len() },
+        ] } }),
+    ));
+    let refused = scene.wait_condition(
+        ns,
+        "unlisted-url",
+        "Stalled",
+        "True",
+        Duration::from_secs(30),
+    );
+    let stalled = condition(&refused, "Stalled").unwrap();
+    assert_eq!(stalled["reason"], "SourceNotAllowed", "{refused:#}");
+    assert!(
+        stalled["message"]
+            .as_str()
+            .unwrap()
+            .contains("--allow-source-host"),
+        "{stalled}"
+    );
+    assert!(files.requests().is_empty(), "{:?}", files.requests());
+
     let controller = scene.controller("c");
     let metrics = controller.metrics();
     assert!(
@@ -1521,8 +1555,8 @@ fn the_namespace_policy_refuses_a_squatter_before_any_registry_request() {
                 .join("\n"),
             "garden_artifacts_objects"
         ),
-        3.0,
-        "three objects Stalled in the gauge"
+        4.0,
+        "four objects Stalled in the gauge"
     );
 }
 
