@@ -204,10 +204,10 @@ pub async fn run(config: Config) -> Result<(), String> {
             &lease.identity,
         )
     });
-    // A standby replica is healthy and ready; it just does not write. Once it leads, it is
-    // ready as its watch is.
-    probes.readiness.set(Readiness::Ready);
     if let Some(elector) = &elector {
+        // A standby replica is healthy and ready; it just does not write. Once it leads, it
+        // is ready as its watch is.
+        probes.readiness.set(Readiness::Ready);
         tokio::select! {
             _ = elector.acquire() => {}
             _ = signals.received(1) => {
