@@ -251,4 +251,37 @@ mod tests {
         assert_eq!(condition(&stalled, READY).last_transition_time, "t2");
         assert_eq!(condition(&stalled, READY).observed_generation, Some(2));
     }
+
+    /// What the gauge of objects by condition counts each observation as.
+    #[test]
+    fn an_object_stands_where_its_conditions_say() {
+        let at = |current: Option<&GardenArtifactStatus>, observation: &Observation<'_>| {
+            next_status(current, Some(1), observation, "2030-01-01T00:00:00Z")
+        };
+        let converged = report(Outcome::Unchanged, "sha256:aa");
+        let ready = at(None, &Observation::Converged(&converged));
+        assert_eq!(standing(&ready), Some(ObjectCondition::Ready));
+        let retrying = Observation::Retrying {
+            reason: "RegistryError",
+            message: "503",
+        };
+        assert_eq!(
+            standing(&at(Some(&ready), &retrying)),
+            Some(ObjectCondition::Reconciling)
+        );
+        let stalled = Observation::Stalled {
+            reason: "PolicyViolation",
+            message: "no",
+        };
+        assert_eq!(
+            standing(&at(Some(&ready), &stalled)),
+            Some(ObjectCondition::Stalled)
+        );
+        assert_eq!(standing(&at(None, &Observation::Suspended)), None);
+        assert_eq!(
+            standing(&at(Some(&ready), &Observation::Suspended)),
+            Some(ObjectCondition::Ready),
+            "suspended keeps what it was"
+        );
+    }
 }
