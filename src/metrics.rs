@@ -174,6 +174,23 @@ impl Metrics {
         self.status_writes.inc();
     }
 
+    /// Only the objects `present` (`namespace/name`) are counted any more: a relist found the
+    /// others gone (deleted while the watch was down, so no deletion was seen).
+    pub fn retain_objects(&self, present: &std::collections::HashSet<String>) {
+        let mut conditions = self.conditions.lock().expect("not poisoned");
+        conditions.retain(|key, condition| {
+            let keep = present.contains(key);
+            if !keep {
+                self.objects
+                    .get_or_create(&ConditionLabels {
+                        condition: condition.label(),
+                    })
+                    .dec();
+            }
+            keep
+        });
+    }
+
     /// One of the controller's watches (a name of [`WATCHES`]) failed: the API server did not
     /// answer, refused, or the watch broke.
     pub fn watch_failed(&self, watch: &'static str) {
@@ -389,6 +406,16 @@ mod tests {
                 count(&m, "Reconciling")
             ),
             (1, 0, 1)
+        );
+        m.retain_objects(&["ns/c".to_string()].into_iter().collect());
+        assert_eq!(
+            (
+                count(&m, "Ready"),
+                count(&m, "Stalled"),
+                count(&m, "Reconciling")
+            ),
+            (0, 0, 1),
+            "ns/b was deleted unseen"
         );
     }
 

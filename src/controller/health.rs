@@ -3,6 +3,7 @@
 //! watch error on, until that watch delivers again or a list of the objects succeeds (a watch
 //! re-established over a quiet cluster may have nothing to deliver for minutes).
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,6 +35,9 @@ struct State {
     failing: bool,
     /// Errors so far: a recovery list that overlapped a newer error proves nothing.
     errors: u64,
+    /// The objects of the list under way (`namespace/name`): once complete, objects deleted
+    /// while the watch was down leave the gauge of objects by condition.
+    listing: HashSet<String>,
 }
 
 impl State {
@@ -65,16 +69,22 @@ impl WatchHealth {
         let mut state = self.state.lock().expect("not poisoned");
         match event {
             // Sent before the list is asked for: no sign either way.
-            Ok(watcher::Event::Init) => {}
+            Ok(watcher::Event::Init) => state.listing.clear(),
             Ok(watcher::Event::InitDone) => {
                 state.listed = true;
+                state.failing = false;
+                self.metrics
+                    .retain_objects(&std::mem::take(&mut state.listing));
+            }
+            Ok(watcher::Event::InitApply(object)) => {
+                state.listing.insert(watches::key(object));
                 state.failing = false;
             }
             Ok(watcher::Event::Delete(object)) => {
                 self.metrics.object_condition(&watches::key(object), None);
                 state.failing = false;
             }
-            Ok(watcher::Event::Apply(_) | watcher::Event::InitApply(_)) => state.failing = false,
+            Ok(watcher::Event::Apply(_)) => state.failing = false,
             Err(error) => {
                 state.failing = true;
                 state.errors += 1;
@@ -171,6 +181,34 @@ mod tests {
         let text = metrics.render(&RequestStats::default());
         assert!(
             text.contains("garden_artifacts_watch_errors_total{watch=\"gardenartifacts\"} 2"),
+            "{text}"
+        );
+    }
+
+    /// A relist forgets, in the gauge, the objects deleted while the watch was down.
+    #[test]
+    fn a_relist_drops_objects_deleted_unseen() {
+        use crate::metrics::ObjectCondition;
+        let (health, _, metrics) = health();
+        let object = |name: &str| {
+            let value = serde_json::json!({
+                "apiVersion": "oci.gardenlinux.io/v1alpha1",
+                "kind": "GardenArtifact",
+                "metadata": { "name": name, "namespace": "ns" },
+                "spec": { "repository": "registry.example.com/a", "tags": ["v1"],
+                          "source": { "files": [{ "name": "a.txt", "content": "a" }] } },
+            });
+            serde_json::from_value::<Watched>(value).expect("a GardenArtifact")
+        };
+        metrics.object_condition("ns/kept", Some(ObjectCondition::Ready));
+        metrics.object_condition("ns/gone", Some(ObjectCondition::Ready));
+        health.observe(&failed());
+        health.observe(&Ok(watcher::Event::Init));
+        health.observe(&Ok(watcher::Event::InitApply(object("kept"))));
+        health.observe(&Ok(watcher::Event::InitDone));
+        let text = metrics.render(&RequestStats::default());
+        assert!(
+            text.contains("garden_artifacts_objects{condition=\"Ready\"} 1"),
             "{text}"
         );
     }
