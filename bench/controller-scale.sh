@@ -125,6 +125,7 @@ wait_ready() {
 # --- the controller ---------------------------------------------------------------------------
 ga_log "starting the controller (metrics on 127.0.0.1:${METRICS_PORT})"
 "${GA_BIN}" controller --metrics-addr "127.0.0.1:${METRICS_PORT}" --log-format json \
+  --leader-elect=false \
   --concurrency "${CONCURRENCY}" >"${BENCH_TMP}/controller.log" 2>&1 </dev/null &
 CONTROLLER_PID=$!
 BENCH_PIDS+=("${CONTROLLER_PID}")

@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,9 +23,43 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the endpoints report.
 pub struct Probes {
-    /// Set once the controller runs (or stands by as a healthy non-leader).
-    pub ready: AtomicBool,
+    pub readiness: ReadinessCell,
     pub metrics: Box<dyn Fn(Exposition) -> String + Send + Sync>,
+}
+
+/// What `/readyz` answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    /// Not yet listed what it watches: 503.
+    Starting,
+    /// Runs with a working watch (or stands by as a healthy non-leader): 200.
+    Ready,
+    /// Its watch failed and has not delivered since (the API server unreachable, a watch
+    /// refused or broken): 503 until it recovers.
+    WatchFailing,
+}
+
+/// A [`Readiness`] shared between the controller, which sets it, and the server.
+#[derive(Debug, Default)]
+pub struct ReadinessCell(AtomicU8);
+
+impl ReadinessCell {
+    pub fn set(&self, readiness: Readiness) {
+        let value = match readiness {
+            Readiness::Starting => 0,
+            Readiness::Ready => 1,
+            Readiness::WatchFailing => 2,
+        };
+        self.0.store(value, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> Readiness {
+        match self.0.load(Ordering::Relaxed) {
+            1 => Readiness::Ready,
+            2 => Readiness::WatchFailing,
+            _ => Readiness::Starting,
+        }
+    }
 }
 
 /// Binds the address now, so a taken port fails the start instead of leaving probes unanswered.
@@ -71,10 +105,17 @@ fn respond<B>(probes: &Probes, request: &Request<B>) -> Response<Full<Bytes>> {
             response
         }
         "/healthz" => text(StatusCode::OK, "text/plain", "ok\n"),
-        "/readyz" if probes.ready.load(Ordering::Relaxed) => {
-            text(StatusCode::OK, "text/plain", "ok\n")
-        }
-        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "starting\n"),
+        "/readyz" => match probes.readiness.get() {
+            Readiness::Ready => text(StatusCode::OK, "text/plain", "ok\n"),
+            Readiness::Starting => {
+                text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "starting\n")
+            }
+            Readiness::WatchFailing => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "the controller cannot watch its objects\n",
+            ),
+        },
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
 }
@@ -175,7 +216,7 @@ mod tests {
             .expect("a free port");
         let addr = listener.local_addr().expect("bound");
         let probes = Arc::new(Probes {
-            ready: AtomicBool::new(false),
+            readiness: ReadinessCell::default(),
             metrics: Box::new(|exposition| format!("metrics as {exposition:?}\n")),
         });
         let server = tokio::spawn(serve(listener, Arc::clone(&probes)));
@@ -242,10 +283,19 @@ mod tests {
         );
         assert_eq!(body(&starting), "starting\n");
 
-        served.probes.ready.store(true, Ordering::Relaxed);
+        served.probes.readiness.set(Readiness::Ready);
         let ready = get(served.addr, "/readyz?verbose", "").await;
         assert_eq!(status_line(&ready), "HTTP/1.1 200 OK", "{ready}");
         assert_eq!(body(&ready), "ok\n");
+
+        served.probes.readiness.set(Readiness::WatchFailing);
+        let failing = get(served.addr, "/readyz", "").await;
+        assert_eq!(
+            status_line(&failing),
+            "HTTP/1.1 503 Service Unavailable",
+            "{failing}"
+        );
+        assert_eq!(body(&failing), "the controller cannot watch its objects\n");
 
         let elsewhere = get(served.addr, "/", "").await;
         assert_eq!(

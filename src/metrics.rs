@@ -1,12 +1,14 @@
 //! The controller's Prometheus metrics, kept and encoded by `prometheus-client`. Every name
 //! is registered without its `_total` suffix: the crate appends it to counters.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -21,8 +23,8 @@ const DURATION_BUCKETS: [f64; 10] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 
 const ROUND_RESULTS: [&str; 3] = ["success", "error", "stalled"];
 
 /// The classes a failure can have (`registry::ErrorClass::label()`, and the controller's own
-/// `input` and `kube`); each has a series from the start, as `ROUND_RESULTS`.
-const FAILURE_CLASSES: [&str; 8] = [
+/// `input`, `kube` and `policy`); each has a series from the start, as `ROUND_RESULTS`.
+const FAILURE_CLASSES: [&str; 9] = [
     "transient",
     "conflict",
     "unauthorized",
@@ -31,7 +33,37 @@ const FAILURE_CLASSES: [&str; 8] = [
     "invalid",
     "input",
     "kube",
+    "policy",
 ];
+
+/// The watches of the controller, as `garden_artifacts_watch_errors_total` names them; each
+/// has a series from the start.
+pub const WATCHES: [&str; 3] = ["gardenartifacts", "secrets", "configmaps"];
+
+/// Where an object stands, as its status conditions say (kstatus): converged, waiting for a
+/// person, or being worked on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ObjectCondition {
+    Ready,
+    Stalled,
+    Reconciling,
+}
+
+impl ObjectCondition {
+    const ALL: [ObjectCondition; 3] = [
+        ObjectCondition::Ready,
+        ObjectCondition::Stalled,
+        ObjectCondition::Reconciling,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            ObjectCondition::Ready => "Ready",
+            ObjectCondition::Stalled => "Stalled",
+            ObjectCondition::Reconciling => "Reconciling",
+        }
+    }
+}
 
 /// The two text formats a scraper may ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,6 +96,16 @@ struct FailureLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WatchLabels {
+    watch: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConditionLabels {
+    condition: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     method: String,
     status: u16,
@@ -76,6 +118,11 @@ pub struct Metrics {
     failures: Family<FailureLabels, Counter>,
     durations: Histogram,
     status_writes: Counter,
+    watch_errors: Family<WatchLabels, Counter>,
+    /// Objects by condition, kept as each object's status changes (not counted per scrape).
+    objects: Family<ConditionLabels, Gauge>,
+    /// Each object's condition as last counted in `objects`, by `namespace/name`.
+    conditions: Mutex<HashMap<String, ObjectCondition>>,
 }
 
 impl Default for Metrics {
@@ -88,11 +135,24 @@ impl Default for Metrics {
         for class in FAILURE_CLASSES {
             let _ = failures.get_or_create(&FailureLabels { class });
         }
+        let watch_errors = Family::<WatchLabels, Counter>::default();
+        for watch in WATCHES {
+            let _ = watch_errors.get_or_create(&WatchLabels { watch });
+        }
+        let objects = Family::<ConditionLabels, Gauge>::default();
+        for condition in ObjectCondition::ALL {
+            let _ = objects.get_or_create(&ConditionLabels {
+                condition: condition.label(),
+            });
+        }
         Self {
             reconciles,
             failures,
             durations: Histogram::new(DURATION_BUCKETS),
             status_writes: Counter::default(),
+            watch_errors,
+            objects,
+            conditions: Mutex::default(),
         }
     }
 }
@@ -112,6 +172,55 @@ impl Metrics {
 
     pub fn status_written(&self) {
         self.status_writes.inc();
+    }
+
+    /// Only the objects `present` (`namespace/name`) are counted any more: a relist found the
+    /// others gone (deleted while the watch was down, so no deletion was seen).
+    pub fn retain_objects(&self, present: &std::collections::HashSet<String>) {
+        let mut conditions = self.conditions.lock().expect("not poisoned");
+        conditions.retain(|key, condition| {
+            let keep = present.contains(key);
+            if !keep {
+                self.objects
+                    .get_or_create(&ConditionLabels {
+                        condition: condition.label(),
+                    })
+                    .dec();
+            }
+            keep
+        });
+    }
+
+    /// One of the controller's watches (a name of [`WATCHES`]) failed: the API server did not
+    /// answer, refused, or the watch broke.
+    pub fn watch_failed(&self, watch: &'static str) {
+        self.watch_errors
+            .get_or_create(&WatchLabels { watch })
+            .inc();
+    }
+
+    /// The object `key` (`namespace/name`) now stands at `condition`; `None`: it is gone (or
+    /// in none of them), and no longer counted.
+    pub fn object_condition(&self, key: &str, condition: Option<ObjectCondition>) {
+        let mut conditions = self.conditions.lock().expect("not poisoned");
+        let before = match condition {
+            Some(condition) => conditions.insert(key.to_string(), condition),
+            None => conditions.remove(key),
+        };
+        if before == condition {
+            return;
+        }
+        let gauge = |condition: ObjectCondition| {
+            self.objects.get_or_create(&ConditionLabels {
+                condition: condition.label(),
+            })
+        };
+        if let Some(before) = before {
+            gauge(before).dec();
+        }
+        if let Some(now) = condition {
+            gauge(now).inc();
+        }
     }
 
     /// The OpenMetrics exposition, registry counters included.
@@ -152,6 +261,16 @@ impl Metrics {
             "status_writes",
             "Status patches sent to the API server",
             self.status_writes.clone(),
+        );
+        scrape.register(
+            "watch_errors",
+            "Errors of the controller's watches of the API server, by watch",
+            self.watch_errors.clone(),
+        );
+        scrape.register(
+            "objects",
+            "GardenArtifacts by the condition of their status (Ready, Stalled, Reconciling)",
+            self.objects.clone(),
         );
         let requests = Family::<RequestLabels, Counter>::default();
         for ((method, status), n) in request_counts {
@@ -249,6 +368,73 @@ mod tests {
         assert!(text.contains("garden_artifacts_status_writes_total 1"));
     }
 
+    /// The gauge follows each object's latest condition: a change moves it from one series to
+    /// the other, a repeat changes nothing, a deleted object leaves.
+    #[test]
+    fn objects_are_counted_by_their_latest_condition() {
+        let m = Metrics::default();
+        let count = |m: &Metrics, condition: &str| {
+            let text = m.render(&RequestStats::default());
+            let series = format!("garden_artifacts_objects{{condition=\"{condition}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&series))
+                .unwrap_or_else(|| panic!("{series} in\n{text}"))
+                .parse::<i64>()
+                .expect("an integer")
+        };
+        assert_eq!(count(&m, "Ready"), 0);
+        m.object_condition("ns/a", Some(ObjectCondition::Reconciling));
+        m.object_condition("ns/b", Some(ObjectCondition::Ready));
+        m.object_condition("ns/a", Some(ObjectCondition::Ready));
+        m.object_condition("ns/a", Some(ObjectCondition::Ready));
+        m.object_condition("ns/c", Some(ObjectCondition::Stalled));
+        assert_eq!(
+            (
+                count(&m, "Ready"),
+                count(&m, "Stalled"),
+                count(&m, "Reconciling")
+            ),
+            (2, 1, 0)
+        );
+        m.object_condition("ns/a", None);
+        m.object_condition("ns/gone", None);
+        m.object_condition("ns/c", Some(ObjectCondition::Reconciling));
+        assert_eq!(
+            (
+                count(&m, "Ready"),
+                count(&m, "Stalled"),
+                count(&m, "Reconciling")
+            ),
+            (1, 0, 1)
+        );
+        m.retain_objects(&["ns/c".to_string()].into_iter().collect());
+        assert_eq!(
+            (
+                count(&m, "Ready"),
+                count(&m, "Stalled"),
+                count(&m, "Reconciling")
+            ),
+            (0, 0, 1),
+            "ns/b was deleted unseen"
+        );
+    }
+
+    #[test]
+    fn watch_errors_are_counted_by_watch_from_zero() {
+        let m = Metrics::default();
+        m.watch_failed("gardenartifacts");
+        m.watch_failed("gardenartifacts");
+        let text = m.render(&RequestStats::default());
+        assert!(
+            text.contains("garden_artifacts_watch_errors_total{watch=\"gardenartifacts\"} 2"),
+            "{text}"
+        );
+        for watch in ["secrets", "configmaps"] {
+            let series = format!("garden_artifacts_watch_errors_total{{watch=\"{watch}\"}} 0");
+            assert!(text.contains(&series), "{series} in\n{text}");
+        }
+    }
+
     #[test]
     fn failures_are_counted_by_class() {
         let m = Metrics::default();
@@ -291,12 +477,14 @@ mod tests {
         assert_eq!(
             types,
             [
+                ("garden_artifacts_objects", "gauge"),
                 ("garden_artifacts_reconcile_duration_seconds", "histogram"),
                 ("garden_artifacts_reconcile_failures", "counter"),
                 ("garden_artifacts_reconciles", "counter"),
                 ("garden_artifacts_registry_bytes_pushed", "counter"),
                 ("garden_artifacts_registry_requests", "counter"),
                 ("garden_artifacts_status_writes", "counter"),
+                ("garden_artifacts_watch_errors", "counter"),
             ]
         );
         let expected = [

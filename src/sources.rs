@@ -212,15 +212,23 @@ impl UrlPolicy {
 
     /// Checks one URL of a fetch (the first, or a redirect target) and returns the addresses it
     /// may be fetched from.
-    pub async fn admit(&self, url: &reqwest::Url) -> Result<Vec<std::net::SocketAddr>, String> {
+    pub async fn admit(&self, url: &reqwest::Url) -> Result<Vec<std::net::SocketAddr>, FetchError> {
+        use FetchError::{NotAllowed, Refused};
         let url_shown = shown(url);
         if url.scheme() != "http" && url.scheme() != "https" {
-            return Err(format!("{url_shown}: only http and https URLs are fetched"));
+            return Err(Refused(format!(
+                "{url_shown}: only http and https URLs are fetched"
+            )));
         }
         if !url.username().is_empty() || url.password().is_some() {
-            return Err(format!("{}: credentials in URLs are refused", shown(url)));
+            return Err(Refused(format!(
+                "{}: credentials in URLs are refused",
+                shown(url)
+            )));
         }
-        let url_host = url.host().ok_or_else(|| format!("{url_shown}: no host"))?;
+        let url_host = url
+            .host()
+            .ok_or_else(|| Refused(format!("{url_shown}: no host")))?;
         let host = url
             .host_str()
             .unwrap_or_default()
@@ -230,29 +238,31 @@ impl UrlPolicy {
         let port = url.port_or_known_default().unwrap_or(443);
         let explicitly = self.explicitly_allowed(&url_host, port);
         if self.allowed_hosts.is_some() && !explicitly {
-            return Err(format!(
+            return Err(NotAllowed(format!(
                 "{url_shown}: host {host} is not allowed for URL sources (an operator allows hosts with --allow-source-host)"
-            ));
+            )));
         }
         if !explicitly && is_internal_name(&host) {
-            return Err(format!(
+            return Err(NotAllowed(format!(
                 "{url_shown}: {host} is a cluster-internal name; allow it explicitly with --allow-source-host"
-            ));
+            )));
         }
         let addresses: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
             .await
-            .map_err(|e| format!("{url_shown}: cannot resolve {host}: {e}"))?
+            .map_err(|e| Refused(format!("{url_shown}: cannot resolve {host}: {e}")))?
             .collect();
         if addresses.is_empty() {
-            return Err(format!("{url_shown}: {host} resolves to no address"));
+            return Err(Refused(format!(
+                "{url_shown}: {host} resolves to no address"
+            )));
         }
         if !explicitly
             && let Some(internal) = addresses.iter().find(|a| is_internal_address(a.ip()))
         {
-            return Err(format!(
+            return Err(NotAllowed(format!(
                 "{url_shown}: {host} resolves to {}, a loopback, link-local or private address or another special-purpose range; allow it explicitly with --allow-source-host",
                 internal.ip()
-            ));
+            )));
         }
         Ok(addresses)
     }
@@ -379,7 +389,12 @@ pub struct UrlFetcher {
 /// Why a URL source cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    /// The URL, the policy or the answer's size rules it out.
+    /// The operator's policy does not allow this URL's host or address (`--allow-source-host`,
+    /// loopback, private and cluster-internal addresses), nor a size beyond `--max-source-bytes`.
+    #[error("url source: {0}")]
+    NotAllowed(String),
+    /// The URL or the answer cannot be used (a scheme other than http(s), credentials in the
+    /// URL, a host that does not resolve, a broken redirect).
     #[error("url source: {0}")]
     Refused(String),
     /// No answer: the connection, TLS, a timeout.
@@ -426,7 +441,7 @@ impl UrlFetcher {
         let mut current =
             reqwest::Url::parse(url).map_err(|e| refused(format!("{}: {e}", shown_text(url))))?;
         for _ in 0..=MAX_REDIRECTS {
-            let addresses = self.policy.admit(&current).await.map_err(refused)?;
+            let addresses = self.policy.admit(&current).await?;
             let host = current.host_str().unwrap_or_default().to_string();
             let http = reqwest::Client::builder()
                 .user_agent(concat!("garden-artifacts/", env!("CARGO_PKG_VERSION")))
@@ -495,7 +510,7 @@ impl UrlFetcher {
         let length = response.content_length();
         let max = self.policy.max_bytes;
         if length.is_some_and(|n| n > max) {
-            return Err(FetchError::Refused(format!(
+            return Err(FetchError::NotAllowed(format!(
                 "{current}: {} bytes, more than the {max} a URL source may have",
                 length.unwrap_or_default()
             )));
@@ -553,12 +568,15 @@ mod tests {
             .admit(&url("http://127.0.0.1:8080/x"))
             .await
             .unwrap_err();
+        assert!(matches!(err, FetchError::NotAllowed(_)), "{err:?}");
+        let err = err.to_string();
         assert!(err.contains("loopback, link-local or private"), "{err}");
         assert!(open.admit(&url("ftp://example.com/x")).await.is_err());
         let err = open
             .admit(&url("https://user:pw@example.com/x"))
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("pw"), "{err}");
         assert!(
             open.admit(&url("http://kubernetes.default.svc/x"))
@@ -571,6 +589,8 @@ mod tests {
             .admit(&url("https://github.com/x"))
             .await
             .unwrap_err();
+        assert!(matches!(err, FetchError::NotAllowed(_)), "{err:?}");
+        let err = err.to_string();
         assert!(err.contains("--allow-source-host"), "{err}");
 
         let allowed = UrlPolicy {
@@ -687,7 +707,11 @@ mod tests {
             "http://127.0.0.1:8080/disk.raw?X-Amz-Signature=deadbeef&X-Amz-Credential=AKIA#frag",
         )
         .unwrap();
-        let err = UrlPolicy::default().admit(&url).await.unwrap_err();
+        let err = UrlPolicy::default()
+            .admit(&url)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("http://127.0.0.1:8080/disk.raw"), "{err}");
         assert!(!err.contains("deadbeef") && !err.contains("AKIA"), "{err}");
         let fetcher = UrlFetcher::new(UrlPolicy::none()).unwrap();

@@ -530,6 +530,7 @@ fn values_turn_into_flags_and_optional_objects() {
             "--concurrency=8",
             "--insecure-registry=127.0.0.1:5000",
             "--insecure-registry=registry.local:5001",
+            "--leader-elect=false",
             "--log-format=json",
         ]
     );
@@ -741,4 +742,35 @@ fn controller_flags_are_values_and_the_registry_ca_is_a_read_only_mount() {
         let stderr = render_error(&["--set", set]);
         assert!(stderr.contains(message), "--set {set}: {stderr}");
     }
+}
+
+#[test]
+fn the_namespace_policy_is_a_value() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let values = dir.path().join("values.yaml");
+    std::fs::write(
+        &values,
+        "namespacePolicy:\n  releases: [registry.example.com/gardenlinux]\n  mirrors: [\"registry.example.com/mirror\", ghcr.io]\n\
+         namespacePolicyDefault: deny\n",
+    )
+    .expect("write values.yaml");
+    let rendered = args(&render(&["-f", values.to_str().expect("utf-8 temp path")]));
+    let policy: Vec<&str> = rendered
+        .iter()
+        .map(String::as_str)
+        .filter(|a| a.starts_with("--namespace-policy"))
+        .collect();
+    assert_eq!(
+        policy,
+        [
+            "--namespace-policy=mirrors=registry.example.com/mirror,ghcr.io",
+            "--namespace-policy=releases=registry.example.com/gardenlinux",
+            "--namespace-policy-default=deny",
+        ]
+    );
+    let default = args(&render(&[]));
+    assert!(
+        !default.iter().any(|a| a.starts_with("--namespace-policy")),
+        "{default:?}"
+    );
 }

@@ -1342,6 +1342,224 @@ fn leader_election_fails_over() {
     assert!(b.log_text().contains("became leader"));
 }
 
+/// Two controllers started by hand with the default flags, on one host (one `HOSTNAME`):
+/// leader election is on by default, so one holds the Lease and writes, and the other writes
+/// nothing, not even a status.
+#[test]
+fn two_controllers_started_alike_write_once() {
+    let ns = "e2e-one-writer";
+    let mut scene = Scene::new(&[ns], Watch::OwnNamespace);
+    let env = [("HOSTNAME", "one-host")];
+    scene.start_controller_as_given("a", &["--namespace", ns], &env);
+    scene.start_controller_as_given("b", &["--namespace", ns], &env);
+    let leading = |scene: &Scene| -> Vec<&str> {
+        ["a", "b"]
+            .into_iter()
+            .filter(|name| scene.controller(name).log_text().contains("became leader"))
+            .collect()
+    };
+    wait_for("one controller to lead", Duration::from_secs(30), || {
+        (!leading(&scene).is_empty()).then_some(())
+    });
+    let repository = format!("{}/e2e/one-writer", scene.registry.addr);
+    for name in ["w1", "w2", "w3"] {
+        scene
+            .cluster
+            .apply(&artifact(ns, name, &repository, &[name], name, json!({})));
+    }
+    for name in ["w1", "w2", "w3"] {
+        scene.wait_ready(ns, name);
+    }
+    std::thread::sleep(Duration::from_secs(3));
+
+    let leaders = leading(&scene);
+    assert_eq!(leaders.len(), 1, "exactly one leader: {leaders:?}");
+    let (leader, standby) = match leaders[0] {
+        "a" => ("a", "b"),
+        _ => ("b", "a"),
+    };
+    let (reconciles, writes) = (
+        "garden_artifacts_reconciles_total",
+        "garden_artifacts_status_writes_total",
+    );
+    assert!(scene.controller(leader).metric(reconciles) >= 3.0);
+    assert_eq!(scene.controller(standby).metric(reconciles), 0.0);
+    assert_eq!(scene.controller(standby).metric(writes), 0.0);
+    let holder = scene.cluster.kubectl_ok(&[
+        "get",
+        "lease",
+        "garden-artifacts",
+        "-n",
+        common::cluster::SYSTEM_NAMESPACE,
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    assert!(holder.starts_with("one-host-"), "{holder}");
+    // Each manifest was written once: two writers would each PUT every tag.
+    let puts = scene
+        .registry
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PUT" && r.uri.contains("/manifests/"))
+        .count();
+    assert_eq!(puts, 3, "one manifest PUT per object");
+}
+
+/// The operator's namespace policy: the namespace may write only under `team` of the scene's
+/// registry (named in the policy by another spelling, `localhost`). A squatter aiming at
+/// another registry, and one at `team-evil` (a prefix of the text, not of the path), are
+/// Stalled as `PolicyViolation`, naming the namespace, the field and what is allowed, and
+/// neither registry hears a single request for them; the allowed object converges, though an
+/// older squatter from another namespace claims its tag (a refused object claims nothing).
+#[test]
+fn the_namespace_policy_refuses_a_squatter_before_any_registry_request() {
+    let (ns, squat_ns) = ("e2e-policy", "e2e-policy-squat");
+    let mut scene = Scene::new(&[ns, squat_ns], Watch::AllNamespaces);
+    let other = Registry::start();
+    let port = scene.registry.addr.rsplit_once(':').unwrap().1.to_string();
+    let policy = format!("{ns}=localhost:{port}/team");
+    let squat_policy = format!("{squat_ns}=localhost:{port}/squat");
+    scene.start_controller(
+        "c",
+        &[
+            "--namespace-policy",
+            &policy,
+            "--namespace-policy",
+            &squat_policy,
+        ],
+        &[],
+    );
+    let allowed = format!("{}/team/app", scene.registry.addr);
+    scene.cluster.apply(&artifact(
+        squat_ns,
+        "early",
+        &allowed,
+        &["v1"],
+        "squatted",
+        json!({}),
+    ));
+    let early = scene.wait_condition(
+        squat_ns,
+        "early",
+        "Stalled",
+        "True",
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        condition(&early, "Stalled").unwrap()["reason"],
+        "PolicyViolation",
+        "{early:#}"
+    );
+    assert!(
+        scene.registry.requests().is_empty(),
+        "the squatter was refused before any request: {:?}",
+        scene.registry.requests()
+    );
+    let evil = format!("{}/team-evil/app", scene.registry.addr);
+    let squatted = format!("{}/team/app", other.addr);
+    for (name, repository) in [
+        ("allowed", &allowed),
+        ("evil", &evil),
+        ("squatter", &squatted),
+    ] {
+        scene
+            .cluster
+            .apply(&artifact(ns, name, repository, &["v1"], name, json!({})));
+    }
+    scene.wait_ready(ns, "allowed");
+    for (name, repository) in [("evil", &evil), ("squatter", &squatted)] {
+        let refused = scene.wait_condition(ns, name, "Stalled", "True", Duration::from_secs(30));
+        let stalled = condition(&refused, "Stalled").unwrap();
+        assert_eq!(stalled["reason"], "PolicyViolation", "{refused:#}");
+        let message = stalled["message"].as_str().unwrap();
+        assert_eq!(
+            message,
+            format!(
+                "spec.repository: namespace {ns} may not write to {repository}; the controller's --namespace-policy allows it only localhost:{port}/team"
+            )
+        );
+        assert_eq!(
+            condition_status(&refused, "Ready").as_deref(),
+            Some("False")
+        );
+    }
+    // Resyncs or not, a refused object is not tried again by itself.
+    std::thread::sleep(Duration::from_secs(3));
+    for name in ["evil", "squatter"] {
+        assert_eq!(
+            occurrences(&scene, ns, "PolicyViolation", name),
+            1,
+            "one Warning event for {name}"
+        );
+    }
+    assert_eq!(
+        other.requests().len(),
+        0,
+        "the squatter's registry heard nothing: {:?}",
+        other.requests()
+    );
+    let evil_requests: Vec<_> = scene
+        .registry
+        .requests()
+        .into_iter()
+        .filter(|r| r.uri.contains("team-evil"))
+        .collect();
+    assert!(evil_requests.is_empty(), "{evil_requests:?}");
+    assert!(digest_of(&format!("{allowed}:v1")).is_some());
+
+    // A URL source on a host the operator did not allow (--allow-source-host) is the
+    // operator's refusal too, with its own reason, not the registry's.
+    let files = FileServer::start();
+    let image = b"not to be fetched".to_vec();
+    let url = files.put("disk.raw", &image);
+    scene.cluster.apply(&artifact(
+        ns,
+        "unlisted-url",
+        &format!("{allowed}-url"),
+        &["v1"],
+        "",
+        json!({ "source": { "files": [
+            { "name": "disk.raw", "url": url, "digest": sha256(&image), "size": image.len() },
+        ] } }),
+    ));
+    let refused = scene.wait_condition(
+        ns,
+        "unlisted-url",
+        "Stalled",
+        "True",
+        Duration::from_secs(30),
+    );
+    let stalled = condition(&refused, "Stalled").unwrap();
+    assert_eq!(stalled["reason"], "SourceNotAllowed", "{refused:#}");
+    assert!(
+        stalled["message"]
+            .as_str()
+            .unwrap()
+            .contains("--allow-source-host"),
+        "{stalled}"
+    );
+    assert!(files.requests().is_empty(), "{:?}", files.requests());
+
+    let controller = scene.controller("c");
+    let metrics = controller.metrics();
+    assert!(
+        metrics.contains("garden_artifacts_reconcile_failures_total{class=\"policy\"} "),
+        "{metrics}"
+    );
+    assert_eq!(
+        common::cluster::sum_metric(
+            &metrics
+                .lines()
+                .filter(|l| l.contains("condition=\"Stalled\""))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            "garden_artifacts_objects"
+        ),
+        4.0,
+        "four objects Stalled in the gauge"
+    );
+}
+
 /// Scenario 9: Objects claim a repository:tag the older object owns, from another namespace and
 /// from its own: the older keeps both tags, each claimant is Stalled naming it, nothing moves.
 #[test]

@@ -633,3 +633,112 @@ fn the_api_server_restarted_under_the_controller_is_followed() {
         log.len() - log_len_at_restart.min(log.len()),
     );
 }
+
+/// `/readyz` of a running controller, as its HTTP status (0: no answer).
+fn readyz(scene: &Scene, controller: &str) -> u16 {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "2",
+        ])
+        .arg(format!(
+            "http://{}/readyz",
+            scene.controller(controller).metrics_addr
+        ))
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// The value of one series (`name{labels}`) of a controller's /metrics.
+fn series(scene: &Scene, controller: &str, series: &str) -> f64 {
+    let text = scene.controller(controller).metrics();
+    let prefix = format!("{series} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+        .parse()
+        .expect("a number")
+}
+
+/// Scenario 3: honest health. `/readyz` answers 503 while the API server is down (the
+/// controller can neither list nor watch its objects) and 200 again once it is back; the
+/// watch errors are counted, and the objects are counted by condition.
+#[test]
+fn readyz_fails_while_the_api_server_is_down_and_recovers() {
+    let ns = "resilience-readyz";
+    // Exclusive: this test stops the API server every test of this binary shares.
+    let mut scene = Scene::new(&[ns], Watch::AllNamespaces);
+    scene.start_controller("c", &["--namespace", ns], &[]);
+    wait_for("/readyz to answer 200", Duration::from_secs(30), || {
+        (readyz(&scene, "c") == 200).then_some(())
+    });
+    let repository = format!("{}/resilience/readyz", scene.registry.addr);
+    scene
+        .cluster
+        .apply(&artifact(ns, "before", &repository, &["before"], "before", json!({})).to_string());
+    scene.wait_ready(ns, "before");
+    let ready_objects = r#"garden_artifacts_objects{condition="Ready"}"#;
+    let watch_errors = r#"garden_artifacts_watch_errors_total{watch="gardenartifacts"}"#;
+    wait_for(
+        "the Ready object to be counted",
+        Duration::from_secs(10),
+        || (series(&scene, "c", ready_objects) == 1.0).then_some(()),
+    );
+    let errors_before = series(&scene, "c", watch_errors);
+
+    let stopping_at = SystemTime::now();
+    let down = Instant::now();
+    scene.cluster.stop_apiserver();
+    assert!(!scene.cluster.apiserver_ready(), "the API server is down");
+    let noticed = wait_for(
+        "/readyz to answer 503 with the API server down",
+        Duration::from_secs(30),
+        || (readyz(&scene, "c") == 503).then(|| down.elapsed()),
+    );
+    let mut answers_while_down = Vec::new();
+    for _ in 0..6 {
+        answers_while_down.push(readyz(&scene, "c"));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let errors_while_down = series(&scene, "c", watch_errors);
+
+    scene.cluster.start_apiserver();
+    let back = Instant::now();
+    // The restarted server may refuse for a while as its RBAC caches fill (see scenario 2).
+    scene.excuse_refusals_between(stopping_at, SystemTime::now() + Duration::from_secs(30));
+    let recovered = wait_for(
+        "/readyz to answer 200 with the API server back",
+        Duration::from_secs(90),
+        || (readyz(&scene, "c") == 200).then(|| back.elapsed()),
+    );
+    eprintln!(
+        "/readyz 503 {:.1}s after the API server stopped, 200 {:.1}s after it was ready again; watch errors {errors_before} -> {errors_while_down}",
+        noticed.as_secs_f64(),
+        recovered.as_secs_f64()
+    );
+    assert_eq!(answers_while_down, [503; 6], "503 all the time it is down");
+    assert!(
+        errors_while_down > errors_before,
+        "the watch errors are counted: {errors_before} -> {errors_while_down}"
+    );
+    // Ready means working: an object made after the restart converges.
+    apply_soon(
+        &scene,
+        &artifact(ns, "after", &repository, &["after"], "after", json!({})),
+    );
+    scene.wait_condition(ns, "after", "Ready", "True", Duration::from_secs(60));
+    wait_for(
+        "both Ready objects to be counted",
+        Duration::from_secs(10),
+        || (series(&scene, "c", ready_objects) == 2.0).then_some(()),
+    );
+}

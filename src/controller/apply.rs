@@ -16,7 +16,7 @@ use super::events::{self, Failure};
 use super::index::{self, ObjectKey, Rank};
 use super::reconcile::{Error, FIELD_MANAGER};
 use super::retries::Basis;
-use super::status::{Observation, next_status};
+use super::status::{Observation, next_status, standing};
 use super::watched::Watched;
 use crate::api::validate::{Frontend, parse_duration, validate};
 use crate::api::{
@@ -33,7 +33,7 @@ const DEFAULT_INTERVAL: Duration = Duration::from_secs(600);
 pub enum Settled {
     Done(Action),
     /// Stalled on something only a person can fix, of a class as the failure metric names it
-    /// (`invalid`, `conflict`, `input`, or the registry's `ErrorClass` label).
+    /// (`invalid`, `conflict`, `input`, `policy`, or the registry's `ErrorClass` label).
     Stalled(Action, &'static str),
     /// Stalled because the registry refused these credentials (`unauthorized`, `forbidden`):
     /// retried with a backoff.
@@ -93,6 +93,15 @@ async fn validate_and_reconcile(
             return Ok(Settled::Stalled(Action::await_change(), "invalid"));
         }
     };
+    // Before any request to a registry: the operator's policy decides where this namespace
+    // may write at all.
+    if let Err(message) = ctx
+        .policy
+        .check(namespace, "spec.repository", &intent.repository)
+    {
+        stall(api, object, ctx, "PolicyViolation", &message).await?;
+        return Ok(Settled::Stalled(Action::await_change(), "policy"));
+    }
     let (engine, credentials, inputs) =
         match prerequisites(api, namespace, object, &intent.repository, ctx).await? {
             ControlFlow::Continue(ready) => ready,
@@ -279,7 +288,7 @@ async fn conclude(
             ))
         }
         Err(e) if e.is_permanent() => {
-            stall(api, object, ctx, "RegistryRefused", &e.to_string()).await?;
+            stall(api, object, ctx, permanent_reason(&e), &e.to_string()).await?;
             Ok(Settled::Stalled(Action::requeue(every), e.class().label()))
         }
         Err(e) => {
@@ -300,6 +309,20 @@ fn refusal(error: &EngineError) -> Option<(&'static str, &'static str)> {
             Some(("Forbidden", "the registry denies this to"))
         }
         _ => None,
+    }
+}
+
+/// The condition reason of a failure no retry fixes, naming whom to ask: the operator (its URL
+/// policy), the source (a URL or file that cannot be had as specified), or the registry.
+fn permanent_reason(error: &EngineError) -> &'static str {
+    use crate::sources::FetchError;
+    match error {
+        EngineError::Fetch {
+            error: FetchError::NotAllowed(_),
+            ..
+        } => "SourceNotAllowed",
+        EngineError::Fetch { .. } | EngineError::Source { .. } => "SourceUnusable",
+        EngineError::Registry(_) => "RegistryRefused",
     }
 }
 
@@ -368,7 +391,9 @@ async fn write_status_with(
     if access.is_some() {
         next.write_access = access;
     }
+    let key = super::watches::key(object);
     if object.status.as_ref() == Some(&next) {
+        ctx.metrics.object_condition(&key, standing(&next));
         return Ok(false);
     }
     let patch = json!({ "apiVersion": API_VERSION, "kind": KIND, "status": next });
@@ -381,6 +406,7 @@ async fn write_status_with(
         .await
         .map_err(Error::Status)?;
     ctx.metrics.status_written();
+    ctx.metrics.object_condition(&key, standing(&next));
     match written.0 {
         Ok(_) => Ok(true),
         // The object on the server no longer parses, though the cache's copy did (written
@@ -411,6 +437,25 @@ mod tests {
         for other in [404, 400, 409, 503] {
             assert_eq!(refusal(&answered(other)), None, "{other}");
         }
+    }
+
+    #[test]
+    fn a_url_the_policy_refuses_is_not_the_registrys_refusal() {
+        use crate::sources::FetchError;
+        let field = crate::intent::FieldPath::root("spec.source.files[0].url");
+        let fetch = |error| EngineError::Fetch {
+            field: field.clone(),
+            error,
+        };
+        let not_allowed = fetch(FetchError::NotAllowed("host h is not allowed".into()));
+        assert!(not_allowed.is_permanent());
+        assert_eq!(permanent_reason(&not_allowed), "SourceNotAllowed");
+        assert_eq!(refusal(&not_allowed), None);
+        assert_eq!(
+            permanent_reason(&fetch(FetchError::Refused("no host".into()))),
+            "SourceUnusable"
+        );
+        assert_eq!(permanent_reason(&answered(404)), "RegistryRefused");
     }
 
     #[test]

@@ -41,6 +41,20 @@ pub async fn cleanup(
     let Ok(repository) = Repository::parse(written_in) else {
         return Ok(Action::await_change());
     };
+    // Where the namespace may not write, deletion does not write either.
+    if let Err(message) = ctx.policy.check(namespace, "spec.repository", &repository) {
+        let note = format!("{message}: the registry is left as it is (deletionPolicy: Delete)");
+        publish(
+            ctx,
+            object,
+            EventType::Warning,
+            "CleanupSkipped",
+            "Delete",
+            &note,
+        )
+        .await;
+        return Ok(Action::await_change());
+    }
     let lost: Vec<String> = ctx
         .index
         .read(|index| index.lost_tags(object))
@@ -251,6 +265,46 @@ mod tests {
         context, context_with_unfilled_caches, deleted_with_credentials, events, object,
     };
     use serde_json::json;
+
+    /// An object whose namespace may not write to its repository deletes nothing there on
+    /// deletion (`registry.example.com` would not even resolve: any request fails the round),
+    /// and says so.
+    #[tokio::test]
+    async fn deletion_does_not_write_where_the_namespace_may_not() {
+        use crate::controller::policy::{NamespacePolicy, Unlisted};
+        let api = FakeApi::start(|request| match request.method.as_str() {
+            "POST" if request.path.contains("/events") => (201, request.body.clone()),
+            _ => fake_api::status(500, "InternalError", "unexpected"),
+        })
+        .await;
+        let policy = NamespacePolicy::new(
+            ["ns=registry.example.com/allowed".parse().expect("a rule")],
+            Unlisted::Allow,
+        );
+        let ctx = std::sync::Arc::try_unwrap(context(api.client.clone()))
+            .ok()
+            .expect("the only reference")
+            .with_policy(policy);
+        let mut object = deleted_with_credentials(false);
+        object.spec.credentials = None;
+
+        let watched: Api<Watched> = Api::namespaced(api.client.clone(), "ns");
+        let action = cleanup(&watched, "ns", &object, &ctx).await;
+
+        assert_eq!(action.expect("the round succeeds"), Action::await_change());
+        let warnings = events(&api);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        let (kind, reason, note) = &warnings[0];
+        assert_eq!(
+            (kind.as_str(), reason.as_str()),
+            ("Warning", "CleanupSkipped")
+        );
+        assert!(
+            note.contains("namespace ns may not write to registry.example.com/e2e/a")
+                && note.contains("left as it is"),
+            "{note}"
+        );
+    }
 
     /// The namespace is being deleted: its Secrets are gone before the object. The tags stay,
     /// a Warning says so, and the finalizer goes; the registry is never asked.

@@ -10,6 +10,7 @@ use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::index::SharedIndex;
+use super::policy::NamespacePolicy;
 use super::retries::Retries;
 use super::watched::Watched;
 use crate::api::GardenArtifact;
@@ -42,6 +43,8 @@ pub struct Context {
     engines: Mutex<HashMap<SecretKey, (ResourceVersion, Arc<Engine>)>>,
     /// Backoff after failed rounds, by object.
     pub retries: Retries,
+    /// Where each namespace's objects may write (the operator's `--namespace-policy`).
+    pub policy: NamespacePolicy,
 }
 
 /// Whose credentials a round speaks to the registry with, named as messages may name them.
@@ -162,7 +165,12 @@ impl Context {
             config_maps,
             engines: Mutex::default(),
             retries: Retries::default(),
+            policy: NamespacePolicy::default(),
         }
+    }
+
+    pub fn with_policy(self, policy: NamespacePolicy) -> Self {
+        Self { policy, ..self }
     }
 
     /// The engine speaking with the object's registry credentials, and whose they are.

@@ -483,9 +483,36 @@ pub struct SharedIndex {
     /// Filled by a relist (`Init` .. `InitDone`) while `current` still answers.
     relisting: RwLock<Option<Index>>,
     ready: watch::Sender<bool>,
+    /// Which objects may claim tags at all (the operator's namespace policy); `None`: all.
+    may_claim: Option<ClaimFilter>,
 }
 
+/// Whether an object may claim the tags it names.
+pub type ClaimFilter = Box<dyn Fn(&GardenArtifact) -> bool + Send + Sync>;
+
 impl SharedIndex {
+    /// An index where only the objects `may_claim` admits claim tags: an object that may
+    /// not write its repository (the namespace policy refuses it) writes nothing, so it owns
+    /// nothing; it is still indexed as a reader.
+    pub fn with_claim_filter(may_claim: ClaimFilter) -> Self {
+        Self {
+            may_claim: Some(may_claim),
+            ..Self::default()
+        }
+    }
+
+    /// Puts `object` into `index` as it may claim: without tags when the filter refuses it.
+    fn put(&self, index: &mut Index, object: &GardenArtifact) -> BTreeSet<ObjectKey> {
+        match &self.may_claim {
+            Some(may_claim) if !may_claim(object) => {
+                let mut claims_nothing = object.clone();
+                claims_nothing.spec.tags.clear();
+                index.apply(&claims_nothing)
+            }
+            _ => index.apply(object),
+        }
+    }
+
     /// One watch event in; out, the objects it concerns: those whose tag ownership changed,
     /// and the readers of what changed.
     pub fn event(&self, event: watcher::Event<Watched>) -> BTreeSet<ObjectKey> {
@@ -497,7 +524,7 @@ impl SharedIndex {
             watcher::Event::InitApply(object) => {
                 if let Some(index) = self.relisting.write().expect("not poisoned").as_mut() {
                     match object.valid() {
-                        Some(valid) => index.apply(valid),
+                        Some(valid) => self.put(index, valid),
                         None => index.delete(&ObjectKey::of(&object)),
                     };
                 }
@@ -524,7 +551,7 @@ impl SharedIndex {
                 let mut index = self.current.write().expect("not poisoned");
                 let mut concerned = index.readers_of(&key);
                 concerned.extend(match object.valid() {
-                    Some(valid) => index.apply(valid),
+                    Some(valid) => self.put(&mut index, valid),
                     // What it produces is unknown; once it parses again, its readers follow.
                     None => index.delete(&key),
                 });

@@ -100,6 +100,18 @@ pub async fn reconcile(mirror: Arc<GardenMirror>, ctx: Arc<Context>) -> Result<A
             return Ok(Action::await_change());
         }
     };
+    // Before any request: the operator's policy decides where this namespace may write.
+    if let Err(message) = ctx
+        .policy
+        .check(&namespace, "spec.repository", &intent.target)
+    {
+        let observation = Observation::Stalled {
+            reason: "PolicyViolation",
+            message,
+        };
+        settle(&api, &mirror, &ctx, observation).await?;
+        return Ok(Action::await_change());
+    }
     let mut secrets = Vec::new();
     if let Some(credentials) = &mirror.spec.credentials {
         secrets.push((

@@ -8,9 +8,11 @@ mod earlier;
 mod events;
 #[cfg(test)]
 mod fake_api;
+mod health;
 pub mod index;
 pub mod leader;
 mod mirrors;
+pub mod policy;
 pub mod reconcile;
 mod retries;
 pub mod status;
@@ -21,7 +23,6 @@ pub mod watches;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -40,7 +41,7 @@ use index::{ObjectKey, SharedIndex};
 use watched::Watched;
 
 use crate::engine::Engine;
-use crate::http::{self, Probes};
+use crate::http::{self, Probes, Readiness};
 use crate::metrics::Metrics;
 use crate::registry::{ClientOptions, NoCredentials, Registry, RegistryClient};
 use crate::sources::{UrlFetcher, UrlPolicy};
@@ -61,12 +62,16 @@ pub struct Config {
     pub blob_concurrency: usize,
     /// `Some`: run only while holding this Lease.
     pub leader_election: Option<LeaderElection>,
+    /// Where each namespace's objects may write.
+    pub namespace_policy: policy::NamespacePolicy,
 }
 
 /// The Lease that replicas share, and this replica's name in it.
 #[derive(Clone, Debug)]
 pub struct LeaderElection {
-    pub lease_namespace: String,
+    /// `None`: the client's own namespace (in a pod, its ServiceAccount's; else the
+    /// kubeconfig context's, else `default`), where replicas started alike meet.
+    pub lease_namespace: Option<String>,
     pub lease_name: String,
     pub identity: String,
 }
@@ -172,7 +177,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     let metrics = Arc::new(Metrics::default());
 
     let probes = Arc::new(Probes {
-        ready: Default::default(),
+        readiness: Default::default(),
         metrics: {
             let (metrics, engine) = (Arc::clone(&metrics), Arc::clone(&engine));
             Box::new(move |exposition| metrics.render_as(exposition, engine.registry().stats()))
@@ -186,14 +191,18 @@ pub async fn run(config: Config) -> Result<(), String> {
     let elector = config.leader_election.as_ref().map(|lease| {
         leader::LeaderElector::new(
             client.clone(),
-            &lease.lease_namespace,
+            lease
+                .lease_namespace
+                .as_deref()
+                .unwrap_or(client.default_namespace()),
             &lease.lease_name,
             &lease.identity,
         )
     });
-    // A standby replica is healthy and ready; it just does not write.
-    probes.ready.store(true, Ordering::Relaxed);
     if let Some(elector) = &elector {
+        // A standby replica is healthy and ready; it just does not write. Once it leads, it
+        // is ready as its watch is.
+        probes.readiness.set(Readiness::Ready);
         tokio::select! {
             _ = elector.acquire() => {}
             _ = signals.received(1) => {
@@ -219,23 +228,47 @@ pub async fn run(config: Config) -> Result<(), String> {
                 Api::all(client.clone()),
             ),
         };
-    let controller = Controller::new(artifacts.clone(), watcher::Config::default());
-    let store = controller.store();
+    // The watch Controller::new would make, with each item seen on the way, for /readyz.
+    let health = Arc::new(health::WatchHealth::new(
+        Arc::clone(&probes),
+        Arc::clone(&metrics),
+    ));
+    let (store, store_writer) = reflector::store();
+    let observed = Arc::clone(&health);
+    let main_watch = watcher(artifacts.clone(), watcher::Config::default())
+        .inspect(move |event| observed.observe(event))
+        .reflect(store_writer)
+        .applied_objects();
+    let controller = Controller::for_stream(main_watch, store.clone());
+    let recovering = {
+        let (health, api) = (Arc::clone(&health), artifacts.clone());
+        tokio::spawn(async move { health.recover(api).await })
+    };
     // The watches of Secrets and ConfigMaps trigger their readers and, cached, are where
     // rounds read them.
     let (secrets_cache, secrets_writer) = reflector::store();
     let (config_maps_cache, config_maps_writer) = reflector::store();
     let secrets = watcher(secrets, watcher::Config::default())
+        .inspect(health::count_errors(Arc::clone(&metrics), "secrets"))
         .reflect(secrets_writer)
         .touched_objects();
     let config_maps = watcher(config_maps, watcher::Config::default())
+        .inspect(health::count_errors(Arc::clone(&metrics), "configmaps"))
         .reflect(config_maps_writer)
         .touched_objects();
     // Tag ownership and readers, from a watch of every GardenArtifact. The index takes each
     // event before anything decides what this replica reconciles: ownership is decided over
     // the whole cluster. A filter of the objects reconciled here (a shard) belongs after
     // `index.event`, on the objects it names, never on the events that feed it.
-    let index = Arc::new(SharedIndex::default());
+    let index = Arc::new({
+        let policy = config.namespace_policy.clone();
+        SharedIndex::with_claim_filter(Box::new(move |object| {
+            policy.admits_text(
+                object.metadata.namespace.as_deref().unwrap_or_default(),
+                &object.spec.repository,
+            )
+        }))
+    });
     let index_triggers = {
         let index = Arc::clone(&index);
         watcher(artifacts, watcher::Config::default())
@@ -252,19 +285,22 @@ pub async fn run(config: Config) -> Result<(), String> {
             })
     };
     let recorder = Recorder::new(client.clone(), Reporter::from("garden-artifacts"));
-    let ctx = Arc::new(Context::new(
-        client,
-        registry,
-        engine,
-        recorder,
-        metrics,
-        Caches {
-            objects: store.clone(),
-            index,
-            secrets: secrets_cache,
-            config_maps: config_maps_cache,
-        },
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client,
+            registry,
+            engine,
+            recorder,
+            metrics,
+            Caches {
+                objects: store.clone(),
+                index,
+                secrets: secrets_cache,
+                config_maps: config_maps_cache,
+            },
+        )
+        .with_policy(config.namespace_policy),
+    );
 
     let mirrors = {
         let api: Api<crate::api::GardenMirror> = match &config.namespace {
@@ -331,6 +367,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             _ = forced => Ok(()),
         },
     };
+    recovering.abort();
     server.abort();
     tracing::info!("controller stopped");
     outcome

@@ -7,6 +7,7 @@ use crate::api::{
     TagStatus,
 };
 use crate::engine::{Outcome, Report};
+use crate::metrics::ObjectCondition;
 use crate::oci::repository_identity;
 
 /// Released tags the status keeps; the oldest go first.
@@ -153,6 +154,25 @@ fn released_tags(current: &[ReleasedTag], report: &Report) -> Vec<ReleasedTag> {
         .collect();
     next.drain(..next.len().saturating_sub(RELEASED_TAGS_KEPT));
     next
+}
+
+/// Where a status says its object stands, for the gauge of objects by condition: Stalled over
+/// Ready over Reconciling; `None` before any of them is true (not yet reconciled, suspended
+/// before its first round).
+pub fn standing(status: &GardenArtifactStatus) -> Option<ObjectCondition> {
+    let holds = |type_: &str| {
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == type_ && c.status == ConditionStatus::True)
+    };
+    [
+        (STALLED, ObjectCondition::Stalled),
+        (READY, ObjectCondition::Ready),
+        (RECONCILING, ObjectCondition::Reconciling),
+    ]
+    .into_iter()
+    .find_map(|(type_, condition)| holds(type_).then_some(condition))
 }
 
 fn set_condition(
@@ -335,5 +355,38 @@ mod tests {
         assert_eq!(condition(&stalled, STALLED).status, ConditionStatus::True);
         assert_eq!(condition(&stalled, READY).last_transition_time, "t2");
         assert_eq!(condition(&stalled, READY).observed_generation, Some(2));
+    }
+
+    /// What the gauge of objects by condition counts each observation as.
+    #[test]
+    fn an_object_stands_where_its_conditions_say() {
+        let at = |current: Option<&GardenArtifactStatus>, observation: &Observation<'_>| {
+            next_status(current, Some(1), observation, "2030-01-01T00:00:00Z")
+        };
+        let converged = report(Outcome::Unchanged, "sha256:aa");
+        let ready = at(None, &Observation::Converged(&converged));
+        assert_eq!(standing(&ready), Some(ObjectCondition::Ready));
+        let retrying = Observation::Retrying {
+            reason: "RegistryError",
+            message: "503",
+        };
+        assert_eq!(
+            standing(&at(Some(&ready), &retrying)),
+            Some(ObjectCondition::Reconciling)
+        );
+        let stalled = Observation::Stalled {
+            reason: "PolicyViolation",
+            message: "no",
+        };
+        assert_eq!(
+            standing(&at(Some(&ready), &stalled)),
+            Some(ObjectCondition::Stalled)
+        );
+        assert_eq!(standing(&at(None, &Observation::Suspended)), None);
+        assert_eq!(
+            standing(&at(Some(&ready), &Observation::Suspended)),
+            Some(ObjectCondition::Ready),
+            "suspended keeps what it was"
+        );
     }
 }

@@ -17,7 +17,7 @@ use super::apply::{Settled, now};
 use super::context::Context;
 use super::events::{self, Failure};
 use super::reconcile::{Error, FIELD_MANAGER};
-use super::status::{Observation, next_status};
+use super::status::{Observation, next_status, standing};
 use super::watches;
 use crate::api::{API_VERSION, GardenArtifact, GardenArtifactStatus, KIND};
 
@@ -153,6 +153,8 @@ pub async fn report_invalid(
         .map_err(Error::Status)?;
         ctx.metrics.status_written();
     }
+    ctx.metrics
+        .object_condition(&watches::key(object), standing(&next));
     events::failure(ctx, object, Failure::Stalled, changed, reason, &message).await;
     Ok(Settled::Stalled(Action::await_change(), "invalid"))
 }

@@ -114,7 +114,7 @@ impl EngineError {
             EngineError::Fetch { error, .. } => match error {
                 FetchError::Transport { .. } => registry::ErrorClass::Transient,
                 FetchError::Status { status, .. } => registry::ErrorClass::of_status(*status),
-                FetchError::Refused(_) => {
+                FetchError::Refused(_) | FetchError::NotAllowed(_) => {
                     registry::ErrorClass::NeedsPerson(registry::NeedsPerson::Invalid)
                 }
             },

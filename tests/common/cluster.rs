@@ -340,7 +340,7 @@ impl Cluster {
         use base64::Engine as _;
         let ca = std::fs::read(ca_file).map_err(|e| e.to_string())?;
         let kubeconfig = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: {sa}\n  user:\n    token: {token}\ncontexts:\n- name: e2e\n  context:\n    cluster: e2e\n    user: {sa}\n    namespace: default\ncurrent-context: e2e\n",
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: {sa}\n  user:\n    token: {token}\ncontexts:\n- name: e2e\n  context:\n    cluster: e2e\n    user: {sa}\n    namespace: {SYSTEM_NAMESPACE}\ncurrent-context: e2e\n",
             self.server,
             base64::engine::general_purpose::STANDARD.encode(ca)
         );
@@ -620,11 +620,31 @@ impl Controller {
     /// Starts `garden-artifacts controller --metrics-addr 127.0.0.1:<free> --log-format text
     /// ARGS` (no `--log-format text` when ARGS choose one) and waits until it serves /metrics. `name` must be unique in the test binary: it
     /// names the log and the pid file (which the reaper reads).
+    /// A controller that is meant to be the only writer of its test: `--leader-elect=false`
+    /// unless ARGS say otherwise, so that a restarted controller need not wait for the Lease of
+    /// the one it replaces, nor tests in parallel for each other's.
     pub fn start(cluster: &Cluster, name: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut args = args.to_vec();
+        if !args.iter().any(|a| a.starts_with("--leader-elect")) {
+            args.push("--leader-elect=false");
+        }
+        Self::start_as_given(cluster, name, &args, env)
+    }
+
+    /// As [`Controller::start`], with the controller's own defaults for what ARGS do not say
+    /// (leader election on, its Lease in the kubeconfig's namespace, the chart's release
+    /// namespace, as a pod of the chart would have it).
+    pub fn start_as_given(
+        cluster: &Cluster,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         Self::start_binary(cluster, name, &super::binary(), args, env)
     }
 
-    /// `start` with another garden-artifacts executable (e.g. the one of the image).
+    /// [`Controller::start_as_given`] with another garden-artifacts executable (e.g. the one
+    /// of the image).
     pub fn start_binary(
         cluster: &Cluster,
         name: &str,
@@ -882,6 +902,14 @@ impl Scene {
             args,
             env,
         );
+        controller.name = name.to_string();
+        self.controllers.push(controller);
+    }
+
+    /// Starts a controller with its own defaults for what `args` do not say (leader election).
+    pub fn start_controller_as_given(&mut self, name: &str, args: &[&str], env: &[(&str, &str)]) {
+        let mut controller =
+            Controller::start_as_given(self.cluster, &format!("{}.{name}", self.ns()), args, env);
         controller.name = name.to_string();
         self.controllers.push(controller);
     }
