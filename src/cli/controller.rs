@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use clap::Args;
 
 use super::{RegistryArgs, SourceArgs};
+use crate::controller::shard::Shard;
 use crate::controller::{Config, LeaderElection};
 
 #[derive(Args, Clone, Debug)]
@@ -36,6 +37,11 @@ pub struct ControllerArgs {
     /// This replica's name in the Lease.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// Reconcile only the objects with these labels (kubectl's selector syntax), for one
+    /// shard of several controllers; every shard still watches all objects for tag ownership.
+    /// Give each shard its own --lease-name.
+    #[arg(long, value_parser = Shard::parse, default_value = "")]
+    pub watch_label_selector: Shard,
     /// Log lines as JSON (the default) or text.
     #[arg(long, value_enum, default_value = "json")]
     pub log_format: crate::telemetry::LogFormat,
@@ -61,6 +67,7 @@ impl ControllerArgs {
             concurrency: self.concurrency,
             blob_concurrency: self.blob_concurrency,
             leader_election,
+            shard: self.watch_label_selector.clone(),
         })
     }
 }
@@ -116,6 +123,15 @@ mod tests {
             ),
             ("lease-ns", "garden-artifacts", "replica-a")
         );
+    }
+
+    #[test]
+    fn a_shard_is_a_label_selector_and_a_bad_one_is_refused() {
+        let shard = config(&["--watch-label-selector=shard in (a,b)"]).shard;
+        assert_eq!(shard.to_string(), "objects labelled shard in (a,b)");
+        assert_eq!(config(&[]).shard.to_string(), "every object");
+        let refused = Command::try_parse_from(["controller", "--watch-label-selector=shard in a"]);
+        assert!(refused.is_err());
     }
 
     #[test]

@@ -13,6 +13,7 @@ use serde_json::json;
 use super::context::{Context, Credentials, InputError};
 use super::events::{self, Failure};
 use super::reconcile::{Error, FIELD_MANAGER};
+use super::resync::jittered;
 use super::retries::Basis;
 use super::status::{Observation, next_status};
 use super::watched::Watched;
@@ -42,13 +43,15 @@ pub fn parse_interval(text: &str) -> Option<Duration> {
     parse_duration(text).filter(|d| !d.is_zero())
 }
 
+/// The object's `spec.interval`, with its own jitter (resync.rs).
 fn interval(object: &GardenArtifact) -> Duration {
-    object
+    let every = object
         .spec
         .interval
         .as_deref()
         .and_then(parse_interval)
-        .unwrap_or(DEFAULT_INTERVAL)
+        .unwrap_or(DEFAULT_INTERVAL);
+    jittered(every, object.metadata.uid.as_deref().unwrap_or_default())
 }
 
 pub fn now() -> String {
@@ -249,6 +252,10 @@ async fn write_status(
         .await
         .map_err(Error::Status)?;
     ctx.metrics.status_written();
+    ctx.own_writes.wrote(
+        &watches::key(&written),
+        written.resource_version().as_deref(),
+    );
     match written.0 {
         Ok(_) => Ok(true),
         // The object on the server no longer parses, though the cache's copy did (written

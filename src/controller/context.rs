@@ -9,7 +9,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 
+use super::own_writes::OwnWrites;
 use super::retries::Retries;
+use super::shard::Shard;
 use super::watched::Watched;
 use crate::api::GardenArtifact;
 use crate::engine::{Engine, Inputs};
@@ -39,6 +41,10 @@ pub struct Context {
     engines: Mutex<HashMap<SecretKey, (ResourceVersion, Arc<Engine>)>>,
     /// Backoff after failed rounds, by object.
     pub retries: Retries,
+    /// Our writes whose watch events are still to come: they trigger no round.
+    pub own_writes: OwnWrites,
+    /// The objects this controller reconciles; the others it only watches (shard.rs).
+    pub shard: Shard,
 }
 
 /// A watched object known to parse: the cache's own `Arc`, without a copy.
@@ -167,7 +173,15 @@ impl Context {
             config_maps,
             engines: Mutex::default(),
             retries: Retries::default(),
+            own_writes: OwnWrites::default(),
+            shard: Shard::default(),
         }
+    }
+
+    /// Reconciles only the objects of `shard`.
+    pub fn with_shard(mut self, shard: Shard) -> Self {
+        self.shard = shard;
+        self
     }
 
     /// Every watched GardenArtifact that parses.

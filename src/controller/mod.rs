@@ -8,11 +8,15 @@ mod events;
 #[cfg(test)]
 mod fake_api;
 pub mod leader;
+mod own_writes;
 pub mod reconcile;
+mod resync;
 mod retries;
+pub mod shard;
 pub mod status;
 #[cfg(test)]
 mod test_support;
+mod trim;
 pub mod watched;
 pub mod watches;
 
@@ -21,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::ResourceExt;
 use kube::api::Api;
@@ -34,6 +38,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 pub use context::{Caches, Context};
+use shard::Shard;
 use watched::Watched;
 
 use crate::api::GardenArtifact;
@@ -59,6 +64,8 @@ pub struct Config {
     pub blob_concurrency: usize,
     /// `Some`: run only while holding this Lease.
     pub leader_election: Option<LeaderElection>,
+    /// The objects reconciled here; all are watched.
+    pub shard: Shard,
 }
 
 /// The Lease that replicas share, and this replica's name in it.
@@ -224,31 +231,51 @@ pub async fn run(config: Config) -> Result<(), String> {
                 Api::all(client.clone()),
             ),
         };
-    let controller = Controller::new(artifacts.clone(), watcher::Config::default());
-    let store = controller.store();
+    let (store, objects_writer) = reflector::store();
     // The watches of Secrets and ConfigMaps trigger their readers and, cached, are where
-    // rounds read them.
+    // rounds read them. Every cache keeps only what is read (trim.rs).
     let (secrets_cache, secrets_writer) = reflector::store();
     let (config_maps_cache, config_maps_writer) = reflector::store();
     let secrets = watcher(secrets, watcher::Config::default())
+        .modify(trim::secret)
         .reflect(secrets_writer)
         .touched_objects();
     let config_maps = watcher(config_maps, watcher::Config::default())
+        .modify(trim::config_map)
         .reflect(config_maps_writer)
         .touched_objects();
     let recorder = Recorder::new(client.clone(), Reporter::from("garden-artifacts"));
-    let ctx = Arc::new(Context::new(
-        client,
-        registry,
-        engine,
-        recorder,
-        metrics,
-        Caches {
-            objects: store.clone(),
-            secrets: secrets_cache,
-            config_maps: config_maps_cache,
-        },
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client,
+            registry,
+            engine,
+            recorder,
+            metrics,
+            Caches {
+                objects: store.clone(),
+                secrets: secrets_cache,
+                config_maps: config_maps_cache,
+            },
+        )
+        .with_shard(config.shard.clone()),
+    );
+    tracing::info!(shard = %ctx.shard, "reconciling");
+
+    // All objects are cached, whatever the shard; only this shard's trigger a round, and not
+    // when the change is only our own write coming back.
+    let triggers = Arc::clone(&ctx);
+    let objects = watcher(artifacts.clone(), watcher::Config::default())
+        .modify(trim::artifact)
+        .reflect(objects_writer)
+        .applied_objects()
+        .try_filter(move |object| {
+            let own = triggers
+                .own_writes
+                .came_back(&watches::key(object), object.resource_version().as_deref());
+            std::future::ready(!own && triggers.shard.selects(object))
+        });
+    let controller = Controller::for_stream(objects, store.clone());
 
     let (by_secret, by_config_map, by_producer) =
         (Arc::clone(&ctx), Arc::clone(&ctx), Arc::clone(&ctx));
