@@ -781,13 +781,20 @@ fn shards_render_one_deployment_and_lease_each() {
 
     // Without shards: one Deployment, no selector, no shard label.
     let docs = render(&[]);
-    assert!(!args(&docs).iter().any(|a| a.starts_with("--watch-label-selector")));
+    assert!(
+        !args(&docs)
+            .iter()
+            .any(|a| a.starts_with("--watch-label-selector"))
+    );
     let deployment = one(&docs, "Deployment", FULLNAME);
     assert!(deployment["spec"]["selector"]["matchLabels"][shard_label].is_null());
 
     for (values, refusal) in [
         ("shards[0].name=a", "has no selector"),
-        ("shards[0].name=A,shards[0].selector=x", "must be a DNS label"),
+        (
+            "shards[0].name=A,shards[0].selector=x",
+            "must be a DNS label",
+        ),
         (
             "shards[0].name=a,shards[0].selector=x,shards[1].name=a,shards[1].selector=y",
             "listed twice",
