@@ -252,10 +252,6 @@ async fn write_status(
         .await
         .map_err(Error::Status)?;
     ctx.metrics.status_written();
-    ctx.own_writes.wrote(
-        &watches::key(&written),
-        written.resource_version().as_deref(),
-    );
     match written.0 {
         Ok(_) => Ok(true),
         // The object on the server no longer parses, though the cache's copy did (written

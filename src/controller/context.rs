@@ -9,7 +9,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use super::own_writes::OwnWrites;
 use super::retries::Retries;
 use super::shard::Shard;
 use super::watched::Watched;
@@ -41,8 +40,6 @@ pub struct Context {
     engines: Mutex<HashMap<SecretKey, (ResourceVersion, Arc<Engine>)>>,
     /// Backoff after failed rounds, by object.
     pub retries: Retries,
-    /// Our writes whose watch events are still to come: they trigger no round.
-    pub own_writes: OwnWrites,
     /// The objects this controller reconciles; the others it only watches (shard.rs).
     pub shard: Shard,
 }
@@ -173,7 +170,6 @@ impl Context {
             config_maps,
             engines: Mutex::default(),
             retries: Retries::default(),
-            own_writes: OwnWrites::default(),
             shard: Shard::default(),
         }
     }

@@ -8,7 +8,6 @@ mod events;
 #[cfg(test)]
 mod fake_api;
 pub mod leader;
-mod own_writes;
 pub mod reconcile;
 mod resync;
 mod retries;
@@ -16,6 +15,7 @@ pub mod shard;
 pub mod status;
 #[cfg(test)]
 mod test_support;
+mod triggers;
 mod trim;
 pub mod watched;
 pub mod watches;
@@ -262,19 +262,15 @@ pub async fn run(config: Config) -> Result<(), String> {
     );
     tracing::info!(shard = %ctx.shard, "reconciling");
 
-    // All objects are cached, whatever the shard; only this shard's trigger a round, and not
-    // when the change is only our own write coming back.
-    let triggers = Arc::clone(&ctx);
+    // All objects are cached, whatever the shard; only this shard's trigger a round, and only
+    // on a change that is not our own write coming back (triggers.rs).
+    let shard = config.shard.clone();
     let objects = watcher(artifacts.clone(), watcher::Config::default())
         .modify(trim::artifact)
         .reflect(objects_writer)
         .applied_objects()
-        .try_filter(move |object| {
-            let own = triggers
-                .own_writes
-                .came_back(&watches::key(object), object.resource_version().as_deref());
-            std::future::ready(!own && triggers.shard.selects(object))
-        });
+        .predicate_filter(triggers::fingerprint, Default::default())
+        .try_filter(move |object| std::future::ready(shard.selects(object)));
     let controller = Controller::for_stream(objects, store.clone());
 
     let (by_secret, by_config_map, by_producer) =

@@ -144,19 +144,14 @@ pub async fn report_invalid(
     let changed = invalid.status.as_ref() != Some(&next);
     if changed {
         let patch = json!({ "apiVersion": API_VERSION, "kind": KIND, "status": next });
-        let written = api
-            .patch_status(
-                &object.name_any(),
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await
-            .map_err(Error::Status)?;
+        api.patch_status(
+            &object.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(Error::Status)?;
         ctx.metrics.status_written();
-        ctx.own_writes.wrote(
-            &watches::key(&written),
-            written.resource_version().as_deref(),
-        );
     }
     events::failure(ctx, object, Failure::Stalled, changed, reason, &message).await;
     Ok(Settled::Stalled(Action::await_change(), "invalid"))
