@@ -20,6 +20,8 @@ use crate::engine::EngineError;
 
 pub const FINALIZER: &str = "oci.gardenlinux.io/cleanup";
 pub const FIELD_MANAGER: &str = "garden-artifacts";
+/// The next try after another writer changed a new object before its finalizer was added.
+const FINALIZER_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -65,8 +67,9 @@ pub async fn reconcile(object: Arc<Watched>, ctx: Arc<Context>) -> Result<Action
     let object = if object.finalizers().is_empty() && object.meta().deletion_timestamp.is_none() {
         match add_first_finalizer(&api, &object).await? {
             Some(patched) => Arc::new(patched),
-            // Someone changed the object first: that change triggers the next round.
-            None => return Ok(Action::await_change()),
+            // Someone changed the object first; a change of theirs that triggers nothing
+            // (another finalizer, say) must not leave it without ours: soon again.
+            None => return Ok(Action::requeue(FINALIZER_RETRY)),
         }
     } else {
         object
@@ -297,6 +300,30 @@ mod tests {
         assert!(
             text.contains("garden_artifacts_status_writes_total 1"),
             "{text}"
+        );
+    }
+
+    /// Someone else wrote a new object first (here another finalizer, which triggers no
+    /// round): ours is tried again soon, not left to a change that may never come.
+    #[tokio::test]
+    async fn a_finalizer_that_lost_a_race_is_tried_again_soon() {
+        let api = FakeApi::start(|request| match request.method.as_str() {
+            "PATCH" => fake_api::status(409, "Conflict", "the object has been modified"),
+            _ => fake_api::status(500, "InternalError", "unexpected"),
+        })
+        .await;
+        let ctx = context(api.client.clone());
+        let mut new = object(
+            json!({ "repository": "h:1/a", "tags": ["v1"], "source": {} }),
+            json!(null),
+        );
+        new.metadata.finalizers = None;
+
+        let action = reconcile(Arc::new(Watched(Ok(new))), Arc::clone(&ctx)).await;
+
+        assert_eq!(
+            action.expect("no failure"),
+            Action::requeue(FINALIZER_RETRY)
         );
     }
 
