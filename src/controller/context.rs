@@ -6,9 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::runtime::events::Recorder;
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{ObjectRef, Store};
 
+use super::recorder::Recorders;
 use super::retries::Retries;
 use super::shard::Shard;
 use super::watched::Watched;
@@ -28,7 +29,7 @@ pub struct Context {
     pub engine: Arc<Engine>,
     /// The client behind `engine`, from which the clients with a Secret's credentials are made.
     registry: Arc<RegistryClient>,
-    pub recorder: Recorder,
+    pub recorder: Recorders,
     pub metrics: Arc<Metrics>,
     /// Every GardenArtifact the controller watches, for tag ownership and dependents.
     pub store: Store<Watched>,
@@ -150,7 +151,7 @@ impl Context {
         client: kube::Client,
         registry: Arc<RegistryClient>,
         engine: Arc<Engine>,
-        recorder: Recorder,
+        reporter: Reporter,
         metrics: Arc<Metrics>,
         caches: Caches,
     ) -> Self {
@@ -160,10 +161,10 @@ impl Context {
             config_maps,
         } = caches;
         Self {
+            recorder: Recorders::new(client.clone(), reporter),
             client,
             registry,
             engine,
-            recorder,
             metrics,
             store,
             secrets,

@@ -126,7 +126,12 @@ pub async fn publish(
         action: action.into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
+    if let Err(e) = ctx
+        .recorder
+        .current()
+        .publish(&event, &object.object_ref(&()))
+        .await
+    {
         tracing::warn!(object = %watches::key(object), error = %e, "could not publish an event");
     }
 }

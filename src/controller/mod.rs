@@ -9,6 +9,7 @@ mod events;
 mod fake_api;
 pub mod leader;
 pub mod reconcile;
+mod recorder;
 mod resync;
 mod retries;
 pub mod shard;
@@ -30,7 +31,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::utils::Backoff;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -244,13 +245,12 @@ pub async fn run(config: Config) -> Result<(), String> {
         .modify(trim::config_map)
         .reflect(config_maps_writer)
         .touched_objects();
-    let recorder = Recorder::new(client.clone(), Reporter::from("garden-artifacts"));
     let ctx = Arc::new(
         Context::new(
             client,
             registry,
             engine,
-            recorder,
+            Reporter::from("garden-artifacts"),
             metrics,
             Caches {
                 objects: store.clone(),

@@ -44,6 +44,7 @@ pub async fn reconcile(object: Arc<Watched>, ctx: Arc<Context>) -> Result<Action
     if !ctx.shard.selects(object.as_ref()) {
         return Ok(Action::await_change());
     }
+    ctx.recorder.renew_if_old();
     let started = Instant::now();
     let namespace = object.namespace().ok_or(Error::NoNamespace)?;
     let key = watches::key(object.as_ref());
