@@ -1,23 +1,27 @@
 #!/usr/bin/env bash
 # shellcheck source-path=SCRIPTDIR
-# Controller scale: N GardenArtifacts (one inline `content` file and one tag each) applied to a
-# real kube-apiserver with the controller running (release binary, --concurrency 16).
-# Measures
-#   - the time from the start of `kubectl apply` until all N are Ready (polled with
-#     `kubectl get ga -o json`; also from the Ready conditions' lastTransitionTime),
-#   - the controller's RSS after convergence (VmRSS sampled every second for 30 s: max) and its
-#     peak (VmHWM),
-#   - API writes per resync of converged objects: spec.interval set to 10s on all, then over a
-#     30 s window the controller's garden_artifacts_status_writes_total, the objects'
-#     resourceVersions and the Events in the namespace before/after (target: zero writes), and
-#     the registry requests of that window (expected: one HEAD per tag per resync).
-# The environment is its own: scripts/dev-env.sh with a separate GA_STATE_DIR and free ports
-# (etcd, kube-apiserver, a Distribution registry with access log), torn down on exit.
+# Controller scale: N GardenArtifacts (one inline `content` file, one tag and `interval: 60s`
+# each) created on a real kube-apiserver with the controller running (release binary,
+# --concurrency 16), for each N given; each N in an environment of its own (scripts/dev-env.sh
+# with a separate GA_STATE_DIR and free ports: etcd, kube-apiserver, a Distribution registry
+# with access log), torn down after it. Measures, per N:
+#   - convergence: the time from the first create until all N are Ready, and from the last
+#     create (the Ready conditions' lastTransitionTime against the creation timestamps, 1 s
+#     resolution; the objects are created by bench/py/create_objects.py, THREADS connections),
+#     with the controller's CPU seconds per round while converging;
+#   - memory: the controller's VmRSS before any object and in the converged window (max),
+#     and the difference per object;
+#   - a converged resync window of BENCH_WINDOW seconds (default 90 = 1.5 intervals): rounds
+#     per second against N / 60 (keeping up), the controller's CPU seconds per round, status
+#     writes (garden_artifacts_status_writes_total), objects whose resourceVersion changed,
+#     Events created, and the registry's requests in the window (target: one manifest HEAD per
+#     tag per round and nothing else).
+# With several N it ends with the figures side by side, and the CPU per round of the largest
+# N against the smallest (target: within 1.3 x).
 #
-# usage: bench/controller-scale.sh [N]     (default 1000)
-# env:   BENCH_CONCURRENCY [16], BENCH_KUBECTL_PARALLEL [4] (kubectl processes that apply
-#        the objects, each a quarter), BENCH_WINDOW [30] (s), BENCH_READY_TIMEOUT [600] (s),
-#        and those of bench/lib.sh
+# usage: bench/controller-scale.sh [N...]     (default 1000; e.g. 1000 5000 10000 20000)
+# env:   BENCH_CONCURRENCY [16], BENCH_CREATE_THREADS [8], BENCH_INTERVAL [60] (s),
+#        BENCH_WINDOW [90] (s), BENCH_READY_TIMEOUT [900] (s), and those of bench/lib.sh
 set -euo pipefail
 
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -25,208 +29,227 @@ GA_LOG_TAG="controller-scale"
 # shellcheck source=lib.sh
 source "${BENCH_DIR}/lib.sh"
 
-N="${1:-1000}"
+SIZES=("$@")
+((${#SIZES[@]} > 0)) || SIZES=(1000)
 CONCURRENCY="${BENCH_CONCURRENCY:-16}"
-PARALLEL="${BENCH_KUBECTL_PARALLEL:-4}"
-WINDOW="${BENCH_WINDOW:-30}"
-READY_TIMEOUT="${BENCH_READY_TIMEOUT:-600}"
-[[ "${N}" =~ ^[0-9]+$ && "${N}" -ge 1 ]] || ga_die "N must be a positive number"
+THREADS="${BENCH_CREATE_THREADS:-8}"
+INTERVAL="${BENCH_INTERVAL:-60}"
+WINDOW="${BENCH_WINDOW:-90}"
+READY_TIMEOUT="${BENCH_READY_TIMEOUT:-900}"
+for n in "${SIZES[@]}"; do
+  [[ "${n}" =~ ^[0-9]+$ && "${n}" -ge 1 && "${n}" -le 99999 ]] \
+    || ga_die "N must be a number from 1 to 99999, not ${n}"
+done
 
 bench_init controller-scale
 bench_deps
 bench_binary
-
-# --- a dev environment of our own -------------------------------------------------------------
-ports=()
-while ((${#ports[@]} < 5)); do
-  p="$(bench_free_port)"
-  [[ " ${ports[*]} " == *" ${p} "* ]] || ports+=("${p}")
-done
-export GA_STATE_DIR="${BENCH_TMP}/dev-env"
-export GA_ETCD_PORT="${ports[0]}" GA_ETCD_PEER_PORT="${ports[1]}"
-export GA_APISERVER_PORT="${ports[2]}" GA_REGISTRY_PORT="${ports[3]}"
-METRICS_PORT="${ports[4]}"
 DEV_ENV="${BENCH_REPO_ROOT}/scripts/dev-env.sh"
-BENCH_CLEANUP_HOOKS+=("\"${DEV_ENV}\" down >/dev/null 2>&1")
-ga_log "dev-env up (state ${GA_STATE_DIR}; etcd ${GA_ETCD_PORT}, apiserver ${GA_APISERVER_PORT}, registry ${GA_REGISTRY_PORT})"
-"${DEV_ENV}" up >&2 || ga_die "dev-env up failed"
-eval "$("${DEV_ENV}" env)"
-export KUBECONFIG
-REG="127.0.0.1:${GA_REGISTRY_PORT}"
-REG_LOG="${GA_REGISTRY_LOG}"
+HZ="$(getconf CLK_TCK)"
 
-kubectl apply -f "${BENCH_REPO_ROOT}/crds/" >&2
-kubectl wait --for condition=established --timeout=60s crd/gardenartifacts.oci.gardenlinux.io >&2
-kubectl create namespace bench >&2
-
-# --- the objects ------------------------------------------------------------------------------
-# write_objects DIR INTERVAL: PARALLEL files of about N/PARALLEL objects each.
-write_objects() {
-  local dir="$1" interval="$2" i chunk
-  mkdir -p "${dir}"
-  rm -f "${dir}"/*.yaml
-  for ((i = 1; i <= N; i++)); do
-    chunk=$(((i - 1) % PARALLEL))
-    {
-      printf -- '---\napiVersion: oci.gardenlinux.io/v1alpha1\nkind: GardenArtifact\n'
-      printf 'metadata:\n  name: scale-%04d\n  namespace: bench\n' "${i}"
-      printf 'spec:\n  repository: %s/bench/scale\n  tags: ["%04d"]\n' "${REG}" "${i}"
-      [[ -n "${interval}" ]] && printf '  interval: %s\n' "${interval}"
-      printf '  source:\n    files:\n      - name: notes-%04d.txt\n' "${i}"
-      printf '        mediaType: text/plain\n        content: "artefact %04d\\n"\n' "${i}"
-    } >>"${dir}/chunk-${chunk}.yaml"
-  done
-}
-
-# apply_objects DIR: the chunks with PARALLEL kubectl processes (server-side apply: one request
-# per object).
-apply_objects() {
-  local dir="$1" f pids=() pid rc=0
-  for f in "${dir}"/chunk-*.yaml; do
-    kubectl apply --server-side -f "${f}" >"${f}.out" 2>&1 &
-    pids+=("$!")
-  done
-  for pid in "${pids[@]}"; do
-    wait "${pid}" || rc=1
-  done
-  ((rc == 0)) || { cat "${dir}"/chunk-*.out >&2; ga_die "kubectl apply failed"; }
-}
-
-objects_json() { kubectl get ga -n bench -o json; }
-count_ready() { # JSON on stdin: objects Ready=True whose status is of the current generation
-  jq '[.items[] | select(.status.observedGeneration == .metadata.generation)
-       | select(any(.status.conditions[]?; .type == "Ready" and .status == "True"))] | length'
-}
-metric() { # name: the value of an unlabelled metric
-  curl -fsS "http://127.0.0.1:${METRICS_PORT}/metrics" | awk -v m="$1" '$1 == m {print $2}'
+# --- helpers over the controller and the API ---------------------------------------------------
+metrics() { curl -fsS "http://127.0.0.1:${METRICS_PORT}/metrics"; }
+metric_sum() { # name: the sum of a metric over its label sets
+  metrics | awk -v m="$1" '$1 == m || index($1, m "{") == 1 {s += $2} END {print s + 0}'
 }
 vm() { # field of /proc/PID/status, in kB
   awk -v f="$1:" '$1 == f {print $2}' "/proc/${CONTROLLER_PID}/status"
 }
+cpu_ticks() { awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/${CONTROLLER_PID}/stat"; }
+per_round() { # TICKS ROUNDS: CPU milliseconds per round
+  awk -v t="$1" -v r="$2" -v hz="${HZ}" 'BEGIN {if (r == 0) print "n/a"; else printf "%.3f", 1000 * t / hz / r}'
+}
+# One line per object: name resourceVersion creation-epoch ready-transition-epoch (or -),
+# generation observedGeneration; the API server's list, without kubectl's table work.
+listing() {
+  kubectl get ga -n bench -o json | jq -r '.items[] | [.metadata.name, .metadata.resourceVersion,
+      (.metadata.creationTimestamp | fromdateiso8601),
+      ((.status.conditions // [] | map(select(.type == "Ready" and .status == "True"))
+        | .[0].lastTransitionTime | if . then fromdateiso8601 else "-" end)),
+      .metadata.generation, (.status.observedGeneration // 0)] | @tsv'
+}
+count_ready() { awk -F'\t' '$4 != "-" && $5 == $6' "$1" | wc -l; }
 
-# wait_ready LABEL START: polls until all N are Ready; sets READY_AT (s after START).
-wait_ready() {
-  local label="$1" start="$2" ready=0 elapsed
-  while true; do
-    ready="$(objects_json | count_ready)"
-    elapsed="$(bench_elapsed "${start}")"
-    if ((ready == N)); then
-      READY_AT="${elapsed}"
-      ga_log "${label}: all ${N} Ready after ${elapsed}s"
-      return 0
-    fi
-    awk -v e="${elapsed}" -v t="${READY_TIMEOUT}" 'BEGIN {exit !(e > t)}' \
-      && ga_die "${label}: only ${ready} of ${N} Ready after ${elapsed}s"
-    ga_proc_alive "${CONTROLLER_PID}" || ga_die "the controller exited; see ${BENCH_TMP}/controller.log"
-    sleep 2
+# run N: one environment, one controller, N objects; appends its figures to SUMMARY.
+run() {
+  local n="$1" ports=() p
+  while ((${#ports[@]} < 5)); do
+    p="$(bench_free_port)"
+    [[ " ${ports[*]} " == *" ${p} "* ]] || ports+=("${p}")
   done
+  export GA_STATE_DIR="${BENCH_TMP}/dev-env-${n}"
+  export GA_ETCD_PORT="${ports[0]}" GA_ETCD_PEER_PORT="${ports[1]}"
+  export GA_APISERVER_PORT="${ports[2]}" GA_REGISTRY_PORT="${ports[3]}"
+  METRICS_PORT="${ports[4]}"
+  BENCH_CLEANUP_HOOKS+=("GA_STATE_DIR='${GA_STATE_DIR}' \"${DEV_ENV}\" down >/dev/null 2>&1")
+  ga_log "N=${n}: dev-env up (state ${GA_STATE_DIR})"
+  "${DEV_ENV}" up >&2 || ga_die "dev-env up failed"
+  eval "$("${DEV_ENV}" env)"
+  export KUBECONFIG
+  local reg="127.0.0.1:${GA_REGISTRY_PORT}" reg_log="${GA_REGISTRY_LOG}"
+  kubectl apply -f "${BENCH_REPO_ROOT}/crds/" >&2
+  kubectl wait --for condition=established --timeout=60s crd/gardenartifacts.oci.gardenlinux.io >&2
+  kubectl create namespace bench >&2
+
+  ga_log "N=${n}: starting the controller (metrics on 127.0.0.1:${METRICS_PORT})"
+  "${GA_BIN}" controller --metrics-addr "127.0.0.1:${METRICS_PORT}" --log-format json --leader-elect=false \
+    --concurrency "${CONCURRENCY}" >"${BENCH_TMP}/controller-${n}.log" 2>&1 </dev/null &
+  CONTROLLER_PID=$!
+  BENCH_PIDS+=("${CONTROLLER_PID}")
+  ga_wait_for 300 curl -fsS "http://127.0.0.1:${METRICS_PORT}/readyz" \
+    || ga_die "the controller is not ready; see ${BENCH_TMP}/controller-${n}.log"
+  sleep 3
+  local rss_empty ticks0 start_epoch created
+  rss_empty="$(vm VmRSS)"
+
+  # --- convergence ---------------------------------------------------------------------------
+  bench_wait_quiet "N=${n}: creating the objects, controller converging"
+  ticks0="$(cpu_ticks)"
+  start_epoch="$(date +%s)"
+  created="$(python3 "${BENCH_DIR}/py/create_objects.py" "${GA_KUBE_APISERVER_URL}" \
+    "${GA_KUBE_CA_FILE}" "${GA_KUBE_TOKEN_FILE}" bench "${reg}" "${n}" "${INTERVAL}s" "${THREADS}")" \
+    || ga_die "creating the objects failed"
+  ga_log "N=${n}: created in ${created}s"
+  # Cheap first: a new object's status is written once (resyncs write none); then the API's
+  # word.
+  local deadline=$((start_epoch + READY_TIMEOUT)) ready=0
+  while (($(metric_sum garden_artifacts_status_writes_total) < n)) && (($(date +%s) < deadline)); do
+    ga_proc_alive "${CONTROLLER_PID}" || ga_die "the controller exited; see ${BENCH_TMP}/controller-${n}.log"
+    sleep 1
+  done
+  while true; do
+    listing >"${BENCH_TMP}/list-${n}"
+    ready="$(count_ready "${BENCH_TMP}/list-${n}")"
+    ((ready == n)) && break
+    (($(date +%s) < deadline)) || ga_die "N=${n}: only ${ready} of ${n} Ready after ${READY_TIMEOUT}s"
+    sleep 5
+  done
+  local ticks_ready rounds_ready first_created last_created last_ready
+  ticks_ready="$(cpu_ticks)"
+  rounds_ready="$(metric_sum garden_artifacts_reconciles_total)"
+  read -r first_created last_created last_ready < <(awk -F'\t' '
+    NR == 1 {f = $3; l = $3; r = $4}
+    {if ($3 < f) f = $3; if ($3 > l) l = $3; if ($4 > r) r = $4}
+    END {print f, l, r}' "${BENCH_TMP}/list-${n}")
+  local ready_from_first=$((last_ready - first_created)) ready_from_last=$((last_ready - last_created))
+  ga_log "N=${n}: all Ready ${ready_from_first}s after the first create, ${ready_from_last}s after the last"
+
+  # --- the converged window ------------------------------------------------------------------
+  local prev=-1 writes
+  while true; do
+    writes="$(metric_sum garden_artifacts_status_writes_total)"
+    [[ "${writes}" == "${prev}" ]] && break
+    prev="${writes}"
+    sleep 5
+  done
+  local w0 e0 r0 t0 mark rss_max=0 rss
+  awk -F'\t' '{print $1, $2}' "${BENCH_TMP}/list-${n}" | sort >"${BENCH_TMP}/rv-${n}.before"
+  w0="$(metric_sum garden_artifacts_status_writes_total)"
+  e0="$(kubectl get events -n bench -o name | wc -l)"
+  r0="$(metric_sum garden_artifacts_reconciles_total)"
+  t0="$(cpu_ticks)"
+  mark="$(bench_log_mark "${reg_log}")"
+  local window_start window_end mark_end
+  window_start="$(date +%s)"
+  ga_log "N=${n}: converged window of ${WINDOW}s (interval ${INTERVAL}s)"
+  for _ in $(seq 1 "${WINDOW}"); do
+    rss="$(vm VmRSS)"
+    ((rss > rss_max)) && rss_max="${rss}"
+    sleep 1
+  done
+  local t1 r1 w1 e1
+  t1="$(cpu_ticks)"
+  r1="$(metric_sum garden_artifacts_reconciles_total)"
+  mark_end="$(bench_log_mark "${reg_log}")"
+  window_end="$(date +%s)"
+  w1="$(metric_sum garden_artifacts_status_writes_total)"
+  listing | awk -F'\t' '{print $1, $2}' | sort >"${BENCH_TMP}/rv-${n}.after"
+  e1="$(kubectl get events -n bench -o name | wc -l)"
+  sed -n "$((mark + 1)),${mark_end}p" "${reg_log}" >"${BENCH_TMP}/window-${n}.log"
+  bench_requests "${BENCH_TMP}/window-${n}.log" | bench_classify >"${BENCH_TMP}/window-${n}.kinds"
+  # The longest any tag went without its HEAD in the window (from the window's start to its
+  # first, between two, from its last to the window's end), and how many tags were looked at.
+  local longest tags_seen
+  read -r longest tags_seen < <(python3 - "${BENCH_TMP}/window-${n}.log" "${window_start}" "${window_end}" <<'PY'
+import re, sys, datetime, collections
+log, start, end = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+seen = collections.defaultdict(list)
+pattern = re.compile(r'\[([^\]]+)\] "HEAD /v2/[^ ]*/manifests/([^ ]+) HTTP/[0-9.]+" 200')
+for line in open(log):
+    m = pattern.search(line)
+    if m:
+        at = datetime.datetime.strptime(m.group(1), "%d/%b/%Y:%H:%M:%S %z").timestamp()
+        seen[m.group(2)].append(at)
+longest = 0
+for times in seen.values():
+    times = [start] + sorted(times) + [end]
+    longest = max(longest, max(b - a for a, b in zip(times, times[1:])))
+print(int(longest), len(seen))
+PY
+  )
+  local changed rounds heads total hwm
+  changed="$(join "${BENCH_TMP}/rv-${n}.before" "${BENCH_TMP}/rv-${n}.after" | awk '$2 != $3' | wc -l)"
+  rounds=$((r1 - r0))
+  heads="$({ grep -cE '^HEAD manifest 200$' "${BENCH_TMP}/window-${n}.kinds" || true; })"
+  total="$(wc -l <"${BENCH_TMP}/window-${n}.kinds")"
+  hwm="$(vm VmHWM)"
+  bench_stop_pid "${CONTROLLER_PID}"
+  "${DEV_ENV}" down >&2 || true
+
+  local rate need cpu_converge cpu_resync per_object
+  rate="$(awk -v r="${rounds}" -v w="${WINDOW}" 'BEGIN {printf "%.1f", r / w}')"
+  need="$(awk -v n="${n}" -v i="${INTERVAL}" 'BEGIN {printf "%.1f", n / i}')"
+  cpu_converge="$(per_round $((ticks_ready - ticks0)) "${rounds_ready}")"
+  cpu_resync="$(per_round $((t1 - t0)) "${rounds}")"
+  per_object="$(awk -v a="${rss_max}" -v b="${rss_empty}" -v n="${n}" 'BEGIN {printf "%.2f", (a - b) / n}')"
+
+  printf '\n### controller-scale: N=%s GardenArtifacts, interval %ss, --concurrency %s, %s\n\n' \
+    "${n}" "${INTERVAL}" "${CONCURRENCY}" "$(bench_machine)"
+  printf '| measure | garden-artifacts controller | target | met |\n|---|---:|---|---|\n'
+  printf '| objects created (%s connections) | %.1f s | - | - |\n' "${THREADS}" "${created}"
+  printf '| all Ready, from the first create | %s s | - | - |\n' "${ready_from_first}"
+  printf '| all Ready, from the last create | %s s | <= 60 s | %s |\n' "${ready_from_last}" \
+    "$(bench_meets "${ready_from_last}" '<=' 60)"
+  printf '| rounds until all Ready (first rounds, and resyncs of those Ready early) | %s | - | - |\n' "${rounds_ready}"
+  printf '| controller CPU per round while converging | %s ms | - | - |\n' "${cpu_converge}"
+  printf '| controller CPU per round of converged resyncs | %s ms | - | - |\n' "${cpu_resync}"
+  printf '| RSS with no object / steady (max over the window) | %s / %s MiB | steady <= 96 MiB | %s |\n' \
+    "$(bench_mib "${rss_empty}")" "$(bench_mib "${rss_max}")" "$(bench_meets "$(bench_mib "${rss_max}")" '<=' 96)"
+  printf '| RSS per object (steady - empty) / N | %s KiB | - | - |\n' "${per_object}"
+  printf '| peak RSS (VmHWM) | %s MiB | - | - |\n' "$(bench_mib "${hwm}")"
+  printf '| resync rounds per second in a %s s window | %s | >= N / %s = %s | %s |\n' "${WINDOW}" \
+    "${rate}" "${INTERVAL}" "${need}" "$(bench_meets "${rate}" '>=' "$(awk -v x="${need}" 'BEGIN {print x * 0.95}')")"
+  printf '| tags looked at in the window / longest a tag went unchecked | %s / %s s | %s / <= 1.1 x %s + 5 s | %s |\n' \
+    "${tags_seen}" "${longest}" "${n}" "${INTERVAL}" \
+    "$([[ "${tags_seen}" == "${n}" ]] && awk -v l="${longest}" -v i="${INTERVAL}" 'BEGIN {exit !(l <= 1.1 * i + 5)}' && echo yes || echo NO)"
+  printf '| status writes in the window | %s | 0 | %s |\n' "$((w1 - w0))" "$(bench_meets $((w1 - w0)) '==' 0)"
+  printf '| objects whose resourceVersion changed in the window | %s | 0 | %s |\n' "${changed}" \
+    "$(bench_meets "${changed}" '==' 0)"
+  printf '| Events created in the window | %s | 0 | %s |\n' "$((e1 - e0))" "$(bench_meets $((e1 - e0)) '==' 0)"
+  printf '| registry requests in the window / manifest HEADs / rounds | %s / %s / %s | all HEADs, one per round (one tag each) | %s |\n' \
+    "${total}" "${heads}" "${rounds}" \
+    "$([[ "${total}" == "${heads}" && "${heads}" == "${rounds}" ]] && echo yes || echo NO)"
+  printf '\nRegistry requests in the window by method, kind and status:\n'
+  sort "${BENCH_TMP}/window-${n}.kinds" | uniq -c | awk '{printf "- %s %s %s: %d\n", $2, $3, $4, $1}'
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "${n}" "${created}" "${ready_from_last}" \
+    "${rounds_ready}" "${cpu_converge}" "${cpu_resync}" "$(bench_mib "${rss_max}")" "${per_object}" \
+    "${rate}" "${need}" "$((w1 - w0))" "${longest}" >>"${BENCH_TMP}/summary"
 }
 
-# --- the controller ---------------------------------------------------------------------------
-ga_log "starting the controller (metrics on 127.0.0.1:${METRICS_PORT})"
-"${GA_BIN}" controller --metrics-addr "127.0.0.1:${METRICS_PORT}" --log-format json \
-  --leader-elect=false \
-  --concurrency "${CONCURRENCY}" >"${BENCH_TMP}/controller.log" 2>&1 </dev/null &
-CONTROLLER_PID=$!
-BENCH_PIDS+=("${CONTROLLER_PID}")
-ga_wait_for 300 curl -fsS "http://127.0.0.1:${METRICS_PORT}/readyz" \
-  || ga_die "the controller is not ready; see ${BENCH_TMP}/controller.log"
-
-write_objects "${BENCH_TMP}/objects" ""
-bench_wait_quiet "kubectl apply of ${N} objects, controller converging"
-START="$(bench_now)"
-START_EPOCH="$(date +%s)"
-apply_objects "${BENCH_TMP}/objects"
-SUBMIT="$(bench_elapsed "${START}")"
-ga_log "kubectl apply of ${N} objects took ${SUBMIT}s"
-wait_ready "initial" "${START}"
-READY_POLLED="${READY_AT}"
-LAST_TRANSITION="$(objects_json | jq -r '[.items[].status.conditions[]? | select(.type == "Ready")
-  | .lastTransitionTime | fromdateiso8601] | max')"
-READY_BY_CONDITIONS=$((LAST_TRANSITION - START_EPOCH))
-RECONCILES_INITIAL="$(curl -fsS "http://127.0.0.1:${METRICS_PORT}/metrics" \
-  | awk '$1 ~ /^garden_artifacts_reconciles_total/ {s += $2} END {print s + 0}')"
-
-ga_log "sampling the controller's VmRSS for ${WINDOW}s"
-RSS_MAX=0
-for _ in $(seq 1 "${WINDOW}"); do
-  rss="$(vm VmRSS)"
-  ((rss > RSS_MAX)) && RSS_MAX="${rss}"
-  sleep 1
+for n in "${SIZES[@]}"; do
+  run "${n}"
 done
-HWM_INITIAL="$(vm VmHWM)"
 
-# --- API writes per resync ----------------------------------------------------------------------
-ga_log "setting spec.interval: 10s on all ${N}"
-write_objects "${BENCH_TMP}/objects-10s" "10s"
-apply_objects "${BENCH_TMP}/objects-10s"
-wait_ready "interval 10s" "$(bench_now)"
-# Let the status writes of the generation bump settle.
-prev=-1
-while true; do
-  writes="$(metric garden_artifacts_status_writes_total)"
-  [[ "${writes}" == "${prev}" ]] && break
-  prev="${writes}"
-  sleep 5
-done
-snapshot() { # OUT: name resourceVersion lines
-  objects_json | jq -r '.items[] | "\(.metadata.name) \(.metadata.resourceVersion)"' | sort >"$1"
-}
-events() { kubectl get events -n bench -o json | jq '.items | length'; }
-registry_requests() { # OUT
-  curl -fsS "http://127.0.0.1:${METRICS_PORT}/metrics" \
-    | awk '$1 ~ /^garden_artifacts_registry_requests_total/ {print $1, $2}' >"$1"
-}
-snapshot "${BENCH_TMP}/rv.before"
-W0="$(metric garden_artifacts_status_writes_total)"
-E0="$(events)"
-R0="$(curl -fsS "http://127.0.0.1:${METRICS_PORT}/metrics" \
-  | awk '$1 ~ /^garden_artifacts_reconciles_total/ {s += $2} END {print s + 0}')"
-REG_MARK="$(bench_log_mark "${REG_LOG}")"
-ga_log "resync window: ${WINDOW}s"
-sleep "${WINDOW}"
-snapshot "${BENCH_TMP}/rv.after"
-W1="$(metric garden_artifacts_status_writes_total)"
-E1="$(events)"
-R1="$(curl -fsS "http://127.0.0.1:${METRICS_PORT}/metrics" \
-  | awk '$1 ~ /^garden_artifacts_reconciles_total/ {s += $2} END {print s + 0}')"
-bench_requests "${REG_LOG}" "${REG_MARK}" | bench_classify >"${BENCH_TMP}/window.kinds"
-CHANGED="$(join "${BENCH_TMP}/rv.before" "${BENCH_TMP}/rv.after" | awk '$2 != $3' | wc -l)"
-STATUS_WRITES=$((W1 - W0))
-EVENTS=$((E1 - E0))
-RESYNCS=$((R1 - R0))
-REG_TOTAL="$(wc -l <"${BENCH_TMP}/window.kinds")"
-REG_HEADS="$({ grep -cE '^HEAD manifest 200$' "${BENCH_TMP}/window.kinds" || true; })"
-HWM="$(vm VmHWM)"
-RSS_NOW="$(vm VmRSS)"
-bench_stop_pid "${CONTROLLER_PID}"
-
-printf '\n### controller-scale: N=%s GardenArtifacts, --concurrency %s, %s\n\n' "${N}" "${CONCURRENCY}" "$(bench_machine)"
-printf '(No peer: no other tool reconciles GardenArtifacts; the targets are absolute.)\n\n'
-printf '| measure | garden-artifacts controller | target | met |\n'
-printf '|---|---:|---|---|\n'
-printf '| all %s Ready, from the start of kubectl apply (polled every 2 s) | %.1f s | < 60 s | %s |\n' \
-  "${N}" "${READY_POLLED}" "$(bench_meets "${READY_POLLED}" '<' 60)"
-printf '| last Ready transition (conditions, 1 s resolution), from the start | %s s | < 60 s | %s |\n' \
-  "${READY_BY_CONDITIONS}" "$(bench_meets "${READY_BY_CONDITIONS}" '<' 60)"
-printf '| kubectl apply --server-side of %s objects (%s processes) | %.1f s | - | - |\n' \
-  "${N}" "${PARALLEL}" "${SUBMIT}"
-printf '| steady-state RSS after convergence (VmRSS, max of %s s) | %s MiB | < 64 MiB | %s |\n' \
-  "${WINDOW}" "$(bench_mib "${RSS_MAX}")" "$(bench_meets "$(bench_mib "${RSS_MAX}")" '<' 64)"
-printf '| peak RSS while converging (VmHWM) | %s MiB | - | - |\n' "$(bench_mib "${HWM_INITIAL}")"
-printf '| RSS at the end / peak over the whole run | %s / %s MiB | - | - |\n' \
-  "$(bench_mib "${RSS_NOW}")" "$(bench_mib "${HWM}")"
-printf '| status writes in a %s s window of converged resyncs (interval 10s) | %s | 0 | %s |\n' \
-  "${WINDOW}" "${STATUS_WRITES}" "$(bench_meets "${STATUS_WRITES}" '==' 0)"
-printf '| objects whose resourceVersion changed in the window | %s | 0 | %s |\n' \
-  "${CHANGED}" "$(bench_meets "${CHANGED}" '==' 0)"
-printf '| Events created in the window | %s | 0 | %s |\n' "${EVENTS}" "$(bench_meets "${EVENTS}" '==' 0)"
-printf '| reconciles in the window (resyncs) | %s | ~%s (N x %s s / 10 s) | - |\n' \
-  "${RESYNCS}" "$((N * WINDOW / 10))" "${WINDOW}"
-printf '| registry requests in the window | %s | = manifest HEADs (one per tag per resync) | %s |\n' \
-  "${REG_TOTAL}" "$(bench_meets "${REG_TOTAL}" '==' "${REG_HEADS}")"
-printf '\nRegistry requests in the window by method, kind and status:\n'
-sort "${BENCH_TMP}/window.kinds" | uniq -c | awk '{printf "- %s %s %s: %d\n", $2, $3, $4, $1}'
-printf '\nReconciles until the first convergence: %s (for %s objects; the first round of each object only adds the finalizer)\n' \
-  "${RECONCILES_INITIAL}" "${N}"
+if ((${#SIZES[@]} > 1)); then
+  printf '\n### controller-scale side by side\n\n'
+  printf '| N | created in | all Ready after the last create | rounds to converge | CPU/round converging | CPU/round resync | steady RSS | RSS/object | resyncs/s (need) | longest unchecked | status writes in window |\n'
+  printf '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+  awk -F'\t' '{printf "| %s | %.1f s | %s s | %s | %s ms | %s ms | %s MiB | %s KiB | %s (%s) | %s s | %s |\n",
+    $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12, $11}' "${BENCH_TMP}/summary"
+  read -r small_n small_cpu < <(sort -n "${BENCH_TMP}/summary" | head -n 1 | cut -f1,6)
+  read -r large_n large_cpu < <(sort -n "${BENCH_TMP}/summary" | tail -n 1 | cut -f1,6)
+  ratio="$(bench_ratio "${large_cpu}" "${small_cpu}")"
+  printf '\nCPU per resync round at N=%s against N=%s: %s x (target <= 1.3 x: %s)\n' \
+    "${large_n}" "${small_n}" "${ratio}" "$(bench_meets "${ratio}" '<=' 1.3)"
+fi
 bench_print_notes

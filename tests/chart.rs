@@ -774,3 +774,67 @@ fn the_namespace_policy_is_a_value() {
         "{default:?}"
     );
 }
+
+/// `shards`: one Deployment per shard, each with its own Lease, selector and pod label (so
+/// their ReplicaSets never adopt each other's pods); the Service and RBAC are shared.
+#[test]
+fn shards_render_one_deployment_and_lease_each() {
+    let docs = render(&[
+        "--set",
+        "shards[0].name=a,shards[0].selector=shard=a",
+        "--set-string",
+        "shards[1].name=b,shards[1].selector=shard in (b\\,c)",
+    ]);
+    let deployments = all_of(&docs, "Deployment");
+    assert_eq!(deployments.len(), 2, "kinds: {:?}", kinds(&docs));
+    let shard_label = "garden-artifacts.gardenlinux.io/shard";
+    for (shard, selector) in [("a", "shard=a"), ("b", "shard in (b,c)")] {
+        let deployment = one(&docs, "Deployment", &format!("{FULLNAME}-{shard}"));
+        let args: Vec<&str> = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .map(|a| a.as_str().expect("a string"))
+            .collect();
+        let lease = format!("--lease-name={FULLNAME}-{shard}");
+        let selects = format!("--watch-label-selector={selector}");
+        assert!(args.contains(&lease.as_str()), "{args:?}");
+        assert!(args.contains(&selects.as_str()), "{args:?}");
+        assert!(args.contains(&"--leader-elect"), "{args:?}");
+        assert_eq!(
+            deployment["spec"]["selector"]["matchLabels"][shard_label],
+            shard
+        );
+        assert_eq!(
+            deployment["spec"]["template"]["metadata"]["labels"][shard_label],
+            shard
+        );
+    }
+    assert_eq!(all_of(&docs, "Service").len(), 1);
+    assert_namespace(&docs);
+
+    // Without shards: one Deployment, no selector, no shard label.
+    let docs = render(&[]);
+    assert!(
+        !args(&docs)
+            .iter()
+            .any(|a| a.starts_with("--watch-label-selector"))
+    );
+    let deployment = one(&docs, "Deployment", FULLNAME);
+    assert!(deployment["spec"]["selector"]["matchLabels"][shard_label].is_null());
+
+    for (values, refusal) in [
+        ("shards[0].name=a", "has no selector"),
+        (
+            "shards[0].name=A,shards[0].selector=x",
+            "must be a DNS label",
+        ),
+        (
+            "shards[0].name=a,shards[0].selector=x,shards[1].name=a,shards[1].selector=y",
+            "listed twice",
+        ),
+    ] {
+        let stderr = render_error(&["--set", values]);
+        assert!(stderr.contains(refusal), "{values}: {stderr}");
+    }
+}

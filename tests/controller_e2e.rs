@@ -1259,6 +1259,80 @@ fn a_converged_resync_writes_nothing() {
     }
 }
 
+/// A new object costs the two API writes Kubernetes 1.20 allows at the least (the finalizer, a
+/// metadata patch; the status, a subresource) in one round: neither write triggers another
+/// round (which would HEAD its tags again).
+#[test]
+fn a_new_object_costs_two_api_writes_in_one_round() {
+    let ns = "e2e-first-round";
+    let mut scene = Scene::new(&[ns], Watch::OwnNamespace);
+    scene.start_namespaced_controller("c");
+    let admin = scene
+        .cluster
+        .admin_kubeconfig
+        .to_string_lossy()
+        .into_owned();
+    let watched = scene.cluster.state_dir.join(format!("{ns}.watch.json"));
+    let mut watch = std::process::Command::new("kubectl")
+        .args(["--kubeconfig", &admin, "get", "ga", "-n", ns, "--watch"])
+        .args(["--output-watch-events", "-o", "json"])
+        .stdout(std::fs::File::create(&watched).expect("a file for the watch"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("kubectl watches");
+    std::thread::sleep(Duration::from_secs(2));
+    let repository = format!("{}/e2e/first", scene.registry.addr);
+    scene.cluster.apply(&artifact(
+        ns,
+        "first",
+        &repository,
+        &["v1", "v2"],
+        "first",
+        json!({}),
+    ));
+    scene.wait_ready(ns, "first");
+    std::thread::sleep(Duration::from_secs(4));
+    let _ = watch.kill();
+    let _ = watch.wait();
+
+    let text = std::fs::read_to_string(&watched).expect("the watch's output");
+    let events: Vec<String> = serde_json::Deserializer::from_str(&text)
+        .into_iter::<Value>()
+        .map(|event| {
+            event.expect("a watch event")["type"]
+                .as_str()
+                .unwrap_or("?")
+                .to_string()
+        })
+        .collect();
+    let controller = scene.controller("c");
+    let heads = scene
+        .registry
+        .requests()
+        .iter()
+        .filter(|r| r.method == "HEAD" && r.uri.contains("/manifests/"))
+        .count();
+    eprintln!(
+        "a new object: watch events {events:?}, {} rounds, {} status writes, {heads} manifest HEADs",
+        controller.metric("garden_artifacts_reconciles_total"),
+        controller.metric("garden_artifacts_status_writes_total"),
+    );
+    assert_eq!(
+        events,
+        ["ADDED", "MODIFIED", "MODIFIED"],
+        "kubectl's create, then the finalizer and the status"
+    );
+    assert_eq!(controller.metric("garden_artifacts_reconciles_total"), 1.0);
+    assert_eq!(
+        controller.metric("garden_artifacts_status_writes_total"),
+        1.0
+    );
+    assert!(
+        heads <= 2,
+        "each tag looked at once: {heads} manifest HEADs"
+    );
+}
+
 /// Scenario 8: Two replicas with leader election: only the leader reconciles; killed, the other
 /// takes over.
 #[test]

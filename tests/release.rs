@@ -911,14 +911,27 @@ fn values_schema_refuses_a_typo() {
             );
         }
     }
-    // The values other changes add (sharding, namespace policy) are admitted.
+    // The shard and namespace-policy values are admitted as documented, and a typo in them
+    // is refused like any other.
     std::fs::write(
         &values,
-        "shards:\n  - name: a\n    labelSelector: shard=a\nnamespacePolicy: {}\n",
+        "shards:\n  - name: a\n    selector: shard=a\nnamespacePolicy: {team: [ghcr.io/team]}\nnamespacePolicyDefault: deny\n",
     )
     .unwrap();
     let out = helm(&["lint", chart, "-f", values.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stdout));
+    std::fs::write(
+        &values,
+        "shards:\n  - name: a\n    labelSelector: shard=a\n",
+    )
+    .unwrap();
+    let out = helm(&["lint", chart, "-f", values.to_str().unwrap()]);
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("labelSelector"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ use clap::Args;
 
 use super::{RegistryArgs, SourceArgs};
 use crate::controller::policy::{NamespacePolicy, NamespaceRule, Unlisted};
+use crate::controller::shard::Shard;
 use crate::controller::{Config, LeaderElection};
 
 #[derive(Args, Clone, Debug)]
@@ -56,6 +57,11 @@ pub struct ControllerArgs {
     /// nothing (`deny`).
     #[arg(long, value_name = "allow|deny", default_value = "allow")]
     pub namespace_policy_default: Unlisted,
+    /// Reconcile only the objects with these labels (kubectl's selector syntax), for one
+    /// shard of several controllers; every shard still watches all objects for tag ownership.
+    /// Give each shard its own --lease-name.
+    #[arg(long, value_parser = Shard::parse, default_value = "")]
+    pub watch_label_selector: Shard,
     /// Log lines as JSON (the default) or text.
     #[arg(long, value_enum, default_value = "json")]
     pub log_format: crate::telemetry::LogFormat,
@@ -86,6 +92,7 @@ impl ControllerArgs {
                 self.namespace_policy.clone(),
                 self.namespace_policy_default,
             ),
+            shard: self.watch_label_selector.clone(),
         })
     }
 }
@@ -166,6 +173,15 @@ mod tests {
         assert!(config_of(&["--namespace-policy-default=maybe"]).is_err());
         let open = self::config(&[]).namespace_policy;
         assert!(open.check("any", "f", &repository("quay.io/x/y")).is_ok());
+    }
+
+    #[test]
+    fn a_shard_is_a_label_selector_and_a_bad_one_is_refused() {
+        let shard = config(&["--watch-label-selector=shard in (a,b)"]).shard;
+        assert_eq!(shard.to_string(), "objects labelled shard in (a,b)");
+        assert_eq!(config(&[]).shard.to_string(), "every object");
+        let refused = Command::try_parse_from(["controller", "--watch-label-selector=shard in a"]);
+        assert!(refused.is_err());
     }
 
     #[test]

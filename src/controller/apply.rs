@@ -15,6 +15,7 @@ use super::earlier::earlier;
 use super::events::{self, Failure};
 use super::index::{self, ObjectKey, Rank};
 use super::reconcile::{Error, FIELD_MANAGER};
+use super::resync::jittered;
 use super::retries::Basis;
 use super::status::{Observation, next_status, standing};
 use super::watched::Watched;
@@ -46,13 +47,15 @@ pub fn parse_interval(text: &str) -> Option<Duration> {
     parse_duration(text).filter(|d| !d.is_zero())
 }
 
+/// The object's `spec.interval`, with its own jitter (resync.rs).
 fn interval(object: &GardenArtifact) -> Duration {
-    object
+    let every = object
         .spec
         .interval
         .as_deref()
         .and_then(parse_interval)
-        .unwrap_or(DEFAULT_INTERVAL)
+        .unwrap_or(DEFAULT_INTERVAL);
+    jittered(every, object.metadata.uid.as_deref().unwrap_or_default())
 }
 
 pub fn now() -> String {

@@ -6,12 +6,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::runtime::events::Recorder;
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::index::SharedIndex;
 use super::policy::NamespacePolicy;
+use super::recorder::Recorders;
 use super::retries::Retries;
+use super::shard::Shard;
 use super::watched::Watched;
 use crate::api::GardenArtifact;
 use crate::engine::{Engine, Inputs};
@@ -29,7 +31,7 @@ pub struct Context {
     pub engine: Arc<Engine>,
     /// The client behind `engine`, from which the clients with a Secret's credentials are made.
     registry: Arc<RegistryClient>,
-    pub recorder: Recorder,
+    pub recorder: Recorders,
     pub metrics: Arc<Metrics>,
     /// Every GardenArtifact the controller watches (`artifactRef`s are read here).
     pub store: Store<Watched>,
@@ -45,6 +47,8 @@ pub struct Context {
     pub retries: Retries,
     /// Where each namespace's objects may write (the operator's `--namespace-policy`).
     pub policy: NamespacePolicy,
+    /// The objects this controller reconciles; the others it only watches (shard.rs).
+    pub shard: Shard,
 }
 
 /// Whose credentials a round speaks to the registry with, named as messages may name them.
@@ -143,7 +147,7 @@ impl Context {
         client: kube::Client,
         registry: Arc<RegistryClient>,
         engine: Arc<Engine>,
-        recorder: Recorder,
+        reporter: Reporter,
         metrics: Arc<Metrics>,
         caches: Caches,
     ) -> Self {
@@ -154,10 +158,10 @@ impl Context {
             config_maps,
         } = caches;
         Self {
+            recorder: Recorders::new(client.clone(), reporter),
             client,
             registry,
             engine,
-            recorder,
             metrics,
             store,
             index,
@@ -166,11 +170,18 @@ impl Context {
             engines: Mutex::default(),
             retries: Retries::default(),
             policy: NamespacePolicy::default(),
+            shard: Shard::default(),
         }
     }
 
     pub fn with_policy(self, policy: NamespacePolicy) -> Self {
         Self { policy, ..self }
+    }
+
+    /// Reconciles only the objects of `shard`.
+    pub fn with_shard(mut self, shard: Shard) -> Self {
+        self.shard = shard;
+        self
     }
 
     /// The engine speaking with the object's registry credentials, and whose they are.

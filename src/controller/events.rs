@@ -191,7 +191,12 @@ pub async fn publish(
         action: action.into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
+    if let Err(e) = ctx
+        .recorder
+        .current()
+        .publish(&event, &object.object_ref(&()))
+        .await
+    {
         // Refused in a namespace being deleted, for one: what it said is then in the log only.
         tracing::warn!(object = %watches::key(object), error = %e, reason, note, "could not publish an event");
     }

@@ -14,10 +14,15 @@ pub mod leader;
 mod mirrors;
 pub mod policy;
 pub mod reconcile;
+mod recorder;
+mod resync;
 mod retries;
+pub mod shard;
 pub mod status;
 #[cfg(test)]
 mod test_support;
+mod triggers;
+mod trim;
 pub mod watched;
 pub mod watches;
 
@@ -25,12 +30,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::Api;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
-use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector;
+use kube::runtime::events::Reporter;
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::utils::Backoff;
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::signal::unix::{SignalKind, signal};
@@ -38,6 +43,7 @@ use tokio::sync::watch;
 
 pub use context::{Caches, Context};
 use index::{ObjectKey, SharedIndex};
+use shard::Shard;
 use watched::Watched;
 
 use crate::engine::Engine;
@@ -64,6 +70,8 @@ pub struct Config {
     pub leader_election: Option<LeaderElection>,
     /// Where each namespace's objects may write.
     pub namespace_policy: policy::NamespacePolicy,
+    /// The objects reconciled here; all are watched.
+    pub shard: Shard,
 }
 
 /// The Lease that replicas share, and this replica's name in it.
@@ -228,38 +236,35 @@ pub async fn run(config: Config) -> Result<(), String> {
                 Api::all(client.clone()),
             ),
         };
-    // The watch Controller::new would make, with each item seen on the way, for /readyz.
     let health = Arc::new(health::WatchHealth::new(
         Arc::clone(&probes),
         Arc::clone(&metrics),
     ));
-    let (store, store_writer) = reflector::store();
-    let observed = Arc::clone(&health);
-    let main_watch = watcher(artifacts.clone(), watcher::Config::default())
-        .inspect(move |event| observed.observe(event))
-        .reflect(store_writer)
-        .applied_objects();
-    let controller = Controller::for_stream(main_watch, store.clone());
     let recovering = {
         let (health, api) = (Arc::clone(&health), artifacts.clone());
         tokio::spawn(async move { health.recover(api).await })
     };
     // The watches of Secrets and ConfigMaps trigger their readers and, cached, are where
-    // rounds read them.
+    // rounds read them. Every cache keeps only what is read (trim.rs).
     let (secrets_cache, secrets_writer) = reflector::store();
     let (config_maps_cache, config_maps_writer) = reflector::store();
     let secrets = watcher(secrets, watcher::Config::default())
         .inspect(health::count_errors(Arc::clone(&metrics), "secrets"))
+        .modify(trim::secret)
         .reflect(secrets_writer)
         .touched_objects();
     let config_maps = watcher(config_maps, watcher::Config::default())
         .inspect(health::count_errors(Arc::clone(&metrics), "configmaps"))
+        .modify(trim::config_map)
         .reflect(config_maps_writer)
         .touched_objects();
-    // Tag ownership and readers, from a watch of every GardenArtifact. The index takes each
-    // event before anything decides what this replica reconciles: ownership is decided over
-    // the whole cluster. A filter of the objects reconciled here (a shard) belongs after
-    // `index.event`, on the objects it names, never on the events that feed it.
+
+    // One watch of every GardenArtifact, whatever the shard. /readyz follows its health; the
+    // index takes each event first (tag ownership and readers are decided over the whole
+    // cluster, status changes included) and names the objects it concerns; the cache keeps
+    // every object, trimmed. Only this shard's objects trigger a round, and only on a change
+    // that is not our own write coming back (triggers.rs); the index's triggers of another
+    // shard's objects are left alone by `reconcile`.
     let index = Arc::new({
         let policy = config.namespace_policy.clone();
         SharedIndex::with_claim_filter(Box::new(move |object| {
@@ -269,28 +274,35 @@ pub async fn run(config: Config) -> Result<(), String> {
             )
         }))
     });
-    let index_triggers = {
-        let index = Arc::clone(&index);
-        watcher(artifacts, watcher::Config::default())
-            .backoff(WatchBackoff::default())
-            .flat_map(move |event| {
-                let concerned = match event {
-                    Ok(event) => index.event(event),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "watch of GardenArtifacts for tag ownership");
-                        Default::default()
-                    }
-                };
-                futures::stream::iter(concerned.into_iter().map(|key| key.to_ref::<Watched>()))
-            })
-    };
-    let recorder = Recorder::new(client.clone(), Reporter::from("garden-artifacts"));
+    let (store, objects_writer) = reflector::store();
+    let (concerned, index_triggers) = futures::channel::mpsc::unbounded::<ObjectRef<Watched>>();
+    let (observed, feeding, shard) = (
+        Arc::clone(&health),
+        Arc::clone(&index),
+        config.shard.clone(),
+    );
+    let objects = watcher(artifacts.clone(), watcher::Config::default())
+        .inspect(move |event| observed.observe(event))
+        .modify(trim::artifact)
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                for key in feeding.event(event.clone()) {
+                    // The receiver lives as long as the controller.
+                    let _ = concerned.unbounded_send(key.to_ref::<Watched>());
+                }
+            }
+        })
+        .reflect(objects_writer)
+        .applied_objects()
+        .predicate_filter(triggers::fingerprint, Default::default())
+        .try_filter(move |object| std::future::ready(shard.selects(object)));
+    let controller = Controller::for_stream(objects, store.clone());
     let ctx = Arc::new(
         Context::new(
             client,
             registry,
             engine,
-            recorder,
+            Reporter::from("garden-artifacts"),
             metrics,
             Caches {
                 objects: store.clone(),
@@ -299,8 +311,10 @@ pub async fn run(config: Config) -> Result<(), String> {
                 config_maps: config_maps_cache,
             },
         )
-        .with_policy(config.namespace_policy),
+        .with_policy(config.namespace_policy)
+        .with_shard(config.shard.clone()),
     );
+    tracing::info!(shard = %ctx.shard, "reconciling");
 
     let mirrors = {
         let api: Api<crate::api::GardenMirror> = match &config.namespace {

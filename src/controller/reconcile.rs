@@ -20,6 +20,8 @@ use crate::engine::EngineError;
 
 pub const FINALIZER: &str = "oci.gardenlinux.io/cleanup";
 pub const FIELD_MANAGER: &str = "garden-artifacts";
+/// The next try after another writer changed a new object before its finalizer was added.
+const FINALIZER_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -46,6 +48,11 @@ pub enum Error {
 }
 
 pub async fn reconcile(object: Arc<Watched>, ctx: Arc<Context>) -> Result<Action, Error> {
+    // Another shard's object, triggered through what it reads: that shard reconciles it.
+    if !ctx.shard.selects(object.as_ref()) {
+        return Ok(Action::await_change());
+    }
+    ctx.recorder.renew_if_old();
     let started = Instant::now();
     let namespace = object.namespace().ok_or(Error::NoNamespace)?;
     let key = watches::key(object.as_ref());
@@ -64,11 +71,18 @@ pub async fn reconcile(object: Arc<Watched>, ctx: Arc<Context>) -> Result<Action
         }
     }
     let api: Api<Watched> = Api::namespaced(ctx.client.clone(), &namespace);
-    if object.finalizers().is_empty() && object.meta().deletion_timestamp.is_none() {
-        add_first_finalizer(&api, &object).await?;
-        // The patch is itself a change the controller sees; reconcile then.
-        return Ok(Action::await_change());
-    }
+    // The first round goes on with the object as the finalizer patch returned it: a new
+    // object costs two API writes (this patch and its status) and one round.
+    let object = if object.finalizers().is_empty() && object.meta().deletion_timestamp.is_none() {
+        match add_first_finalizer(&api, &object).await? {
+            Some(patched) => Arc::new(patched),
+            // Someone changed the object first; a change of theirs that triggers nothing
+            // (another finalizer, say) must not leave it without ours: soon again.
+            None => return Ok(Action::requeue(FINALIZER_RETRY)),
+        }
+    } else {
+        object
+    };
     // kube's finalizer helper wants a bare `Action` back; whether the round stalled, and on
     // what class of failure, comes out beside it.
     let stalled_by: OnceLock<&'static str> = OnceLock::new();
@@ -157,8 +171,12 @@ fn round_result<T, E>(result: &Result<T, E>, stalled: bool) -> &'static str {
 
 /// kube's finalizer helper guards its first finalizer with a JSON-patch `test` of a null
 /// `/metadata/finalizers`, which Kubernetes 1.20 rejects (422). The resourceVersion guards
-/// the same race and every supported version accepts it.
-async fn add_first_finalizer(api: &Api<Watched>, object: &Watched) -> Result<(), Error> {
+/// the same race and every supported version accepts it. Returns the object as patched;
+/// `None` when someone else changed it first.
+async fn add_first_finalizer(
+    api: &Api<Watched>,
+    object: &Watched,
+) -> Result<Option<Watched>, Error> {
     let patch: json_patch::Patch = serde_json::from_value(json!([
         { "op": "test", "path": "/metadata/resourceVersion", "value": object.resource_version() },
         { "op": "add", "path": "/metadata/finalizers", "value": [FINALIZER] },
@@ -172,9 +190,9 @@ async fn add_first_finalizer(api: &Api<Watched>, object: &Watched) -> Result<(),
         )
         .await
     {
-        Ok(_) => Ok(()),
+        Ok(patched) => Ok(Some(patched)),
         // Someone changed the object first: the change triggers another round.
-        Err(kube::Error::Api(status)) if status.code == 409 || status.code == 422 => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 || status.code == 422 => Ok(None),
         Err(e) => Err(Error::Finalizer(Box::new(
             kube::runtime::finalizer::Error::AddFinalizer(e),
         ))),
@@ -234,6 +252,111 @@ mod tests {
         );
         let text = ctx.metrics.render(&RequestStats::default());
         assert!(text.contains("garden_artifacts_reconciles_total{result=\"success\"} 1"));
+    }
+
+    /// A new object: the finalizer patch, then in the same round its status (here an
+    /// invalid spec's). Neither triggers another round (triggers.rs).
+    #[tokio::test]
+    async fn a_new_object_costs_one_round_and_two_writes_that_trigger_nothing() {
+        let stalled = object(
+            json!({ "repository": "registry.example.com/e2e/a", "tags": ["v1"], "source": {} }),
+            json!(null),
+        );
+        let mut new = stalled.clone();
+        new.metadata.finalizers = None;
+        let with_finalizer = {
+            let mut o = stalled.clone();
+            o.metadata.resource_version = Some("8".into());
+            serde_json::to_string(&o).expect("JSON")
+        };
+        let with_status = {
+            let mut o = stalled.clone();
+            o.metadata.resource_version = Some("9".into());
+            serde_json::to_string(&o).expect("JSON")
+        };
+        let api = FakeApi::start(move |request| match request.method.as_str() {
+            "PATCH" if request.path.contains("/gardenartifacts/a/status?") => {
+                (200, with_status.clone())
+            }
+            "PATCH" if request.path.contains("/gardenartifacts/a?") => {
+                (200, with_finalizer.clone())
+            }
+            "POST" if request.path.contains("/events") => (201, request.body.clone()),
+            _ => fake_api::status(404, "NotFound", "not here"),
+        })
+        .await;
+        let ctx = context(api.client.clone());
+
+        let action = reconcile(Arc::new(Watched(Ok(new))), Arc::clone(&ctx)).await;
+
+        assert_eq!(action.expect("the round settles"), Action::await_change());
+        let patches: Vec<_> = api
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "PATCH")
+            .collect();
+        assert_eq!(patches.len(), 2, "{patches:?}");
+        assert!(
+            patches[0].body.contains("/metadata/finalizers"),
+            "{}",
+            patches[0].body
+        );
+        assert!(
+            patches[1].body.contains("InvalidSpec"),
+            "{}",
+            patches[1].body
+        );
+        let text = ctx.metrics.render(&RequestStats::default());
+        assert!(
+            text.contains("garden_artifacts_status_writes_total 1"),
+            "{text}"
+        );
+    }
+
+    /// Someone else wrote a new object first (here another finalizer, which triggers no
+    /// round): ours is tried again soon, not left to a change that may never come.
+    #[tokio::test]
+    async fn a_finalizer_that_lost_a_race_is_tried_again_soon() {
+        let api = FakeApi::start(|request| match request.method.as_str() {
+            "PATCH" => fake_api::status(409, "Conflict", "the object has been modified"),
+            _ => fake_api::status(500, "InternalError", "unexpected"),
+        })
+        .await;
+        let ctx = context(api.client.clone());
+        let mut new = object(
+            json!({ "repository": "h:1/a", "tags": ["v1"], "source": {} }),
+            json!(null),
+        );
+        new.metadata.finalizers = None;
+
+        let action = reconcile(Arc::new(Watched(Ok(new))), Arc::clone(&ctx)).await;
+
+        assert_eq!(
+            action.expect("no failure"),
+            Action::requeue(FINALIZER_RETRY)
+        );
+    }
+
+    /// Another shard's object, reached through what it reads, is left to that shard.
+    #[tokio::test]
+    async fn another_shards_object_is_not_touched() {
+        let api = FakeApi::start(|_| fake_api::status(500, "InternalError", "unexpected")).await;
+        let ctx = context(api.client.clone());
+        let ctx =
+            Arc::new(Arc::into_inner(ctx).expect("one owner").with_shard(
+                crate::controller::shard::Shard::parse("shard=b").expect("a selector"),
+            ));
+        let mut theirs = object(
+            json!({ "repository": "h:1/a", "tags": ["v1"], "source": {} }),
+            json!(null),
+        );
+        theirs.metadata.finalizers = None;
+        theirs.metadata.labels = Some([("shard".to_string(), "a".to_string())].into());
+
+        let action = reconcile(Arc::new(Watched(Ok(theirs))), Arc::clone(&ctx)).await;
+
+        assert_eq!(action.expect("nothing to do"), Action::await_change());
+        assert!(api.requests().is_empty(), "{:?}", api.requests());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, Store, store::Writer};
 use serde_json::json;
 
@@ -47,12 +47,11 @@ fn context_with(
     let registry = Arc::new(registry);
     let engine = Arc::new(Engine::new(Arc::clone(&registry) as _, urls, 1));
     let (store, _writer) = reflector::store();
-    let recorder = Recorder::new(client.clone(), Reporter::from("garden-artifacts"));
     Arc::new(Context::new(
         client,
         registry,
         engine,
-        recorder,
+        Reporter::from("garden-artifacts"),
         Arc::new(Metrics::default()),
         Caches {
             objects: store,

@@ -131,6 +131,9 @@ impl EngineError {
 /// A repository and a digest in it (a blob being uploaded, a subject's fallback index).
 type RepositoryDigest = (Repository, String);
 
+/// The most blob digests the engine remembers as known to be in their repositories.
+const KNOWN_BLOBS_MAX: usize = 65_536;
+
 type KeyedLocks = Mutex<HashMap<RepositoryDigest, Arc<tokio::sync::Mutex<()>>>>;
 
 /// The lock of one (repository, digest) in `locks`. Finished work leaves its lock unused;
@@ -225,13 +228,16 @@ impl Engine {
             .collect()
     }
 
+    /// Remembered for as long as the process runs, which for a controller is long: past
+    /// [`KNOWN_BLOBS_MAX`] digests all are forgotten at once (the next round of each object
+    /// asks the registry once more), so the set grows with the objects of a while, not with
+    /// every blob ever pushed.
     fn remember_blobs(&self, repo: &Repository, digests: impl IntoIterator<Item = String>) {
-        self.known_blobs
-            .lock()
-            .expect("not poisoned")
-            .entry(repo.clone())
-            .or_default()
-            .extend(digests);
+        let mut known = self.known_blobs.lock().expect("not poisoned");
+        if known.values().map(HashSet::len).sum::<usize>() >= KNOWN_BLOBS_MAX {
+            known.clear();
+        }
+        known.entry(repo.clone()).or_default().extend(digests);
     }
 
     fn upload_lock(&self, repo: &Repository, digest: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -433,5 +439,32 @@ impl Engine {
             mirrored: MirroredReferrers::default(),
             dropped: Dropped::default(),
         })))
+    }
+}
+
+#[cfg(test)]
+mod known_blobs_tests {
+    use std::sync::Arc;
+
+    use super::test_support::{engine, repo};
+    use super::*;
+    use crate::registry::memory::MemoryRegistry;
+
+    #[test]
+    fn the_blobs_remembered_are_bounded() {
+        let engine = engine(&Arc::new(MemoryRegistry::default()));
+        let (a, b) = (repo("a"), repo("b"));
+        let digest = |i: usize| format!("sha256:{i:064x}");
+        engine.remember_blobs(&a, (0..KNOWN_BLOBS_MAX - 1).map(digest));
+        engine.remember_blobs(&b, [digest(0)]);
+        assert_eq!(engine.known_blobs(&a, &[digest(7)]), [digest(7)]);
+        engine.remember_blobs(&b, [digest(1)]);
+        let known = engine.known_blobs.lock().expect("not poisoned");
+        let total: usize = known.values().map(HashSet::len).sum();
+        assert_eq!(
+            total, 1,
+            "forgotten at the bound, then the new one remembered"
+        );
+        assert!(known.get(&b).is_some_and(|b| b.contains(&digest(1))));
     }
 }

@@ -130,3 +130,43 @@ names neither a Secret nor a ConfigMap. Fails when it names both, or on a bad ke
 {{- printf "%s/%s" (include "garden-artifacts.registryCADir" .) $ca.key }}
 {{- end }}
 {{- end }}
+
+{{/*
+The shards as a JSON list of {name, selector}: .Values.shards, checked (a DNS-label name, unique,
+a selector), or one unnamed shard of every object when none are listed.
+*/}}
+{{- define "garden-artifacts.shards" -}}
+{{- $shards := list }}
+{{- $seen := dict }}
+{{- range .Values.shards }}
+{{- if not (regexMatch "^[a-z0-9]([-a-z0-9]{0,20}[a-z0-9])?$" (toString .name)) }}
+{{- fail (printf "shards: name %q must be a DNS label of at most 22 characters" (toString .name)) }}
+{{- end }}
+{{- if hasKey $seen .name }}
+{{- fail (printf "shards: name %q is listed twice" .name) }}
+{{- end }}
+{{- $_ := set $seen .name true }}
+{{- if not .selector }}
+{{- fail (printf "shards: %q has no selector (a shard of every object would overlap the others)" .name) }}
+{{- end }}
+{{- $shards = append $shards (dict "name" .name "selector" .selector) }}
+{{- else }}
+{{- $shards = list (dict "name" "" "selector" "") }}
+{{- end }}
+{{- toJson $shards }}
+{{- end }}
+
+{{/*
+A shard's Deployment name: the full name, then the shard's. Argument: list of the root
+context and the shard.
+*/}}
+{{- define "garden-artifacts.shardName" -}}
+{{- $root := index . 0 }}
+{{- $shard := index . 1 }}
+{{- if $shard.name }}
+{{- printf "%s-%s" (include "garden-artifacts.fullname" $root | trunc 40 | trimSuffix "-") $shard.name }}
+{{- else }}
+{{- include "garden-artifacts.fullname" $root }}
+{{- end }}
+{{- end }}
+
