@@ -136,6 +136,9 @@ for run in $(seq 1 "${RUNS}"); do
       OURS_FIRST+=("${BENCH_WALL}")
       OURS_RSS+=("${BENCH_RSS_KB}")
       OURS_FIRST_CPU+=("${BENCH_CPU} / $(minus "$(reg_cpu src)" "${src_cpu}") / $(minus "$(reg_cpu "ours${run}")" "${dst_cpu}")")
+      # Counted before expect_tags, whose HEADs and listing are not the tool's.
+      kinds "${who}-first-${run}.src" src "${src_mark}"
+      kinds "${who}-first-${run}.dst" "${who}${run}" 0
       expect_tags "ours-first-${run}" "${OURS}" "${SELECTED}"
     else
       bench_wait_quiet "run ${run}: skopeo sync, first"
@@ -143,10 +146,10 @@ for run in $(seq 1 "${RUNS}"); do
       SKO_FIRST+=("${BENCH_WALL}")
       SKO_RSS+=("${BENCH_RSS_KB}")
       SKO_FIRST_CPU+=("${BENCH_CPU} / $(minus "$(reg_cpu src)" "${src_cpu}") / $(minus "$(reg_cpu "sko${run}")" "${dst_cpu}")")
+      kinds "${who}-first-${run}.src" src "${src_mark}"
+      kinds "${who}-first-${run}.dst" "${who}${run}" 0
       expect_tags "sko-first-${run}" "${SKO}" "${SELECTED}"
     fi
-    kinds "${who}-first-${run}.src" src "${src_mark}"
-    kinds "${who}-first-${run}.dst" "${who}${run}" 0
   done
   for who in "${order[@]}"; do
     src_mark="$(bench_log_mark "$(bench_reg_log src)")"
@@ -220,7 +223,8 @@ for run in $(seq 1 "${RUNS}"); do
   others=$(($(n_of "${s}") + $(n_of "${d}") - lists - src_heads - dst_heads))
   line="run ${run}: ${lists} listing page(s), ${src_heads} source HEADs, ${dst_heads} target HEADs, ${others} other"
   noop_worst+="${line}; "
-  if ((src_heads != SELECTED || dst_heads != SELECTED || others != 0 || lists > 2)); then
+  # Listings are allowed in any number of pages (the table's breakdown shows how many).
+  if ((src_heads != SELECTED || dst_heads != SELECTED || others != 0)); then
     noop_ok=NO
   fi
 done
