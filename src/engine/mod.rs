@@ -402,24 +402,34 @@ impl Engine {
             return changed(BTreeMap::new());
         }
         let source = &copy.source;
-        let wanted = match source.digest() {
-            Some(digest) => digest.to_string(),
-            None => match self
-                .registry
-                .head_manifest(source.repository(), source.reference())
-                .await?
-            {
-                Some(head) => head.digest,
-                None => return changed(BTreeMap::new()),
-            },
+        // The source and the tags are looked at together: a converged mirror of many tags
+        // waits for one round trip per tag, not two.
+        let source_digest = async {
+            match source.digest() {
+                Some(digest) => Ok(Some(digest.to_string())),
+                None => self
+                    .registry
+                    .head_manifest(source.repository(), source.reference())
+                    .await
+                    .map(|head| head.map(|h| h.digest)),
+            }
         };
-        let mut tags_seen = BTreeMap::new();
-        let mut last = None;
-        for tag in &intent.tags {
-            let head = self.head_tag(repository, tag.as_str()).await?;
-            tags_seen.insert(tag.to_string(), head.as_ref().map(|h| h.digest.clone()));
-            last = head;
-        }
+        let tag_heads = async {
+            let mut tags_seen = BTreeMap::new();
+            let mut last = None;
+            for tag in &intent.tags {
+                let head = self.head_tag(repository, tag.as_str()).await?;
+                tags_seen.insert(tag.to_string(), head.as_ref().map(|h| h.digest.clone()));
+                last = head;
+            }
+            Ok::<_, EngineError>((tags_seen, last))
+        };
+        let (wanted, (tags_seen, last)) =
+            futures::try_join!(async { Ok(source_digest.await?) }, tag_heads)?;
+        // A source that is not there: the full path says so, with the tags already seen.
+        let Some(wanted) = wanted else {
+            return changed(tags_seen);
+        };
         let all_there = tags_seen
             .values()
             .all(|digest| digest.as_deref() == Some(wanted.as_str()));

@@ -16,9 +16,10 @@ use crate::intent::{ArtifactIntent, Content, ImageCopy, MirrorIntent};
 use crate::oci::Tag;
 use crate::registry::ErrorClass;
 
-/// Tags copied at once. Each copy is a handful of round trips, mostly HEADs; eight keep a
-/// registry busy without looking like a flood to its rate limits.
-const TAGS_AT_ONCE: usize = 8;
+/// Tags copied at once. A converged tag is two HEADs (one per side, at once), a new one a
+/// handful of round trips; sixteen keep both registries busy without looking like a flood to
+/// their rate limits (the client's own in-flight bound still applies).
+const TAGS_AT_ONCE: usize = 16;
 /// Pages of 1000 tags read from a source before giving up (Docker Hub's library repositories
 /// have a few thousand; this is far past any Garden Linux repository).
 const MAX_SOURCE_PAGES: usize = 100;
