@@ -40,7 +40,8 @@ up() {
   local bin="${CARGO_TARGET_DIR}/debug/garden-artifacts"
 
   kubectl apply -f crds/ >/dev/null
-  kubectl wait --for=condition=Established crd/gardenartifacts.oci.gardenlinux.io --timeout=30s >/dev/null
+  kubectl wait --for=condition=Established crd/gardenartifacts.oci.gardenlinux.io \
+    crd/gardenmirrors.oci.gardenlinux.io --timeout=30s >/dev/null
   for ns in releases mirrors; do
     kubectl create namespace "${ns}" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
   done
@@ -57,16 +58,25 @@ up() {
     tail -n 30 "${log}" >&2
     ga_die "the examples did not become Ready"
   fi
+  # The mirror of the newest release, once what it mirrors is there.
+  kubectl apply -f examples/mirrors/
+  if ! kubectl wait --for=condition=Ready gardenmirror --all --all-namespaces --timeout=120s >/dev/null; then
+    kubectl get gardenmirrors -A -o yaml >&2
+    tail -n 30 "${log}" >&2
+    ga_die "the example mirror did not become Ready"
+  fi
   echo
   kubectl get gardenartifacts --all-namespaces
   echo
-  for repo in gardenlinux/gardenlinux mirror/gardenlinux; do
+  kubectl get gardenmirrors --all-namespaces
+  echo
+  for repo in gardenlinux/gardenlinux mirror/gardenlinux mirror/gardenlinux-releases; do
     printf 'registry %s/%s tags: ' "${REGISTRY}" "${repo}"
     # No jq: the main job must run on a machine that has only what dev-env.sh installs.
     curl -fsS "http://${REGISTRY}/v2/${repo}/tags/list" | sed -E 's/.*"tags":(\[[^]]*\]).*/\1/'
   done
   echo
-  echo "Use it:   eval \"\$(scripts/dev-env.sh env)\"; kubectl get gardenartifacts -A"
+  echo "Use it:   eval \"\$(scripts/dev-env.sh env)\"; kubectl get gardenartifacts,gardenmirrors -A"
   echo "Stop it:  scripts/run.sh stop"
 }
 

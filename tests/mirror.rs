@@ -369,3 +369,79 @@ spec:
     let writes = Registry::writes(&registry.requests().split_off(before));
     assert!(writes.is_empty(), "{writes:#?}");
 }
+
+/// The example mirror, applied with the examples it mirrors: every flavour of the newest
+/// release arrives with its digest, and the SBOM attached to a flavour comes along.
+#[test]
+fn the_example_mirror_carries_the_newest_release_with_its_referrers() {
+    let registry = Registry::start();
+    let examples = common::examples_for(&registry);
+    let dir = examples.path();
+    let out = garden_artifacts(
+        &[
+            "apply",
+            "-f",
+            dir.to_str().unwrap(),
+            "-f",
+            dir.join("mirrors").to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let results: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let mirror = results
+        .iter()
+        .find(|r| r["kind"] == "GardenMirror")
+        .unwrap_or_else(|| panic!("{results:#?}"));
+    let source = format!("{}/gardenlinux/gardenlinux", registry.addr);
+    let target = format!("{}/mirror/gardenlinux-releases", registry.addr);
+    let listed = std::process::Command::new("skopeo")
+        .args(["list-tags", "--tls-verify=false"])
+        .arg(format!("docker://{source}"))
+        .output()
+        .unwrap();
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let release = regex::Regex::new(r"^[0-9]+\.[0-9]+").unwrap();
+    let expected: Vec<&str> = listed["Tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .filter(|t| release.is_match(t))
+        .collect();
+    assert!(expected.len() >= 4, "{listed:#}");
+    assert_eq!(
+        mirror["tags"].as_array().unwrap().len(),
+        expected.len(),
+        "{mirror:#}"
+    );
+    for tag in &expected {
+        assert_eq!(
+            digest_of(&format!("{target}:{tag}")),
+            digest_of(&format!("{source}:{tag}")),
+            "{tag}"
+        );
+    }
+    // The flavour with an SBOM attached has it in the mirror too.
+    let with_referrers = expected.iter().find(|tag| {
+        let tree: Value = serde_json::from_str(&run_ok(&[
+            "discover",
+            &format!("{source}:{tag}"),
+            "-o",
+            "json",
+        ]))
+        .unwrap();
+        tree.get("referrers").is_some()
+    });
+    let tag = with_referrers.expect("an example flavour has a referrer");
+    let mirrored: Value = serde_json::from_str(&run_ok(&[
+        "discover",
+        &format!("{target}:{tag}"),
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    assert!(mirrored.get("referrers").is_some(), "{mirrored:#}");
+}

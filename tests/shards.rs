@@ -78,6 +78,9 @@ fn two_shards_reconcile_only_their_objects_and_one_owner_per_tag() {
         .cluster
         .apply(&labelled(ns, "older-b", "b", &repository, &["shared"]));
     let older = scene.wait_ready(ns, "older-b");
+    // creationTimestamp counts whole seconds, and a tie goes to the name first in order
+    // ("newer-a"): the newer object must be created in a later second to be the newer one.
+    std::thread::sleep(Duration::from_millis(1100));
     scene.cluster.apply(&labelled(
         ns,
         "newer-a",
