@@ -75,9 +75,26 @@ pub async fn publish_changes(object: &GardenArtifact, ctx: &Context, report: &Re
     let was_converged_here =
         status.and_then(|s| s.digest.as_deref()) == Some(report.digest.as_str());
     let had_tag = |tag: &str| status.is_some_and(|s| s.tags.iter().any(|t| t.name == tag));
-    if !report.plan.blobs.is_empty() || report.outcome == Outcome::Created {
+    let pushed = !report.plan.blobs.is_empty() || report.outcome == Outcome::Created;
+    // A tag set for the first time with a push is named in the push's event: one event per new
+    // object, not two (at 10,000 new objects the API server has enough to do).
+    let is_new_tag = |write: &&crate::engine::plan::TagWrite| {
+        write.previous.is_none() && !(was_converged_here && had_tag(&write.tag))
+    };
+    if pushed {
+        let new_tags: Vec<&str> = report
+            .plan
+            .tags
+            .iter()
+            .filter(is_new_tag)
+            .map(|write| write.tag.as_str())
+            .collect();
+        let tags = match new_tags.as_slice() {
+            [] => String::new(),
+            tags => format!("; tag(s) {} set", tags.join(", ")),
+        };
         let note = format!(
-            "pushed {} to {} ({} blob(s) uploaded)",
+            "pushed {} to {} ({} blob(s) uploaded){tags}",
             report.digest,
             report.repository,
             report.plan.blobs.len()
@@ -87,7 +104,12 @@ pub async fn publish_changes(object: &GardenArtifact, ctx: &Context, report: &Re
     // One event per reason and round: the event recorder folds repeats of a reason into the
     // first event's note, so tags written together are named together.
     let mut by_reason: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for write in &report.plan.tags {
+    for write in report
+        .plan
+        .tags
+        .iter()
+        .filter(|w| !(pushed && is_new_tag(w)))
+    {
         let (reason, note) = match &write.previous {
             Some(previous) if was_converged_here => (
                 "DriftRepaired",

@@ -9,6 +9,7 @@ mod events;
 #[cfg(test)]
 mod fake_api;
 mod health;
+mod heap;
 pub mod index;
 pub mod leader;
 mod mirrors;
@@ -195,6 +196,8 @@ pub async fn run(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("serving metrics on {}: {e}", config.metrics_addr))?;
     let server = tokio::spawn(http::serve(listener, Arc::clone(&probes)));
+    heap::limit_arenas();
+    let trimming = tokio::spawn(heap::trim_periodically());
 
     let elector = config.leader_election.as_ref().map(|lease| {
         leader::LeaderElector::new(
@@ -216,6 +219,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             _ = signals.received(1) => {
                 // The round of `acquire` cut short may have taken the lease after all.
                 elector.release().await;
+                trimming.abort();
                 server.abort();
                 tracing::info!("stopped while waiting for the leader lease");
                 return Ok(());
@@ -382,6 +386,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         },
     };
     recovering.abort();
+    trimming.abort();
     server.abort();
     tracing::info!("controller stopped");
     outcome

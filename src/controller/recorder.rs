@@ -1,6 +1,6 @@
 //! The event recorder, renewed every few minutes. kube's `Recorder` keeps each event it
 //! published for 6 minutes, to fold a repeat into a series, and lets them go only when it
-//! publishes again: after a burst (10,000 new objects, a `Pushed` and a `Tagged` each) a
+//! publishes again: after a burst (10,000 new objects, a `Pushed` each) a
 //! controller that then only resyncs, publishing nothing, would hold them all for good. A fresh
 //! recorder after that time holds only what came since; a repeat of an event from before the
 //! change starts a new series instead of counting in the old one.
