@@ -25,31 +25,6 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-fn run_ok(args: &[&str]) -> String {
-    let out = garden_artifacts(args, &[]);
-    assert!(
-        out.status.success(),
-        "garden-artifacts {args:?} failed ({}):\n{}\n{}",
-        out.status,
-        stdout(&out),
-        stderr(&out)
-    );
-    stdout(&out)
-}
-
-/// Runs a verb that must fail with `code`; its stderr.
-fn run_fails(args: &[&str], code: i32) -> String {
-    let out = garden_artifacts(args, &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "garden-artifacts {args:?}:\n{}\n{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    stderr(&out)
-}
-
 fn files_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map(|entries| {

@@ -8,32 +8,8 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{Registry, digest_of, garden_artifacts, stderr, stdout};
+use common::{Registry, digest_of, run_fails, run_ok};
 use serde_json::Value;
-
-fn run_ok(args: &[&str]) -> String {
-    let out = garden_artifacts(args, &[]);
-    assert!(
-        out.status.success(),
-        "garden-artifacts {args:?} failed ({}):\n{}\n{}",
-        out.status,
-        stdout(&out),
-        stderr(&out)
-    );
-    stdout(&out)
-}
-
-fn run_fails(args: &[&str], code: i32) -> String {
-    let out = garden_artifacts(args, &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "garden-artifacts {args:?}:\n{}\n{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    stderr(&out)
-}
 
 /// A work folder whose path is lowercase: podman names an image pulled from `oci:PATH` after
 /// the path, and an image name may not have capitals (tempfile's random names do).

@@ -4,32 +4,8 @@
 
 mod common;
 
-use common::{Registry, digest_of, garden_artifacts, stderr, stdout};
+use common::{Registry, digest_of, garden_artifacts, run_fails, run_ok, stderr, stdout};
 use serde_json::Value;
-
-fn run_ok(args: &[&str]) -> String {
-    let out = garden_artifacts(args, &[]);
-    assert!(
-        out.status.success(),
-        "garden-artifacts {args:?} failed ({}):\n{}\n{}",
-        out.status,
-        stdout(&out),
-        stderr(&out)
-    );
-    stdout(&out)
-}
-
-fn run_fails(args: &[&str], code: i32) -> String {
-    let out = garden_artifacts(args, &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "garden-artifacts {args:?}:\n{}\n{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    stderr(&out)
-}
 
 /// Pushes one small artefact per tag (two layers, one shared by all) into `repository`.
 fn seed(repository: &str, tags: &[&str]) {

@@ -277,6 +277,32 @@ pub fn garden_artifacts(args: &[&str], env: &[(&str, &str)]) -> Output {
     command.output().expect("garden-artifacts runs")
 }
 
+/// Runs a verb that must succeed; its stdout.
+pub fn run_ok(args: &[&str]) -> String {
+    let out = garden_artifacts(args, &[]);
+    assert!(
+        out.status.success(),
+        "garden-artifacts {args:?} failed ({}):\n{}\n{}",
+        out.status,
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+/// Runs a verb that must fail with `code`; its stderr.
+pub fn run_fails(args: &[&str], code: i32) -> String {
+    let out = garden_artifacts(args, &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "garden-artifacts {args:?}:\n{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    stderr(&out)
+}
+
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
