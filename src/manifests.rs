@@ -40,6 +40,8 @@ pub struct LoadedMirror {
     pub namespace: String,
     pub name: String,
     pub spec: GardenMirrorSpec,
+    /// Folder of the file it came from: `oci:PATH` layouts are relative to it.
+    pub base_dir: PathBuf,
     pub origin: Origin,
 }
 
@@ -432,6 +434,7 @@ fn parse_object(
             namespace,
             name,
             spec,
+            base_dir: base_dir.to_path_buf(),
             origin: origin.clone(),
         }))));
     }

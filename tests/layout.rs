@@ -337,3 +337,147 @@ fn broken_and_hostile_layouts_are_refused_and_nothing_is_written() {
     assert!(e.contains("index.json"), "{e}");
     assert_eq!(digest_of(&target), None);
 }
+
+/// `apply` takes `oci:PATH` where a repository or an image reference goes, relative to the
+/// manifest's folder: a mirror into a folder, a mirror out of it and an artefact copied out of
+/// it, digests unchanged; a folder outside the manifest's is refused unless allowed, naming
+/// the field, and the controller's validation refuses layouts.
+#[test]
+fn apply_carries_through_a_folder_named_in_the_manifests() {
+    let origin = Registry::start();
+    let air_gapped = Registry::start();
+    let work = lowercase_tempdir();
+    let repo = format!("{}/gardenlinux/hello", origin.addr);
+    container_image(work.path(), &format!("{repo}:1"));
+    let image = digest_of(&format!("{repo}:1")).unwrap();
+
+    let outbound = work.path().join("outbound");
+    std::fs::create_dir_all(&outbound).unwrap();
+    std::fs::write(
+        outbound.join("carry.yaml"),
+        format!(
+            r#"apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenMirror
+metadata: {{name: to-folder, namespace: carry}}
+spec:
+  source: {{repository: "{repo}"}}
+  repository: oci:carry
+"#
+        ),
+    )
+    .unwrap();
+    let out: Value = serde_json::from_str(&run_ok(&[
+        "apply",
+        "-f",
+        outbound.join("carry.yaml").to_str().unwrap(),
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    let folder = outbound.join("carry");
+    assert_eq!(layout_digest(&folder, "1"), image, "{out:#}");
+    assert!(
+        out[0]["repository"].as_str().unwrap().starts_with("oci:")
+            && out[0]["repository"].as_str().unwrap().ends_with("carry"),
+        "the folder is named by its path: {out:#}"
+    );
+
+    // At the air-gapped site the folder sits beside the manifests.
+    let inbound = work.path().join("inbound");
+    std::fs::create_dir_all(&inbound).unwrap();
+    std::fs::rename(&folder, inbound.join("carry")).unwrap();
+    let target = format!("{}/mirror/hello", air_gapped.addr);
+    std::fs::write(
+        inbound.join("land.yaml"),
+        format!(
+            r#"apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenMirror
+metadata: {{name: from-folder, namespace: carry}}
+spec:
+  source: {{repository: oci:./carry}}
+  repository: "{target}"
+---
+apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenArtifact
+metadata: {{name: pinned, namespace: carry}}
+spec:
+  repository: "{}/pinned/hello"
+  tags: ["stable"]
+  source:
+    image: {{reference: "oci:carry@{image}"}}
+"#,
+            air_gapped.addr
+        ),
+    )
+    .unwrap();
+    run_ok(&["apply", "-f", inbound.join("land.yaml").to_str().unwrap()]);
+    assert_eq!(
+        digest_of(&format!("{target}:1")).as_deref(),
+        Some(image.as_str())
+    );
+    assert_eq!(
+        digest_of(&format!("{}/pinned/hello:stable", air_gapped.addr)).as_deref(),
+        Some(image.as_str())
+    );
+    // A second apply writes nothing.
+    let before = air_gapped.requests().len();
+    run_ok(&["apply", "-f", inbound.join("land.yaml").to_str().unwrap()]);
+    assert_eq!(
+        Registry::writes(&air_gapped.requests().split_off(before)).len(),
+        0,
+        "a converged apply through a folder writes nothing"
+    );
+
+    // A folder outside the manifest's: refused, naming the object and the field.
+    let hostile = work.path().join("hostile");
+    std::fs::create_dir_all(&hostile).unwrap();
+    let escaping = format!(
+        r#"apiVersion: oci.gardenlinux.io/v1alpha1
+kind: GardenMirror
+metadata: {{name: escape, namespace: carry}}
+spec:
+  source: {{repository: "oci:../inbound/carry"}}
+  repository: "{}/escaped/hello"
+"#,
+        air_gapped.addr
+    );
+    std::fs::write(hostile.join("escape.yaml"), &escaping).unwrap();
+    let manifest = hostile.join("escape.yaml");
+    let e = run_fails(&["apply", "-f", manifest.to_str().unwrap()], 2);
+    assert!(
+        e.contains("carry/escape")
+            && e.contains("spec.source.repository")
+            && e.contains("--allow-path-outside"),
+        "{e}"
+    );
+    assert_eq!(
+        digest_of(&format!("{}/escaped/hello:1", air_gapped.addr)),
+        None
+    );
+    run_ok(&[
+        "apply",
+        "-f",
+        manifest.to_str().unwrap(),
+        "--allow-path-outside",
+    ]);
+    assert_eq!(
+        digest_of(&format!("{}/escaped/hello:1", air_gapped.addr)).as_deref(),
+        Some(image.as_str())
+    );
+    // `oci:` without a folder, and a tag where a whole folder is meant.
+    std::fs::write(
+        hostile.join("empty.yaml"),
+        escaping
+            .replace("oci:../inbound/carry", "oci:")
+            .replace("name: escape", "name: nofolder"),
+    )
+    .unwrap();
+    let e = run_fails(
+        &["apply", "-f", hostile.join("empty.yaml").to_str().unwrap()],
+        2,
+    );
+    assert!(
+        e.contains("spec.source.repository") && e.contains("oci:PATH"),
+        "{e}"
+    );
+}

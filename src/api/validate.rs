@@ -194,6 +194,9 @@ impl Checker {
     /// (the checks and the parsers share one grammar, so that would be a bug, never a panic).
     /// A repository with its registry host, within the CRD's length.
     fn repository(&mut self, field: &FieldPath, text: &str) -> Option<Repository> {
+        if !self.not_a_layout(field, text) {
+            return None;
+        }
         let matches = self.pattern(
             field,
             text,
@@ -205,6 +208,21 @@ impl Checker {
             return self.parsed(field, Repository::parse(text));
         }
         None
+    }
+
+    /// `apply` replaces every `oci:PATH` it takes before validating, so one seen here is in an
+    /// object of the cluster, which has no folders to read.
+    fn not_a_layout(&mut self, field: &FieldPath, text: &str) -> bool {
+        if text.starts_with("oci:") {
+            self.fail(
+                field,
+                format!(
+                    "{text:?} is an OCI image layout folder; `apply` and the CLI verbs read and write those, the controller only registries"
+                ),
+            );
+            return false;
+        }
+        true
     }
 
     /// `spec.interval`: a duration of at least [`MIN_INTERVAL`].
@@ -907,7 +925,8 @@ fn check_image(
     image: &ImageSource,
 ) -> Option<ImageCopy> {
     let field = spec_field("source").child("image").child("reference");
-    let matches = c.pattern(
+    let matches = c.not_a_layout(&field, &image.reference)
+        && c.pattern(
         &field,
         &image.reference,
         &IMAGE_REFERENCE_RE,
@@ -1394,6 +1413,28 @@ interval: 1ms
                 "spec.interval",
             ]
         );
+    }
+
+    #[test]
+    fn layout_folders_are_refused_where_only_registries_are_read() {
+        let err = validate_mirror(&mirror_spec(
+            r#"
+source: {repository: "oci:/var/carry"}
+repository: "oci:carry"
+"#,
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("OCI image layout folder"), "{err}");
+        assert_eq!(fields(err), ["spec.source.repository", "spec.repository"]);
+        let mut spec = files_spec(Vec::new());
+        spec.source.files = None;
+        spec.source.image = Some(ImageSource {
+            reference: "oci:carry:1".into(),
+            platform: None,
+            referrers: Default::default(),
+        });
+        let err = validate(&spec, Frontend::Controller).unwrap_err();
+        assert_eq!(fields(err), ["spec.source.image.reference"]);
     }
 
     #[test]

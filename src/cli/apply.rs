@@ -53,6 +53,7 @@ pub struct ApplyArgs {
     allow_path_outside: bool,
 }
 
+mod layouts;
 mod mirrors;
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -84,11 +85,30 @@ pub async fn run(args: ApplyArgs) -> u8 {
     } else {
         manifests::Folders::TopLevel
     };
-    let loaded = manifests::load_from(&args.files, folders);
+    let mut loaded = manifests::load_from(&args.files, folders);
     for note in &loaded.notes {
         eprintln!("note: {note}");
     }
-    let mut errors = loaded.errors;
+    let mut errors = std::mem::take(&mut loaded.errors);
+    // Every registry and layout of the run is read and written through these places.
+    let mut places = match common::Places::new(&args.registry) {
+        Ok(places) => places,
+        Err(failure) => {
+            eprintln!("error: {failure}");
+            return failure.code;
+        }
+    };
+    let mut layouts = layouts::Layouts {
+        places: &mut places,
+        allow_path_outside: args.allow_path_outside,
+    };
+    for object in &mut loaded.objects {
+        errors.extend(layouts.artifact(object));
+    }
+    for mirror in &mut loaded.mirrors {
+        errors.extend(layouts.mirror(mirror));
+    }
+    let loaded = loaded;
     let mut intents = Vec::with_capacity(loaded.objects.len());
     for object in &loaded.objects {
         match validate(&object.spec, Frontend::Apply) {
@@ -171,21 +191,14 @@ pub async fn run(args: ApplyArgs) -> u8 {
     };
     if !errors.is_empty() {
         for e in &errors {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", common::unmask(e));
         }
         eprintln!("error: invalid input, nothing was written");
         return exit::INVALID;
     }
 
-    let registry = match common::registry_client(&args.registry) {
-        Ok(registry) => registry,
-        Err(failure) => {
-            eprintln!("error: {failure}");
-            return failure.code;
-        }
-    };
     let engine = match UrlFetcher::new(args.sources.apply_policy()) {
-        Ok(urls) => Engine::new(registry, urls, args.blob_concurrency),
+        Ok(urls) => Engine::new(places.registry(), urls, args.blob_concurrency),
         Err(e) => {
             eprintln!("error: {e}");
             return exit::INVALID;
@@ -323,6 +336,17 @@ pub async fn run(args: ApplyArgs) -> u8 {
         .await,
     );
 
+    // Layouts are named by their folders again.
+    for result in &mut results {
+        result.repository = common::unmask(&result.repository);
+        for text in result
+            .error
+            .iter_mut()
+            .chain(result.plan.iter_mut().flatten())
+        {
+            *text = common::unmask(text);
+        }
+    }
     match args.output {
         Output::Json => println!(
             "{}",
@@ -340,7 +364,7 @@ pub async fn run(args: ApplyArgs) -> u8 {
 /// Why `path`, relative to the manifest's folder `base_dir`, is outside that folder; `None`
 /// when it is inside. Symlinks are followed where the path exists; a path that does not exist
 /// is judged by its words (`..`, absolute) and left to the read to report.
-fn outside_folder(base_dir: &Path, path: &str) -> Option<String> {
+pub(super) fn outside_folder(base_dir: &Path, path: &str) -> Option<String> {
     let folder = base_dir
         .canonicalize()
         .unwrap_or_else(|_| base_dir.to_path_buf());
