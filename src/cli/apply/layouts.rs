@@ -94,14 +94,15 @@ impl Layouts<'_> {
         // The folder ends where a tag (`:`) or a digest (`@`) begins, as in skopeo's spelling.
         let folder_end = rest.find([':', '@']).unwrap_or(rest.len());
         let (folder, pin) = rest.split_at(folder_end);
-        if !folder.is_empty() && !self.allow_path_outside {
-            if let Some(problem) = outside_folder(at.base_dir, folder) {
-                errors.push(format!(
-                    "{}: {}: {field}: {problem}; allow it with `apply --allow-path-outside`",
-                    at.origin, at.key
-                ));
-                return;
-            }
+        if !folder.is_empty()
+            && !self.allow_path_outside
+            && let Some(problem) = outside_folder(at.base_dir, folder)
+        {
+            errors.push(format!(
+                "{}: {}: {field}: {problem}; allow it with `apply --allow-path-outside`",
+                at.origin, at.key
+            ));
+            return;
         }
         let resolved = if folder.is_empty() {
             String::new()
