@@ -1,7 +1,7 @@
 //! GardenMirror on the real API server, the controller under the chart's RBAC: a source and
 //! a target registry behind different passwords, each read through its own Secret; tags a
-//! GardenArtifact owns in the target left alone and reported; a converged resync writes no
-//! status.
+//! GardenArtifact owns in the target left alone and reported, and tags the mirror wrote kept
+//! from a GardenArtifact that claims them later; a converged resync writes no status.
 
 mod common;
 
@@ -217,6 +217,54 @@ fn a_mirror_with_credentials_on_both_sides_converges_and_yields_to_artifacts() {
         again["metadata"]["resourceVersion"], version,
         "no status write"
     );
+
+    // A tag the mirror wrote is the mirror's: an artefact that claims it afterwards is refused
+    // and the tag stays as mirrored, while the mirror stays Ready and writes nothing.
+    let mirrored_digest = read(&format!("{target}:1877.10"));
+    scene.cluster.apply(
+        &artifact_object(
+            ns,
+            "late",
+            &target,
+            &["1877.10"],
+            "a late local build",
+            json!({
+                "credentials": { "secretRef": { "name": "target-push" } },
+                "interval": "2s",
+            }),
+        )
+        .to_string(),
+    );
+    let refused = scene.wait_condition(ns, "late", "Stalled", "True", Duration::from_secs(60));
+    let stalled = common::cluster::condition(&refused, "Stalled").unwrap();
+    assert_eq!(stalled["reason"], "TagConflict", "{refused:#}");
+    assert!(
+        stalled["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("GardenMirror {ns}/releases")),
+        "{refused:#}"
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(read(&format!("{target}:1877.10")), mirrored_digest);
+    let mirror_now = mirror_status(&scene, ns, "releases").unwrap();
+    assert_eq!(
+        condition_status(&mirror_now, "Ready").as_deref(),
+        Some("True"),
+        "{mirror_now:#}"
+    );
+    assert_eq!(mirror_now["metadata"]["resourceVersion"], version);
+    // Without the mirror the tag is free: the artefact takes it.
+    scene
+        .cluster
+        .kubectl_ok(&["delete", "gardenmirror", "releases", "-n", ns]);
+    let took = scene.wait_ready(ns, "late");
+    assert_eq!(
+        read(&format!("{target}:1877.10")),
+        took["status"]["digest"].as_str().unwrap()
+    );
+    assert_ne!(read(&format!("{target}:1877.10")), mirrored_digest);
+
     // No password anywhere it could leak.
     let text = scene.controller("c").log_text() + &again.to_string();
     for secret in [source_password, target_password] {

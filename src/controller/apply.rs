@@ -14,6 +14,7 @@ use super::context::{Context, Credentials, InputError};
 use super::earlier::earlier;
 use super::events::{self, Failure};
 use super::index::{self, ObjectKey, Rank};
+use super::mirror_claims;
 use super::reconcile::{Error, FIELD_MANAGER};
 use super::resync::jittered;
 use super::retries::Basis;
@@ -134,6 +135,25 @@ async fn prerequisites(
             index.takeable(object),
         )
     });
+    // A tag a mirror wrote is the mirror's (mirror_claims.rs): not earned by a write probe.
+    let _ = ctx.mirrors.wait_until_ready().await;
+    let to_mirrors = mirror_claims::lost_to_mirrors(
+        &ctx.mirrors.state(),
+        &repository.identity(),
+        &object.spec.tags,
+    );
+    if !to_mirrors.is_empty() {
+        let conflict = to_mirrors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        stall(api, object, ctx, "TagConflict", &conflict).await?;
+        return Ok(ControlFlow::Break(Settled::Stalled(
+            Action::requeue(every),
+            "conflict",
+        )));
+    }
     let earned = index::rank(object) == Rank::Earned;
     if !lost.is_empty() {
         let conflict = lost

@@ -15,7 +15,7 @@ use super::recorder::Recorders;
 use super::retries::Retries;
 use super::shard::Shard;
 use super::watched::Watched;
-use crate::api::GardenArtifact;
+use crate::api::{GardenArtifact, GardenMirror};
 use crate::engine::{Engine, Inputs};
 use crate::metrics::Metrics;
 use crate::oci::{Digest, ImageReference, Repository};
@@ -41,6 +41,8 @@ pub struct Context {
     /// read here, not fetched each round.
     secrets: Store<Secret>,
     config_maps: Store<ConfigMap>,
+    /// The GardenMirrors, for the tags they wrote (mirror_claims.rs).
+    pub mirrors: Store<GardenMirror>,
     /// Engines by Secret, valid for one resourceVersion of it.
     engines: Mutex<HashMap<SecretKey, (ResourceVersion, Arc<Engine>)>>,
     /// Backoff after failed rounds, by object.
@@ -138,6 +140,7 @@ pub struct Caches {
     pub index: Arc<SharedIndex>,
     pub secrets: Store<Secret>,
     pub config_maps: Store<ConfigMap>,
+    pub mirrors: Store<GardenMirror>,
 }
 
 impl Context {
@@ -156,6 +159,7 @@ impl Context {
             index,
             secrets,
             config_maps,
+            mirrors,
         } = caches;
         Self {
             recorder: Recorders::new(client.clone(), reporter),
@@ -167,6 +171,7 @@ impl Context {
             index,
             secrets,
             config_maps,
+            mirrors,
             engines: Mutex::default(),
             retries: Retries::default(),
             policy: NamespacePolicy::default(),

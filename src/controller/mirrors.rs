@@ -16,6 +16,7 @@ use futures::StreamExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -23,6 +24,8 @@ use serde_json::json;
 use super::apply::now;
 use super::context::Context;
 use super::events::publish;
+use super::index::ObjectKey;
+use super::mirror_claims;
 use super::reconcile::FIELD_MANAGER;
 use super::status::{READY, RECONCILING, STALLED};
 use crate::api::mirror::{FailedTag, MIRROR_KIND};
@@ -55,14 +58,16 @@ enum Observation<'a> {
     Suspended,
 }
 
-/// Runs the GardenMirror controller until `shutdown` resolves and its rounds are done.
+/// Runs the GardenMirror controller on the changes of `mirrors` (the watch that fills
+/// `cache`) until `shutdown` resolves and its rounds are done.
 pub async fn run(
-    mirrors: Api<GardenMirror>,
+    mirrors: impl futures::Stream<Item = Result<GardenMirror, watcher::Error>> + Send + 'static,
+    cache: Store<GardenMirror>,
     ctx: Arc<Context>,
     concurrency: u16,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    Controller::new(mirrors, watcher::Config::default())
+    Controller::for_stream(mirrors, cache)
         .with_config(ControllerConfig::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -147,8 +152,8 @@ pub async fn reconcile(mirror: Arc<GardenMirror>, ctx: Arc<Context>) -> Result<A
     };
     let written_before = written_before(&mirror, &intent);
     let inputs = MirrorInputs {
+        owned_elsewhere: owned_elsewhere(&ctx, &mirror, &intent, &written_before).await,
         written_before: written_before.clone(),
-        owned_elsewhere: owned_by_artifacts(&ctx, &intent).await,
     };
     let interval = intent.interval.unwrap_or(DEFAULT_INTERVAL);
     match engine
@@ -240,17 +245,33 @@ fn written_before(mirror: &GardenMirror, intent: &MirrorIntent) -> BTreeMap<Stri
         .collect()
 }
 
-/// The tags GardenArtifacts claim in the mirror's target, with their owners, from the
-/// claims index.
-async fn owned_by_artifacts(ctx: &Context, intent: &MirrorIntent) -> BTreeMap<String, String> {
+/// The tags of the mirror's target that are not its to write, with their owners: those
+/// GardenArtifacts claim (from the claims index), unless this mirror wrote them first, and
+/// those an older mirror wrote.
+async fn owned_elsewhere(
+    ctx: &Context,
+    mirror: &GardenMirror,
+    intent: &MirrorIntent,
+    written_before: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
     ctx.index.wait_until_ready().await;
+    // Without the mirrors' cache (its watch never started) no mirror's tags are known.
+    let _ = ctx.mirrors.wait_until_ready().await;
     let target = intent.target.identity();
-    ctx.index.read(|index| {
+    let me = ObjectKey::of(mirror);
+    let mut owned: BTreeMap<String, String> = ctx.index.read(|index| {
         index
             .claims_in(&target)
+            .filter(|(tag, _)| !written_before.contains_key(*tag))
             .map(|(tag, owner)| (tag.to_string(), format!("GardenArtifact {owner}")))
             .collect()
-    })
+    });
+    for (tag, owner) in mirror_claims::owners(&ctx.mirrors.state(), &target) {
+        if owner != me {
+            owned.insert(tag, format!("GardenMirror {owner}"));
+        }
+    }
+    owned
 }
 
 /// Writes the status when it changed, and a Warning event when the mirror turns unready.

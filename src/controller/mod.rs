@@ -12,6 +12,7 @@ mod health;
 mod heap;
 pub mod index;
 pub mod leader;
+mod mirror_claims;
 mod mirrors;
 pub mod policy;
 pub mod reconcile;
@@ -38,7 +39,7 @@ use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::utils::Backoff;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::{WatchStreamExt, predicates, watcher};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
@@ -301,6 +302,20 @@ pub async fn run(config: Config) -> Result<(), String> {
         .predicate_filter(triggers::fingerprint, Default::default())
         .try_filter(move |object| std::future::ready(shard.selects(object)));
     let controller = Controller::for_stream(objects, store.clone());
+    // The GardenMirrors: their own controller's rounds, and the tags they wrote, which the
+    // artefacts' rounds read (mirror_claims.rs).
+    let (mirrors_cache, mirrors_writer) = reflector::store();
+    let mirror_api: Api<crate::api::GardenMirror> = match &config.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let mirror_objects = watcher(mirror_api, watcher::Config::default())
+        .inspect(health::count_errors(Arc::clone(&metrics), "gardenmirrors"))
+        .modify(trim::mirror)
+        .reflect(mirrors_writer)
+        .applied_objects()
+        // A round starts on a change of the spec, never on its own status write coming back.
+        .predicate_filter(predicates::generation, Default::default());
     let ctx = Arc::new(
         Context::new(
             client,
@@ -313,6 +328,7 @@ pub async fn run(config: Config) -> Result<(), String> {
                 index,
                 secrets: secrets_cache,
                 config_maps: config_maps_cache,
+                mirrors: mirrors_cache.clone(),
             },
         )
         .with_policy(config.namespace_policy)
@@ -320,18 +336,13 @@ pub async fn run(config: Config) -> Result<(), String> {
     );
     tracing::info!(shard = %ctx.shard, "reconciling");
 
-    let mirrors = {
-        let api: Api<crate::api::GardenMirror> = match &config.namespace {
-            Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-            None => Api::all(ctx.client.clone()),
-        };
-        mirrors::run(
-            api,
-            Arc::clone(&ctx),
-            config.concurrency,
-            signals.received(1),
-        )
-    };
+    let mirrors = mirrors::run(
+        mirror_objects,
+        mirrors_cache,
+        Arc::clone(&ctx),
+        config.concurrency,
+        signals.received(1),
+    );
     let (by_secret, by_config_map) = (Arc::clone(&ctx), Arc::clone(&ctx));
     let running = controller
         .watches_stream(secrets, move |secret: Secret| {

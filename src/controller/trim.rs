@@ -17,6 +17,13 @@ pub fn artifact(object: &mut Watched) {
     shed_bookkeeping(object.meta_mut());
 }
 
+/// A GardenMirror keeps everything but the bookkeeping: its status is read, by the
+/// artefacts too (the tags it wrote are its own).
+pub fn mirror(mirror: &mut crate::api::GardenMirror) {
+    use kube::Resource;
+    shed_bookkeeping(mirror.meta_mut());
+}
+
 /// A Secret is read for its type, its data and its resourceVersion.
 pub fn secret(secret: &mut Secret) {
     shed_everything_but_identity(&mut secret.metadata);

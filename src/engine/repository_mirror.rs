@@ -111,8 +111,16 @@ impl MirrorReport {
             .map(|(tag, digest)| (tag.clone(), digest.clone()))
             .collect();
         for (tag, result) in &self.tags {
-            if let Some(digest) = result.digest() {
-                written.insert(tag.to_string(), digest.to_string());
+            match result {
+                // Someone else owns it now: never the mirror's to prune.
+                TagResult::Conflict { .. } => {
+                    written.remove(tag.as_str());
+                }
+                _ => {
+                    if let Some(digest) = result.digest() {
+                        written.insert(tag.to_string(), digest.to_string());
+                    }
+                }
             }
         }
         written
