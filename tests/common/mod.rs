@@ -378,8 +378,11 @@ pub fn listed_digests(index: Option<&serde_json::Value>) -> Vec<String> {
         .collect()
 }
 
-/// Copies `examples/` into a temporary folder with the registry address replaced.
+/// Copies `examples/` into a temporary folder with the registry address replaced, once the
+/// example's container images are in `registry` (the release example publishes them from
+/// there, as `scripts/run.sh` does).
 pub fn examples_for(registry: &Registry) -> TempDir {
+    push_example_containers(&registry.addr);
     let dir = tempfile::tempdir().unwrap();
     copy_tree(
         Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -389,6 +392,27 @@ pub fn examples_for(registry: &Registry) -> TempDir {
         &|text| text.replace("127.0.0.1:5000", &registry.addr),
     );
     dir
+}
+
+/// `examples/containers/build.sh --push ADDR` with the binary under test: podman builds the
+/// example's linux/amd64 and linux/arm64 images, garden-artifacts pushes them to `addr`.
+pub fn push_example_containers(addr: &str) {
+    require("podman");
+    let empty_config = tempfile::tempdir().unwrap();
+    let out =
+        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/containers/build.sh"))
+            .args(["--push", addr])
+            .env("GARDEN_ARTIFACTS", binary())
+            .env("DOCKER_CONFIG", empty_config.path())
+            .env_remove("REGISTRY_AUTH_FILE")
+            .output()
+            .expect("examples/containers/build.sh runs");
+    assert!(
+        out.status.success(),
+        "examples/containers/build.sh --push {addr}:\n{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
 }
 
 fn copy_tree(from: &Path, to: &Path, rewrite: &dyn Fn(&str) -> String) {
