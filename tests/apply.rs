@@ -15,7 +15,7 @@ fn sha256(bytes: &[u8]) -> String {
 #[test]
 fn examples_converge_and_a_second_apply_writes_nothing() {
     let registry = Registry::start();
-    let examples = examples_for(&registry);
+    let examples = examples_with_containers_for(&registry);
     let dir = examples.path().to_str().unwrap();
 
     let apply_only = examples.path().join("apply-only");

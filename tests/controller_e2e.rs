@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 
 use common::cluster::{Scene, Watch, artifact_object, condition, condition_status, wait_for};
 use common::{
-    FileServer, Registry, digest_of, examples_for, fallback_index, listed_digests, skopeo_json,
-    skopeo_raw,
+    FileServer, Registry, digest_of, examples_for, examples_with_containers_for, fallback_index,
+    listed_digests, skopeo_json, skopeo_raw,
 };
 
 const API_VERSION: &str = "oci.gardenlinux.io/v1alpha1";
@@ -205,7 +205,7 @@ fn examples_converge_under_the_charts_rbac() {
     let mut scene = Scene::new(&[releases, mirrors], Watch::AllNamespaces);
     scene.start_controller("all-namespaces", &[], &[]);
 
-    let examples = examples_for(&scene.registry);
+    let examples = examples_with_containers_for(&scene.registry);
     let dir = examples.path();
     let mut expected_objects = 0;
     for folder in [dir.to_path_buf(), dir.join("controller-only")] {

@@ -27,7 +27,7 @@ fn fallback_index_in(registry: &Registry, repo: &str, subject: &str) -> serde_js
 #[test]
 fn the_release_example_is_found_the_way_gardenlinux_update_finds_it() {
     let registry = Registry::start();
-    let examples = examples_for(&registry);
+    let examples = examples_with_containers_for(&registry);
     let dir = examples.path().to_str().unwrap();
     let out = garden_artifacts(&["apply", "-f", dir], &[]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));

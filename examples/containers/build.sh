@@ -11,8 +11,8 @@
 #                                                    amd64-1877.5, arm64-1877.5); with --push,
 #                                                    push from there
 #
-# The same sources give the same digests (fixed timestamp, no builder-version label), so a
-# second run pushes nothing new and the published tags stay where they are.
+# The same sources and podman give the same digests (fixed timestamp, no builder-version
+# label), so a second run pushes nothing new and the published tags stay where they are.
 #
 # Environment:
 #   GARDEN_ARTIFACTS   the garden-artifacts binary that pushes (default: the one on PATH)

@@ -378,11 +378,16 @@ pub fn listed_digests(index: Option<&serde_json::Value>) -> Vec<String> {
         .collect()
 }
 
-/// Copies `examples/` into a temporary folder with the registry address replaced, once the
-/// example's container images are in `registry` (the release example publishes them from
-/// there, as `scripts/run.sh` does).
-pub fn examples_for(registry: &Registry) -> TempDir {
+/// [`examples_for`], once the example's container images are in `registry`: what applying the
+/// whole folder needs, since the release example publishes them from there (`scripts/run.sh`
+/// pushes them the same way).
+pub fn examples_with_containers_for(registry: &Registry) -> TempDir {
     push_example_containers(&registry.addr);
+    examples_for(registry)
+}
+
+/// Copies `examples/` into a temporary folder with the registry address replaced.
+pub fn examples_for(registry: &Registry) -> TempDir {
     let dir = tempfile::tempdir().unwrap();
     copy_tree(
         Path::new(env!("CARGO_MANIFEST_DIR"))
