@@ -94,8 +94,9 @@ ga_check_port_free() { # port component
 
 # ---------------------------------------------------------------------------------------
 ga_install_deps() {
+  # podman: scripts/run.sh builds the example's container images (examples/containers/).
   ga_apt_install etcd-server docker-registry skopeo rsync openssl curl apache2-utils \
-    ca-certificates util-linux
+    ca-certificates util-linux podman
   if ! command -v kubectl >/dev/null 2>&1; then
     ga_apt_install kubernetes-client
   fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on this machine, from nothing: a Distribution registry, etcd and a real
-# kube-apiserver on loopback (scripts/dev-env.sh), the CRD, the controller, and the examples
-# reconciled into the registry.
+# kube-apiserver on loopback (scripts/dev-env.sh), the CRD, the controller, the example's
+# container images built with podman and pushed, and the examples reconciled into the registry.
 #
 #   scripts/run.sh          start everything, apply examples/, wait until Ready, show the result
 #   scripts/run.sh stop     stop the controller and the environment
@@ -52,6 +52,11 @@ up() {
   nohup "${bin}" controller --metrics-addr "${METRICS_ADDR}" --log-format json >"${log}" 2>&1 &
   echo $! >"$(controller_pid_file)"
 
+  # The release example publishes two container images, and the controller builds nothing:
+  # podman builds them and garden-artifacts pushes them to the registry first.
+  ga_log "building the example's container images (examples/containers/build.sh)"
+  GARDEN_ARTIFACTS="${bin}" examples/containers/build.sh --push "${REGISTRY}"
+
   kubectl apply -f examples/ -f examples/controller-only/
   if ! kubectl wait --for=condition=Ready gardenartifact --all --all-namespaces --timeout=120s >/dev/null; then
     kubectl get gardenartifacts -A -o yaml >&2
@@ -70,7 +75,8 @@ up() {
   echo
   kubectl get gardenmirrors --all-namespaces
   echo
-  for repo in gardenlinux/gardenlinux mirror/gardenlinux mirror/gardenlinux-releases; do
+  for repo in builds/gardenlinux/container gardenlinux/gardenlinux mirror/gardenlinux \
+    mirror/gardenlinux-releases; do
     printf 'registry %s/%s tags: ' "${REGISTRY}" "${repo}"
     # No jq: the main job must run on a machine that has only what dev-env.sh installs.
     curl -fsS "http://${REGISTRY}/v2/${repo}/tags/list" | sed -E 's/.*"tags":(\[[^]]*\]).*/\1/'

@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 
 use common::cluster::{Scene, Watch, artifact_object, condition, condition_status, wait_for};
 use common::{
-    FileServer, Registry, digest_of, examples_for, fallback_index, listed_digests, skopeo_json,
-    skopeo_raw,
+    FileServer, Registry, digest_of, examples_for, examples_with_containers_for, fallback_index,
+    listed_digests, skopeo_json, skopeo_raw,
 };
 
 const API_VERSION: &str = "oci.gardenlinux.io/v1alpha1";
@@ -205,7 +205,7 @@ fn examples_converge_under_the_charts_rbac() {
     let mut scene = Scene::new(&[releases, mirrors], Watch::AllNamespaces);
     scene.start_controller("all-namespaces", &[], &[]);
 
-    let examples = examples_for(&scene.registry);
+    let examples = examples_with_containers_for(&scene.registry);
     let dir = examples.path();
     let mut expected_objects = 0;
     for folder in [dir.to_path_buf(), dir.join("controller-only")] {
@@ -370,31 +370,91 @@ fn examples_converge_under_the_charts_rbac() {
             );
         }
     }
-    // Copies (mirror, promotions) are byte for byte the artefact whose tag they name.
+    // Copies (mirror, promotions) are byte for byte the artefact whose tag they name; the
+    // container images are copies of what examples/containers/build.sh pushed.
     let mut copies = 0;
+    let mut copies_of_builds = 0;
     for copy in &objects {
         let Some(source) = copy["spec"]["source"]["image"]["reference"].as_str() else {
             continue;
         };
         let (repository, tag) = source.rsplit_once(':').unwrap();
-        let producer = objects
-            .iter()
-            .find(|o| {
-                o["spec"]["repository"] == repository
-                    && o["spec"]["tags"]
-                        .as_array()
-                        .is_some_and(|t| t.iter().any(|t| t == tag))
-            })
-            .unwrap_or_else(|| panic!("no example produces {source}"));
+        let producer = objects.iter().find(|o| {
+            o["spec"]["repository"] == repository
+                && o["spec"]["tags"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|t| t == tag))
+        });
+        match producer {
+            Some(producer) => {
+                assert_eq!(
+                    status_digest(copy),
+                    status_digest(producer),
+                    "{} copies {source}",
+                    copy["metadata"]["name"]
+                );
+                copies += 1;
+            }
+            None => {
+                assert!(
+                    repository.ends_with("/builds/gardenlinux/container"),
+                    "no example produces {source}"
+                );
+                copies_of_builds += 1;
+            }
+        }
         assert_eq!(
-            status_digest(copy),
-            status_digest(producer),
+            digest_of(source).as_deref(),
+            Some(status_digest(copy).as_str()),
             "{} copies {source}",
             copy["metadata"]["name"]
         );
-        copies += 1;
     }
     assert!(copies >= 2, "the examples hold a mirror and a promotion");
+    assert_eq!(copies_of_builds, 2, "the release's two container images");
+
+    // The release index lists the container images as podman would: platform os linux, no
+    // annotations, the digests their objects report.
+    let release = objects
+        .iter()
+        .find(|o| {
+            o["spec"]["tags"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t == "1877.5"))
+        })
+        .expect("the release index");
+    let index = skopeo_json(&format!(
+        "{}@{}",
+        release["spec"]["repository"].as_str().unwrap(),
+        status_digest(release)
+    ));
+    let containers: Vec<(Value, String)> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["platform"]["os"] == "linux")
+        .map(|e| {
+            assert!(e.get("annotations").is_none(), "{e}");
+            (
+                e["platform"].clone(),
+                e["digest"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expected: Vec<(Value, String)> = ["amd64", "arm64"]
+        .iter()
+        .map(|arch| {
+            let object = objects
+                .iter()
+                .find(|o| o["metadata"]["name"] == format!("gl-1877-5-container-{arch}"))
+                .unwrap_or_else(|| panic!("no container object for {arch}"));
+            (
+                serde_json::json!({"os": "linux", "architecture": arch}),
+                status_digest(object),
+            )
+        })
+        .collect();
+    assert_eq!(containers, expected, "{index:#}");
 
     // Printer columns.
     let table = scene.cluster.kubectl_ok(&["get", "ga", "-n", releases]);

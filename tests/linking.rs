@@ -27,7 +27,7 @@ fn fallback_index_in(registry: &Registry, repo: &str, subject: &str) -> serde_js
 #[test]
 fn the_release_example_is_found_the_way_gardenlinux_update_finds_it() {
     let registry = Registry::start();
-    let examples = examples_for(&registry);
+    let examples = examples_with_containers_for(&registry);
     let dir = examples.path().to_str().unwrap();
     let out = garden_artifacts(&["apply", "-f", dir], &[]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
@@ -40,8 +40,12 @@ fn the_release_example_is_found_the_way_gardenlinux_update_finds_it() {
         "application/vnd.oci.image.index.v1+json"
     );
     let entries = index["manifests"].as_array().unwrap();
-    assert_eq!(entries.len(), 3);
-    for entry in entries {
+    assert_eq!(entries.len(), 5, "{index:#}");
+    // As on ghcr.io: the flavours are the annotated entries, the rest are container images.
+    let (flavours, containers): (Vec<&serde_json::Value>, Vec<&serde_json::Value>) =
+        entries.iter().partition(|e| e.get("annotations").is_some());
+    assert_eq!(flavours.len(), 3);
+    for entry in &flavours {
         assert_eq!(entry["platform"]["os"], "gardenlinux");
         assert_eq!(entry["platform"]["os.version"], "1877.5");
         assert!(
@@ -51,6 +55,7 @@ fn the_release_example_is_found_the_way_gardenlinux_update_finds_it() {
                 .contains("gardener")
         );
     }
+    the_container_entries_are_real_images_of_their_platform(&registry, repo, &containers);
     let metal = entries
         .iter()
         .filter(|e| e.get("annotations").is_some())
@@ -129,6 +134,173 @@ fn the_release_example_is_found_the_way_gardenlinux_update_finds_it() {
     );
     let second = registry.requests().split_off(before);
     assert!(Registry::writes(&second).is_empty(), "{second:#?}");
+}
+
+/// The release index's container entries (`platform.os: linux`, no annotations) are the
+/// images `amd64-1877.5` and `arm64-1877.5` that examples/containers/build.sh built: skopeo and
+/// podman pick them from the index by platform, and each is a container image whose config
+/// names its platform and whose layers hash, uncompressed, to the config's diff_ids.
+fn the_container_entries_are_real_images_of_their_platform(
+    registry: &Registry,
+    repo: &str,
+    containers: &[&serde_json::Value],
+) {
+    let platforms: Vec<&serde_json::Value> = containers.iter().map(|e| &e["platform"]).collect();
+    assert_eq!(
+        platforms,
+        [
+            &serde_json::json!({"os": "linux", "architecture": "amd64"}),
+            &serde_json::json!({"os": "linux", "architecture": "arm64"}),
+        ],
+        "the container entries of the release index"
+    );
+    let release = format!("{}/{repo}:1877.5", registry.addr);
+    for entry in containers {
+        let arch = entry["platform"]["architecture"].as_str().unwrap();
+        let digest = entry["digest"].as_str().unwrap();
+        assert_eq!(
+            entry["mediaType"],
+            "application/vnd.oci.image.manifest.v1+json"
+        );
+        let tag = format!("{}/{repo}:{arch}-1877.5", registry.addr);
+        assert_eq!(digest_of(&tag).as_deref(), Some(digest), "{tag}");
+
+        // skopeo reads the tag as an image of its platform, and picks it from the index.
+        let by_tag = skopeo_inspect(&tag, &[]);
+        assert_eq!(by_tag["Os"], "linux", "{tag}: {by_tag:#}");
+        assert_eq!(by_tag["Architecture"], arch, "{tag}: {by_tag:#}");
+        let from_index = skopeo_inspect(&release, &["--override-arch", arch]);
+        assert_eq!(from_index["Architecture"], arch, "{from_index:#}");
+        assert_eq!(
+            from_index["Layers"], by_tag["Layers"],
+            "{release} for {arch}"
+        );
+
+        // The config's diff_ids are the sha256 of the uncompressed layers.
+        let manifest = skopeo_json(&format!("{}/{repo}@{digest}", registry.addr));
+        assert_eq!(
+            manifest["config"]["mediaType"],
+            "application/vnd.oci.image.config.v1+json"
+        );
+        let config: serde_json::Value = serde_json::from_slice(&blob(
+            registry,
+            repo,
+            manifest["config"]["digest"].as_str().unwrap(),
+        ))
+        .unwrap();
+        assert_eq!(config["os"], "linux");
+        assert_eq!(config["architecture"], arch);
+        let layers = manifest["layers"].as_array().unwrap();
+        let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
+        assert!(!layers.is_empty());
+        assert_eq!(layers.len(), diff_ids.len(), "{manifest:#} {config:#}");
+        for (layer, diff_id) in layers.iter().zip(diff_ids) {
+            assert_eq!(
+                layer["mediaType"],
+                "application/vnd.oci.image.layer.v1.tar+gzip"
+            );
+            let tar = gunzip(&blob(registry, repo, layer["digest"].as_str().unwrap()));
+            assert_eq!(
+                diff_id.as_str(),
+                Some(sha256(&tar).as_str()),
+                "{tag}: {layer}"
+            );
+            let os_release = file_in_tar(&tar, "etc/os-release");
+            assert!(
+                os_release.contains(&format!("GARDENLINUX_CNAME=container-{arch}-1877.5")),
+                "{tag}: {os_release}"
+            );
+        }
+
+        // podman pulls the image of the platform it asks for from the release index.
+        let podman = tempfile::Builder::new()
+            .prefix("ga-podman.")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let pulled = podman_in(
+            podman.path(),
+            &["pull", "-q", "--tls-verify=false", "--arch", arch, &release],
+        );
+        let image: serde_json::Value = serde_json::from_str(&podman_in(
+            podman.path(),
+            &["image", "inspect", pulled.trim()],
+        ))
+        .unwrap();
+        assert_eq!(image[0]["Architecture"], arch, "{image:#}");
+        assert!(
+            image[0]["RepoDigests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d.as_str().is_some_and(|d| d.ends_with(digest))),
+            "podman pulled {arch} from {release}: {image:#}"
+        );
+    }
+}
+
+/// `skopeo inspect` (not raw): the image as skopeo resolves it for a platform.
+fn skopeo_inspect(reference: &str, options: &[&str]) -> serde_json::Value {
+    let out = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false"])
+        .args(options)
+        .arg(format!("docker://{reference}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo inspect {options:?} {reference}: {}",
+        stderr(&out)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// podman with its own storage in `dir`, on the vfs driver; its stdout.
+fn podman_in(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("podman")
+        .arg("--root")
+        .arg(dir.join("root"))
+        .arg("--runroot")
+        .arg(dir.join("run"))
+        .args(["--storage-driver", "vfs"])
+        .args(args)
+        .output()
+        .expect("podman runs (scripts/install-test-deps.sh installs it)");
+    assert!(out.status.success(), "podman {args:?}: {}", stderr(&out));
+    stdout(&out)
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = Command::new("gzip")
+        .arg("-dc")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "gzip -dc: {}", stderr(&out));
+    out.stdout
+}
+
+/// The content of `path` in a tar archive (`tar -xO`).
+fn file_in_tar(tar: &[u8], path: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("layer.tar");
+    std::fs::write(&archive, tar).unwrap();
+    let out = Command::new("tar")
+        .arg("-xOf")
+        .arg(&archive)
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tar: no {path}: {}", stderr(&out));
+    stdout(&out)
 }
 
 #[test]

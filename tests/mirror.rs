@@ -351,7 +351,7 @@ spec:
 #[test]
 fn the_example_mirror_carries_the_newest_release_with_its_referrers() {
     let registry = Registry::start();
-    let examples = common::examples_for(&registry);
+    let examples = common::examples_with_containers_for(&registry);
     let dir = examples.path();
     let out = garden_artifacts(
         &[

@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 
 use common::faults::{FaultProxy, Profile, Seen};
-use common::{Registry, examples_for, garden_artifacts, stderr, stdout};
+use common::{Registry, examples_with_containers_for, garden_artifacts, stderr, stdout};
 use serde_json::Value;
 
 fn run_ok(args: &[&str]) -> String {
@@ -55,7 +55,7 @@ fn describe(seen: &[&Seen]) -> String {
 /// apply of the examples, twice: the second run writes nothing and reports every object
 /// unchanged.
 fn examples_converge(profile: Profile, registry: &Registry, proxy: &FaultProxy) {
-    let examples = examples_for(registry);
+    let examples = examples_with_containers_for(registry);
     rewrite_tree(examples.path(), &registry.addr, &proxy.addr);
     let dir = examples.path().to_str().unwrap();
     let apply_only = examples.path().join("apply-only");
@@ -72,7 +72,7 @@ fn examples_converge(profile: Profile, registry: &Registry, proxy: &FaultProxy) 
     };
     let first = apply();
     let results = first.as_array().unwrap();
-    assert_eq!(results.len(), 9, "{profile:?}: {first:#}");
+    assert_eq!(results.len(), 11, "{profile:?}: {first:#}");
     for r in results {
         assert_eq!(r["result"], "created", "{profile:?}: {r}");
     }

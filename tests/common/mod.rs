@@ -378,6 +378,14 @@ pub fn listed_digests(index: Option<&serde_json::Value>) -> Vec<String> {
         .collect()
 }
 
+/// [`examples_for`], once the example's container images are in `registry`: what applying the
+/// whole folder needs, since the release example publishes them from there (`scripts/run.sh`
+/// pushes them the same way).
+pub fn examples_with_containers_for(registry: &Registry) -> TempDir {
+    push_example_containers(&registry.addr);
+    examples_for(registry)
+}
+
 /// Copies `examples/` into a temporary folder with the registry address replaced.
 pub fn examples_for(registry: &Registry) -> TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -389,6 +397,27 @@ pub fn examples_for(registry: &Registry) -> TempDir {
         &|text| text.replace("127.0.0.1:5000", &registry.addr),
     );
     dir
+}
+
+/// `examples/containers/build.sh --push ADDR` with the binary under test: podman builds the
+/// example's linux/amd64 and linux/arm64 images, garden-artifacts pushes them to `addr`.
+pub fn push_example_containers(addr: &str) {
+    require("podman");
+    let empty_config = tempfile::tempdir().unwrap();
+    let out =
+        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/containers/build.sh"))
+            .args(["--push", addr])
+            .env("GARDEN_ARTIFACTS", binary())
+            .env("DOCKER_CONFIG", empty_config.path())
+            .env_remove("REGISTRY_AUTH_FILE")
+            .output()
+            .expect("examples/containers/build.sh runs");
+    assert!(
+        out.status.success(),
+        "examples/containers/build.sh --push {addr}:\n{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
 }
 
 fn copy_tree(from: &Path, to: &Path, rewrite: &dyn Fn(&str) -> String) {
