@@ -396,3 +396,136 @@ fn the_controller_reconciles_to_ready_through_every_profile() {
         }
     }
 }
+
+/// A whole-repository mirror through registries that page: the source lists 123 tags in
+/// pages of 50 with Quay's absolute, opaque links, its newest versions on the last page, and
+/// pages its referrers API by 5; the target (ghcr: pages of 100, no referrers API) ends with
+/// more tags than a page. Every page is read on both sides: `latest` picks from all of them,
+/// all 7 referrers arrive, and a resync lists and looks without writing.
+#[test]
+fn a_mirror_reads_every_page_of_both_sides() {
+    let origin = Registry::start();
+    let target_registry = Registry::start();
+    let source_proxy = FaultProxy::with_profile(&origin.addr, Profile::Quay);
+    let target_proxy = FaultProxy::with_profile(&target_registry.addr, Profile::Ghcr);
+    let input = tempfile::tempdir().unwrap();
+    let shared = input.path().join("shared.txt");
+    std::fs::write(&shared, "shared by every tag\n").unwrap();
+    let mut tags: Vec<String> = (0..120).map(|i| format!("1877.{i}")).collect();
+    tags.extend(["1878.0", "1878.1", "nightly"].map(String::from));
+    // Seeded straight into the registry: only the mirror goes through the profiles.
+    for tag in &tags {
+        let own = input.path().join("own.txt");
+        std::fs::write(&own, format!("content of {tag}\n")).unwrap();
+        run_ok(&[
+            "push",
+            &format!("{}/gl/releases:{tag}", origin.addr),
+            &format!("{}:text/plain", own.display()),
+            &format!("{}:text/plain", shared.display()),
+        ]);
+    }
+    let source = format!("{}/gl/releases", source_proxy.addr);
+    let newest = format!("{source}:1878.1");
+    let mut referrers = Vec::new();
+    for i in 0..7 {
+        let note = input.path().join(format!("note-{i}.txt"));
+        std::fs::write(&note, format!("note {i}\n")).unwrap();
+        let out = json(&[
+            "push",
+            &source,
+            &format!("{}:text/plain", note.display()),
+            "--subject",
+            &newest,
+            "-o",
+            "json",
+        ]);
+        referrers.push(out["digest"].as_str().unwrap().to_string());
+    }
+    referrers.sort();
+
+    let target = format!("{}/mirror/releases", target_proxy.addr);
+    let latest = json(&[
+        "mirror",
+        &source,
+        &target,
+        "--latest",
+        "3",
+        "--referrers",
+        "-o",
+        "json",
+    ]);
+    let mut selected: Vec<&str> = latest["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tag"].as_str().unwrap())
+        .collect();
+    selected.sort();
+    assert_eq!(
+        selected,
+        ["1877.119", "1878.0", "1878.1"],
+        "the newest versions are on the source's last page: {latest:#}"
+    );
+    let source_pages = source_proxy
+        .seen()
+        .iter()
+        .filter(|s| s.method == "GET" && s.path().ends_with("/tags/list"))
+        .count();
+    assert!(
+        source_pages >= 3,
+        "{source_pages} source pages read for 123 tags in pages of 50"
+    );
+    let tree = json(&["discover", &format!("{target}:1878.1"), "--format", "json"]);
+    let mut arrived: Vec<String> = tree["referrers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| r["digest"].as_str().unwrap().to_string())
+        .collect();
+    arrived.sort();
+    assert_eq!(
+        arrived, referrers,
+        "all referrers, beyond the first page of 5"
+    );
+
+    // Everything but `nightly`: the target ends with 122 tags and a fallback tag, two pages.
+    let all = json(&["mirror", &source, &target, "--include", "^18", "-o", "json"]);
+    assert_eq!(all["selected"], 122, "{all:#}");
+    assert_eq!(all["unchanged"], 3, "{all:#}");
+    assert_eq!(all["copied"], 119, "{all:#}");
+    source_proxy.forget();
+    target_proxy.forget();
+    let again = json(&[
+        "mirror",
+        &source,
+        &target,
+        "--include",
+        "^18",
+        "--prune",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(again["unchanged"], 122, "{again:#}");
+    let seen = target_proxy.seen();
+    let writes: Vec<&Seen> = registry_requests(&seen)
+        .into_iter()
+        .filter(|s| s.is_write())
+        .collect();
+    assert!(writes.is_empty(), "a resync wrote:\n{}", describe(&writes));
+    let target_pages = target_proxy
+        .seen()
+        .iter()
+        .filter(|s| s.method == "GET" && s.path().ends_with("/tags/list"))
+        .count();
+    assert!(
+        target_pages >= 2,
+        "{target_pages} target pages read for 123 tags in pages of 100"
+    );
+    // `--prune` with everything selected deleted nothing, on any page.
+    for tag in ["1877.0", "1877.99", "1878.1"] {
+        assert!(
+            common::digest_of(&format!("{}/mirror/releases:{tag}", target_registry.addr)).is_some(),
+            "{tag} is still there"
+        );
+    }
+}
