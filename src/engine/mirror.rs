@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::desired::{Desired, Manifest};
 use super::links::fallback_tag;
 use super::plan::{self, Plan, ReferrerCopy};
+use super::source_listing::SourceListing;
 use super::{Engine, EngineError};
 use crate::intent::FieldPath;
 use crate::oci::Repository;
@@ -47,12 +48,18 @@ impl Engine {
         source: &Repository,
         target: &Repository,
         root: &Manifest,
+        listing: Option<&SourceListing>,
     ) -> Result<Vec<ReferrerCopy>, EngineError> {
         let mut copies = Vec::new();
         let mut subjects = vec![root];
         subjects.extend(root.children.iter());
+        // Without a listing, every tag may exist and the referrers API may be there.
+        let may_exist = |tag: &str| listing.is_none_or(|l| l.may_exist(tag));
+        let ask_api = listing.is_none_or(SourceListing::referrers_api);
         for subject in subjects {
-            let referrers = self.referrers_of(source, &subject.digest).await?;
+            let referrers = self
+                .referrers_of(source, &subject.digest, ask_api, &may_exist)
+                .await?;
             if !referrers.is_empty() {
                 // The target's links of this subject, read once for all its referrers.
                 let links = self.links_of(target, &subject.digest).await?;
@@ -81,6 +88,9 @@ impl Engine {
             }
             for suffix in COSIGN_SUFFIXES {
                 let tag = format!("{}{suffix}", fallback_tag(&subject.digest));
+                if !may_exist(&tag) {
+                    continue;
+                }
                 let Some(raw) = self.registry.get_manifest(source, &tag).await? else {
                     continue;
                 };
@@ -104,10 +114,14 @@ impl Engine {
     /// The referrer descriptors of `digest` in `repo`: those the referrers API lists and those
     /// of the fallback tag, once each. A registry with the API may still hold a fallback index
     /// that older clients wrote (or that predates the API), so both are read.
+    /// `ask_api` false: the source is known to lack the API; `may_exist` tells which tags are
+    /// worth a request.
     async fn referrers_of(
         &self,
         repo: &Repository,
         digest: &str,
+        ask_api: bool,
+        may_exist: &(dyn Fn(&str) -> bool + Sync),
     ) -> Result<Vec<Value>, EngineError> {
         let descriptors = |bytes: &[u8]| {
             serde_json::from_slice::<Value>(bytes)
@@ -115,15 +129,19 @@ impl Engine {
                 .and_then(|i| i.get("manifests").and_then(Value::as_array).cloned())
                 .unwrap_or_default()
         };
-        let mut found = match self.registry.referrers(repo, digest).await? {
-            Some(bytes) => descriptors(&bytes),
-            None => Vec::new(),
+        let mut found = match ask_api {
+            true => match self.registry.referrers(repo, digest).await? {
+                Some(bytes) => descriptors(&bytes),
+                None => Vec::new(),
+            },
+            false => Vec::new(),
         };
-        if let Some(raw) = self
-            .registry
-            .get_manifest(repo, &fallback_tag(digest))
-            .await?
-        {
+        let index_tag = fallback_tag(digest);
+        let fallback = match may_exist(&index_tag) {
+            true => self.registry.get_manifest(repo, &index_tag).await?,
+            false => None,
+        };
+        if let Some(raw) = fallback {
             for entry in descriptors(&raw.bytes) {
                 let known = found.iter().any(|e| e.get("digest") == entry.get("digest"));
                 if !known {

@@ -14,6 +14,7 @@ pub mod plan;
 mod remove;
 mod repository_mirror;
 mod resolve;
+mod source_listing;
 mod tag_listing;
 #[cfg(test)]
 mod test_support;
@@ -25,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use crate::intent::{ArtifactIntent, Content, FieldPath, KeyRef};
-use crate::oci::{ImageReference, RegistryId, Repository};
+use crate::oci::{ImageReference, RegistryId, Repository, media_types};
 use crate::registry::{self, Registry};
 use crate::sources::{FetchError, UrlFetcher};
 pub use dropped::{Dropped, Earlier, OnDrop, WrittenTag};
@@ -34,6 +35,7 @@ pub use mirror::MirroredReferrers;
 pub use plan::{Outcome, Plan};
 pub use remove::{Retirement, RetirementReport, TagRemoval};
 pub use repository_mirror::{MirrorInputs, MirrorProgress, MirrorReport, TagResult};
+pub use source_listing::SourceListing;
 
 /// What a front end supplies besides the spec.
 #[derive(Clone, Debug, Default)]
@@ -51,6 +53,8 @@ pub struct Inputs {
     /// The round must prove that the credentials may write the repository even when nothing
     /// needs writing (the controller's tag ownership is earned that way).
     pub prove_push: bool,
+    /// A repository mirror's knowledge of the source this round (a copy's `referrers`).
+    pub source_listing: Option<Arc<SourceListing>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -298,7 +302,7 @@ impl Engine {
         mode: Mode,
     ) -> Result<Report, EngineError> {
         let repository = intent.repository.clone();
-        let tags_seen = match self.unchanged_copy(intent).await? {
+        let tags_seen = match self.unchanged_copy(intent, inputs).await? {
             CopyCheck::Unchanged(mut report) => {
                 if inputs.prove_push {
                     report.plan.prove_push();
@@ -333,6 +337,7 @@ impl Engine {
                     copy.source.repository(),
                     &repository,
                     manifest,
+                    inputs.source_listing.as_deref(),
                 )
                 .await?;
         }
@@ -391,27 +396,40 @@ impl Engine {
     /// A converged copy costs a HEAD of the source (none when pinned by digest) and one HEAD
     /// per tag; without this, deciding would need the source manifest and its children. The
     /// tags it saw are handed on, so a copy that must be made does not HEAD them twice.
-    async fn unchanged_copy(&self, intent: &ArtifactIntent) -> Result<CopyCheck, EngineError> {
+    async fn unchanged_copy(
+        &self,
+        intent: &ArtifactIntent,
+        inputs: &Inputs,
+    ) -> Result<CopyCheck, EngineError> {
         let changed = |tags_seen| Ok(CopyCheck::Changed { tags_seen });
         let repository = &intent.repository;
-        // Referrers are checked on every run, so a mirror with them takes the full path.
         let Content::Image(copy) = &intent.content else {
             return changed(BTreeMap::new());
         };
-        if copy.platform.is_some() || copy.referrers {
+        if copy.platform.is_some() {
             return changed(BTreeMap::new());
         }
+        // Referrers are checked on every run, so a copy with them takes the full path, unless
+        // a repository mirror's listing shows that nothing hangs off the source.
+        let listing = match (&inputs.source_listing, copy.referrers) {
+            (_, false) => None,
+            (Some(listing), true) if !listing.referrers_api() => Some(listing),
+            (_, true) => return changed(BTreeMap::new()),
+        };
         let source = &copy.source;
         // The source and the tags are looked at together: a converged mirror of many tags
         // waits for one round trip per tag, not two.
+        // The digest, and whether it is an index when the HEAD said so.
         let source_digest = async {
             match source.digest() {
-                Some(digest) => Ok(Some(digest.to_string())),
+                Some(digest) => Ok(Some((digest.to_string(), None))),
                 None => self
                     .registry
                     .head_manifest(source.repository(), source.reference())
                     .await
-                    .map(|head| head.map(|h| h.digest)),
+                    .map(|head| {
+                        head.map(|h| (h.digest, Some(media_types::is_index(&h.media_type))))
+                    }),
             }
         };
         let tag_heads = async {
@@ -427,9 +445,14 @@ impl Engine {
         let (wanted, (tags_seen, last)) =
             futures::try_join!(async { Ok(source_digest.await?) }, tag_heads)?;
         // A source that is not there: the full path says so, with the tags already seen.
-        let Some(wanted) = wanted else {
+        let Some((wanted, is_index)) = wanted else {
             return changed(tags_seen);
         };
+        if let Some(listing) = listing
+            && !listing.nothing_hangs_off(&wanted, is_index.unwrap_or(true))
+        {
+            return changed(tags_seen);
+        }
         let all_there = tags_seen
             .values()
             .all(|digest| digest.as_deref() == Some(wanted.as_str()));

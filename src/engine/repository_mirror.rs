@@ -7,10 +7,12 @@
 //! digest) that are no longer selected, and only while they still point at what was written.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use futures::{StreamExt, stream};
 
 use super::remove::{Retirement, TagRemoval};
+use super::source_listing::SourceListing;
 use super::{Engine, EngineError, Inputs, Mode, Outcome};
 use crate::intent::{ArtifactIntent, Content, ImageCopy, MirrorIntent};
 use crate::oci::Tag;
@@ -161,6 +163,13 @@ impl Engine {
             .filter(|t| t.reserved_for().is_none())
             .collect();
         let selected = intent.tags.select(&available);
+        let listing = self
+            .source_listing(intent, &listed, selected.first().copied())
+            .await?;
+        let copy_inputs = Inputs {
+            source_listing: listing.map(Arc::new),
+            ..Inputs::default()
+        };
         let count = selected.len();
         let done = &std::sync::atomic::AtomicUsize::new(0);
         on_progress(MirrorProgress {
@@ -172,7 +181,16 @@ impl Engine {
         // and the controller spawns this future.
         let mut copies = Vec::with_capacity(count);
         for tag in selected {
-            copies.push(self.mirror_counted(intent, inputs, tag, mode, done, count, on_progress));
+            copies.push(self.mirror_counted(
+                intent,
+                inputs,
+                &copy_inputs,
+                tag,
+                mode,
+                done,
+                count,
+                on_progress,
+            ));
         }
         let tags: Vec<(Tag, TagResult)> =
             stream::iter(copies).buffered(TAGS_AT_ONCE).collect().await;
@@ -210,6 +228,7 @@ impl Engine {
         &self,
         intent: &MirrorIntent,
         inputs: &MirrorInputs,
+        copy_inputs: &Inputs,
         tag: &Tag,
         mode: Mode,
         done: &std::sync::atomic::AtomicUsize,
@@ -220,14 +239,51 @@ impl Engine {
             Some(owner) => TagResult::Conflict {
                 owner: owner.clone(),
             },
-            None => self.mirror_tag(intent, tag, mode).await,
+            None => self.mirror_tag(intent, copy_inputs, tag, mode).await,
         };
         let done = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         on_progress(MirrorProgress { done, selected });
         (tag.clone(), result)
     }
 
-    async fn mirror_tag(&self, intent: &MirrorIntent, tag: &Tag, mode: Mode) -> TagResult {
+    /// What the copies of this round may take from the source's listing: with `referrers`,
+    /// which fallback and cosign tags exist, and whether the source has the referrers API
+    /// (asked once, of `first`, a tag the round copies anyway).
+    async fn source_listing(
+        &self,
+        intent: &MirrorIntent,
+        listed: &[String],
+        first: Option<&Tag>,
+    ) -> Result<Option<SourceListing>, EngineError> {
+        let Some(first) = first.filter(|_| intent.referrers) else {
+            return Ok(None);
+        };
+        let Some(head) = self
+            .registry
+            .head_manifest(&intent.source, first.as_str())
+            .await?
+        else {
+            // Gone since the listing: the copies find out for themselves.
+            return Ok(None);
+        };
+        let api = self
+            .registry
+            .referrers(&intent.source, &head.digest)
+            .await?
+            .is_some();
+        Ok(Some(SourceListing::new(
+            listed.iter().map(String::as_str),
+            api,
+        )))
+    }
+
+    async fn mirror_tag(
+        &self,
+        intent: &MirrorIntent,
+        copy_inputs: &Inputs,
+        tag: &Tag,
+        mode: Mode,
+    ) -> TagResult {
         let copy = ArtifactIntent {
             repository: intent.target.clone(),
             tags: vec![tag.clone()],
@@ -241,7 +297,7 @@ impl Engine {
             subject: None,
             interval: None,
         };
-        match self.reconcile(&copy, &Inputs::default(), mode).await {
+        match self.reconcile(&copy, copy_inputs, mode).await {
             Ok(report) if report.outcome == Outcome::Unchanged => TagResult::Unchanged {
                 digest: report.digest,
             },
@@ -337,6 +393,86 @@ mod tests {
         assert_eq!(registry.count(Operation::ListTags), 1);
         assert_eq!(registry.count(Operation::HeadManifest), 6);
         assert_eq!(registry.calls().len(), 7, "{:?}", registry.calls());
+    }
+
+    /// With `referrers`, a converged tag that nothing hangs off costs its two HEADs, as
+    /// without: the listing shows no fallback or cosign tag of it and the source was found
+    /// without the referrers API once, up front.
+    #[tokio::test]
+    async fn a_converged_mirror_with_referrers_asks_only_what_its_listing_cannot_answer() {
+        let registry = Arc::new(MemoryRegistry::new(MemoryOptions::distribution_2()));
+        let digests = seeded(&registry, &["1", "2", "3"]);
+        let engine = engine(&registry);
+        let mut mirror = intent(&[], false);
+        mirror.referrers = true;
+        let none = MirrorInputs::default();
+        let run = || engine.mirror_repository(&mirror, &none, Mode::Apply, &|_| {});
+        assert_eq!(run().await.unwrap().copied(), 3);
+        registry.clear_calls();
+        let report = run().await.unwrap();
+        assert_eq!((report.unchanged(), report.copied()), (3, 0));
+        assert_eq!(registry.count(Operation::ListTags), 1);
+        // The first tag's HEAD and its referrers, asked once; then two HEADs per tag.
+        assert_eq!(registry.count(Operation::Referrers), 1);
+        assert_eq!(registry.count(Operation::HeadManifest), 7);
+        assert_eq!(registry.calls().len(), 9, "{:?}", registry.calls());
+
+        // A signature appears upstream on "2": the listing shows it, so that tag takes the
+        // full path and the signature arrives; the others stay at their HEADs.
+        let source = repo("upstream/gl");
+        let signature = seed_image(&registry, &source, "signature", &["cosign signature"]);
+        let sig_tag = format!("{}.sig", crate::engine::links::fallback_tag(&digests["2"]));
+        let bytes = registry.manifest(&source, &signature.digest).unwrap().bytes;
+        registry.insert_manifest(
+            &source,
+            Some(&sig_tag),
+            crate::oci::media_types::OCI_MANIFEST,
+            bytes,
+        );
+        mirror.tags.exclude = vec![Regex::new("^signature$").unwrap()];
+        let run = || engine.mirror_repository(&mirror, &none, Mode::Apply, &|_| {});
+        registry.clear_calls();
+        run().await.unwrap();
+        assert_eq!(
+            registry.tag(&repo("mirror/gl"), &sig_tag),
+            Some(signature.digest.clone()),
+            "the new signature is carried"
+        );
+        let gets: Vec<String> = registry
+            .calls()
+            .iter()
+            .filter(|c| c.operation == Operation::GetManifest)
+            .map(|c| c.reference.clone())
+            .collect();
+        assert!(
+            gets.iter().all(|r| r == "2" || r.starts_with("sha256")),
+            "only the signed tag is read in full: {gets:?}"
+        );
+    }
+
+    /// A source with the referrers API: a referrer may appear on any digest at any time, so
+    /// every tag is asked, and a referrer added after convergence arrives.
+    #[tokio::test]
+    async fn with_the_referrers_api_a_new_referrer_arrives_after_convergence() {
+        let registry = Arc::new(MemoryRegistry::default());
+        let digests = seeded(&registry, &["1", "2"]);
+        let engine = engine(&registry);
+        let mut mirror = intent(&[], false);
+        mirror.referrers = true;
+        let none = MirrorInputs::default();
+        let run = || engine.mirror_repository(&mirror, &none, Mode::Apply, &|_| {});
+        run().await.unwrap();
+        let note = crate::engine::test_support::seed_referrer(
+            &registry,
+            &repo("upstream/gl"),
+            &digests["1"],
+            "late",
+        );
+        run().await.unwrap();
+        assert!(
+            registry.manifest(&repo("mirror/gl"), &note).is_some(),
+            "the late referrer is in the target"
+        );
     }
 
     #[tokio::test]
