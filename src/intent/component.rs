@@ -1,5 +1,5 @@
 //! A component version to publish, as typed values: what validation of a GardenComponent
-//! makes and [`crate::engine`]'s component publishing takes.
+//! makes and the engine's component publishing takes.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
