@@ -126,6 +126,48 @@ fn the_release_component_reads_back_with_gardeners_ocm_library_and_follows_its_f
         assert_eq!(r["digest"], digest.trim_start_matches("sha256:"));
     }
 
+    // discover shows the resources and where they point; pull writes the descriptor.
+    let version_ref = format!("{ocm_repository}/component-descriptors/{COMPONENT}:1877.5");
+    let tree = run_ok(&["discover", &version_ref]);
+    assert!(
+        tree.contains("[component] github.com/gardenlinux/gardenlinux:1877.5 (provider SAP SE)"),
+        "{tree}"
+    );
+    let discovered: Value =
+        serde_json::from_str(&run_ok(&["discover", &version_ref, "-o", "json"])).unwrap();
+    let resources = discovered["component"]["resources"].as_array().unwrap();
+    assert_eq!(resources.len(), 3, "{discovered:#}");
+    for r in resources {
+        let platform = r["extraIdentity"]["platform"].as_str().unwrap();
+        assert_eq!(
+            r["access"]["imageReference"],
+            resource(&read, platform)["imageReference"]
+        );
+        assert!(
+            tree.contains(&format!(
+                "-> {}",
+                r["access"]["imageReference"].as_str().unwrap()
+            )),
+            "{tree}"
+        );
+    }
+    let pulled = tempfile::tempdir().unwrap();
+    let out = run_ok(&["pull", &version_ref, "-o", pulled.path().to_str().unwrap()]);
+    let file = pulled.path().join("component-descriptor.yaml");
+    assert_eq!(out.trim(), file.display().to_string());
+    let descriptor: Value = serde_yaml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(descriptor["meta"]["schemaVersion"], "v2");
+    assert_eq!(descriptor["component"]["name"], COMPONENT);
+    assert_eq!(
+        descriptor["component"]["resources"][0]["digest"]["normalisationAlgorithm"],
+        "ociArtifactDigest/v1"
+    );
+    assert_eq!(
+        std::fs::read_dir(pulled.path()).unwrap().count(),
+        1,
+        "only the descriptor"
+    );
+
     // Unchanged: the second apply writes nothing, and the component costs one HEAD (its
     // resources are pinned to what the run's GardenArtifacts published).
     let before = registry.requests().len();

@@ -6,6 +6,7 @@ mod registry_args;
 
 pub use registry_args::{RegistryArgs, SourceArgs};
 mod common;
+mod component;
 mod copy;
 mod discover;
 mod mirror;
