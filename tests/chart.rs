@@ -209,6 +209,8 @@ fn controller_permissions() -> BTreeSet<Triple> {
         ("oci.gardenlinux.io", "gardenartifacts/status", &["patch"]),
         ("oci.gardenlinux.io", "gardenmirrors", &["list", "watch"]),
         ("oci.gardenlinux.io", "gardenmirrors/status", &["patch"]),
+        ("oci.gardenlinux.io", "gardencomponents", &["list", "watch"]),
+        ("oci.gardenlinux.io", "gardencomponents/status", &["patch"]),
         ("", "secrets", &["list", "watch"]),
         ("", "configmaps", &["list", "watch"]),
         ("events.k8s.io", "events", &["create", "patch"]),

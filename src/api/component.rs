@@ -68,6 +68,7 @@ pub struct GardenComponentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(patterns::DURATION))]
     pub interval: Option<String>,
+    /// `Retain` only, for now: deleting the object leaves the component version in place.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
     /// Credentials for the OCM repository (controller mode).

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Checker, spec_field};
+use crate::api::DeletionPolicy;
 use crate::api::component::{self, ComponentFormat, GardenComponentSpec};
 use crate::api::patterns::{IDENTITY_KEY_RE, IMAGE_REFERENCE_RE, LABEL_NAME_RE, OBJECT_NAME_RE};
 use crate::intent::{
@@ -145,6 +146,12 @@ pub fn validate_component(spec: &GardenComponentSpec) -> Result<ComponentIntent,
             &credentials.secret_ref.name,
             &OBJECT_NAME_RE,
             "a Kubernetes object name",
+        );
+    }
+    if spec.deletion_policy == DeletionPolicy::Delete {
+        c.fail(
+            &spec_field("deletionPolicy"),
+            "Delete is not supported for components yet; a deleted GardenComponent leaves its version in place (Retain)",
         );
     }
     let interval = c.interval(spec.interval.as_deref());
@@ -336,6 +343,11 @@ componentReferences:
         assert_eq!(
             fields(validate_component(&spec(&both)).unwrap_err()),
             ["spec.resources[0]"]
+        );
+        let delete = format!("{VALID}deletionPolicy: Delete\n");
+        assert_eq!(
+            fields(validate_component(&spec(&delete)).unwrap_err()),
+            ["spec.deletionPolicy"]
         );
         let reserved = VALID.replace("platform: aws}", "platform: aws, version: \"1\"}");
         assert_eq!(
