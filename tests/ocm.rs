@@ -348,3 +348,56 @@ fn bad_components_are_refused_naming_the_field_and_nothing_is_written() {
     let requests = registry.requests().split_off(before);
     assert!(Registry::writes(&requests).is_empty(), "{requests:#?}");
 }
+
+#[test]
+fn ownership_referrers_land_on_each_resource_through_the_fallback_tag() {
+    let registry = Registry::start();
+    let examples = examples_for(&registry);
+    run_ok(&["apply", "-f", examples.path().to_str().unwrap()]);
+    let metal = format!(
+        "{}/gardenlinux/gardenlinux:1877.5-metal-gardener_prod-arm64",
+        registry.addr
+    );
+    let metal_digest = digest_of(&metal).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "{}  ownershipReferrers: true\n",
+        legacy_component(&registry, &metal_digest)
+    );
+    let file = write_manifest(dir.path(), "owned.yaml", &yaml);
+    run_ok(&["apply", "-f", file.to_str().unwrap()]);
+    let flavours = format!("{}/gardenlinux/gardenlinux", registry.addr);
+    let aws = format!("{flavours}:1877.5-aws-gardener_prod-amd64");
+    for (subject, platform) in [(digest_of(&aws).unwrap(), "aws"), (metal_digest, "metal")] {
+        // Distribution 2 has no referrers API: the fallback tag lists the referrer.
+        let index = fallback_index(&flavours, &subject).expect("a fallback index");
+        let entries = index["manifests"].as_array().unwrap();
+        let owner = entries
+            .iter()
+            .find(|e| e["artifactType"] == "application/vnd.ocm.software.ownership.v1+json")
+            .unwrap_or_else(|| panic!("no ownership referrer on {platform}: {index:#}"));
+        assert_eq!(
+            owner["annotations"]["software.ocm.component.name"],
+            COMPONENT
+        );
+        assert_eq!(
+            owner["annotations"]["software.ocm.component.version"],
+            "1877.5"
+        );
+        let artifact: Value = serde_json::from_str(
+            owner["annotations"]["software.ocm.artifact"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(artifact["kind"], "resource");
+        assert_eq!(artifact["identity"]["platform"], platform);
+        let referrer = skopeo_json(&format!("{flavours}@{}", owner["digest"].as_str().unwrap()));
+        assert_eq!(referrer["subject"]["digest"], subject.as_str());
+    }
+    // Unchanged: nothing written again.
+    let before = registry.requests().len();
+    run_ok(&["apply", "-f", file.to_str().unwrap()]);
+    let second: Vec<_> = registry.requests().split_off(before);
+    assert!(Registry::writes(&second).is_empty(), "{second:#?}");
+}
