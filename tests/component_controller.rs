@@ -141,4 +141,35 @@ fn a_rebuilt_flavour_moves_the_component_within_one_round() {
     });
     let note = relinked["note"].as_str().unwrap_or_default();
     assert!(note.contains(&second_aws), "{relinked:#}");
+
+    // A second object publishing the same version: the older keeps it, the newer is told.
+    let mut copy = component(&scene).unwrap();
+    copy["metadata"] = json!({ "name": "release-copy", "namespace": NS });
+    copy.as_object_mut().unwrap().remove("status");
+    copy["spec"]["resources"] = json!([copy["spec"]["resources"][1].clone()]);
+    scene.cluster.apply(&copy.to_string());
+    let refused = wait_for("the copy to be refused", Duration::from_secs(30), || {
+        let object = scene.cluster.get(NS, "gardencomponent", "release-copy")?;
+        (condition_status(&object, "Stalled").as_deref() == Some("True")).then_some(object)
+    });
+    let ready_condition = refused["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()
+        .clone();
+    assert_eq!(ready_condition["reason"], "TagClaimed", "{refused:#}");
+    assert!(
+        ready_condition["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("GardenComponent {NS}/release")),
+        "{refused:#}"
+    );
+    assert_eq!(
+        digest_of(&version).as_deref(),
+        moved["status"]["digest"].as_str(),
+        "the owner's version is left as it was"
+    );
 }

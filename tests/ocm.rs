@@ -329,6 +329,20 @@ fn bad_components_are_refused_naming_the_field_and_nothing_is_written() {
         "an invalid spec sends no request"
     );
 
+    // Two objects publishing one version: the second is refused, nothing written.
+    let twice = format!(
+        "{good}---\n{}",
+        good.replace("name: legacy,", "name: legacy-again,")
+    );
+    let file = write_manifest(dir.path(), "twice.yaml", &twice);
+    let before = registry.requests().len();
+    let err = run_fails(&["apply", "-f", file.to_str().unwrap()], 2);
+    assert!(
+        err.contains("releases/legacy-again:") && err.contains("is published by releases/legacy"),
+        "{err}"
+    );
+    assert!(registry.requests().split_off(before).is_empty());
+
     // A reference to a tag that is not there: a clear error naming the field, nothing
     // written (every resource is resolved before the version is).
     let missing = good.replace(

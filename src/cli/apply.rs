@@ -190,6 +190,12 @@ pub async fn run(args: ApplyArgs) -> u8 {
             );
         }
     }
+    if component_intents.len() == loaded.components.len() {
+        errors.extend(components::same_version_twice(
+            &loaded.components,
+            &component_intents,
+        ));
+    }
     let mirror_order = match mirrors::order(&mirror_intents) {
         Ok(order) => order,
         Err(cycle) => {

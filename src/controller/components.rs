@@ -35,8 +35,8 @@ use crate::api::{
 };
 use crate::engine::{ComponentInputs, ComponentReport, EngineError, Mode};
 use crate::intent::ComponentIntent;
-use crate::oci::ImageReference;
-use crate::oci::ocm::component_repository;
+use crate::oci::ocm::{ComponentName, component_repository, version_tag};
+use crate::oci::{ImageReference, Repository};
 
 /// How often a component without `spec.interval` resolves its references again.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10 * 60);
@@ -55,6 +55,8 @@ pub enum Error {
 pub struct Components {
     ctx: Arc<Context>,
     artifacts: Store<Watched>,
+    /// Every GardenComponent watched: two that publish one version settle who owns it here.
+    components: Store<GardenComponent>,
 }
 
 /// What a round came to.
@@ -83,6 +85,7 @@ pub async fn run(
     let shared = Arc::new(Components {
         ctx,
         artifacts: artifact_store,
+        components: known.clone(),
     });
     controller
         .watches_stream(artifact_events, move |artifact: Watched| {
@@ -157,6 +160,16 @@ pub async fn reconcile(
         settle(&api, &component, ctx, stalled("PolicyViolation", message)).await?;
         return Ok(Action::await_change());
     }
+    if let Some(owner) = older_claim(&shared.components, &component, &target, &intent) {
+        let message = format!(
+            "{}:{} is published by GardenComponent {owner}, which is older; a version has one publisher",
+            target,
+            intent.version.tag()
+        );
+        settle(&api, &component, ctx, stalled("TagClaimed", message)).await?;
+        // The owner's deletion or change wakes no one here: look again after a while.
+        return Ok(Action::requeue(DEFAULT_INTERVAL));
+    }
     let secrets: Vec<(&str, &str)> = component
         .spec
         .credentials
@@ -207,6 +220,52 @@ pub async fn reconcile(
             Ok(Action::requeue(ctx.retries.failed(&key, None)))
         }
     }
+}
+
+/// The older GardenComponent (`namespace/name`) that publishes the same version to the same
+/// repository, if any: the oldest keeps it, as with GardenArtifacts' tags, so two objects
+/// never overwrite each other's descriptor round after round.
+fn older_claim(
+    components: &Store<GardenComponent>,
+    me: &GardenComponent,
+    target: &Repository,
+    intent: &ComponentIntent,
+) -> Option<String> {
+    let tag = intent.version.tag();
+    let rank = |c: &GardenComponent| {
+        (
+            c.metadata.creation_timestamp.clone().map(|t| t.0),
+            c.namespace().unwrap_or_default(),
+            c.name_any(),
+        )
+    };
+    let mine = rank(me);
+    components
+        .state()
+        .into_iter()
+        .filter(|other| other.metadata.uid != me.metadata.uid)
+        .filter(|other| {
+            let Ok(name) = ComponentName::parse(&other.spec.name) else {
+                return false;
+            };
+            let (Ok(base), Ok(tag_of_other)) = (
+                Repository::parse(&other.spec.repository),
+                version_tag(&other.spec.version),
+            ) else {
+                return false;
+            };
+            tag_of_other == tag
+                && component_repository(&base, &name).is_ok_and(|repo| repo == *target)
+        })
+        .filter(|other| rank(other) < mine)
+        .min_by_key(|other| rank(other))
+        .map(|owner| {
+            format!(
+                "{}/{}",
+                owner.namespace().unwrap_or_default(),
+                owner.name_any()
+            )
+        })
 }
 
 /// Where each `artifactRef` points: the GardenArtifact's first tag at the digest its status
@@ -444,6 +503,45 @@ mod tests {
                 .collect(),
             ownership: Vec::new(),
         }
+    }
+
+    fn object(namespace: &str, name: &str, created: i64, version: &str) -> GardenComponent {
+        serde_json::from_value(json!({
+            "apiVersion": API_VERSION,
+            "kind": COMPONENT_KIND,
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "uid": format!("{namespace}-{name}"),
+                "creationTimestamp": k8s_openapi::jiff::Timestamp::from_second(created).unwrap().to_string(),
+            },
+            "spec": {
+                "repository": "r.io/ocm",
+                "name": "github.com/gardenlinux/gardenlinux",
+                "version": version,
+                "provider": { "name": "SAP SE" },
+            },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_oldest_component_keeps_a_version_and_the_others_are_told_who_has_it() {
+        let (store, mut writer) = reflector::store();
+        let older = object("a", "first", 100, "1.0");
+        let newer = object("b", "second", 200, "1.0");
+        let other_version = object("c", "third", 50, "2.0");
+        for c in [&older, &newer, &other_version] {
+            writer.apply_watcher_event(&watcher::Event::Apply(c.clone()));
+        }
+        let claim = |me: &GardenComponent| {
+            let intent = validate_component(&me.spec).unwrap();
+            let target = component_repository(&intent.repository, &intent.name).unwrap();
+            older_claim(&store, me, &target, &intent)
+        };
+        assert_eq!(claim(&newer).as_deref(), Some("a/first"));
+        assert_eq!(claim(&older), None);
+        assert_eq!(claim(&other_version), None);
     }
 
     #[test]

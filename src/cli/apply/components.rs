@@ -152,6 +152,34 @@ pub fn published_reference(
     ImageReference::parse(&text).ok()
 }
 
+/// Two components of one run that publish one version: the second is refused (exit 2), as
+/// two GardenArtifacts claiming one tag are, so a run never writes one descriptor twice.
+pub fn same_version_twice(
+    components: &[LoadedComponent],
+    intents: &[ComponentIntent],
+) -> Vec<String> {
+    let mut first: std::collections::BTreeMap<(String, String), String> = Default::default();
+    let mut errors = Vec::new();
+    for (component, intent) in components.iter().zip(intents) {
+        let Ok(repository) = component_repository(&intent.repository, &intent.name) else {
+            continue;
+        };
+        let key = (repository.identity(), intent.version.tag().to_string());
+        match first.get(&key) {
+            Some(owner) => errors.push(format!(
+                "{}: {}: {repository}:{} is published by {owner}, listed earlier; a version has one publisher",
+                component.origin,
+                component.key(),
+                key.1
+            )),
+            None => {
+                first.insert(key, component.key());
+            }
+        }
+    }
+    errors
+}
+
 /// For messages: the components' artifactRefs that name no GardenArtifact of the input.
 pub fn unknown_artifact_refs(
     component: &LoadedComponent,
