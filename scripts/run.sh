@@ -41,7 +41,8 @@ up() {
 
   kubectl apply -f crds/ >/dev/null
   kubectl wait --for=condition=Established crd/gardenartifacts.oci.gardenlinux.io \
-    crd/gardenmirrors.oci.gardenlinux.io --timeout=30s >/dev/null
+    crd/gardenmirrors.oci.gardenlinux.io crd/gardencomponents.oci.gardenlinux.io \
+    --timeout=30s >/dev/null
   for ns in releases mirrors; do
     kubectl create namespace "${ns}" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
   done
@@ -70,10 +71,19 @@ up() {
     tail -n 30 "${log}" >&2
     ga_die "the example mirror did not become Ready"
   fi
+  # The release as an OCM component version, pinned to what the examples published.
+  kubectl apply -f examples/ocm/
+  if ! kubectl wait --for=condition=Ready gardencomponent --all --all-namespaces --timeout=120s >/dev/null; then
+    kubectl get gardencomponents -A -o yaml >&2
+    tail -n 30 "${log}" >&2
+    ga_die "the example component did not become Ready"
+  fi
   echo
   kubectl get gardenartifacts --all-namespaces
   echo
   kubectl get gardenmirrors --all-namespaces
+  echo
+  kubectl get gardencomponents --all-namespaces
   echo
   for repo in builds/gardenlinux/container gardenlinux/gardenlinux mirror/gardenlinux \
     mirror/gardenlinux-releases; do
@@ -82,7 +92,7 @@ up() {
     curl -fsS "http://${REGISTRY}/v2/${repo}/tags/list" | sed -E 's/.*"tags":(\[[^]]*\]).*/\1/'
   done
   echo
-  echo "Use it:   eval \"\$(scripts/dev-env.sh env)\"; kubectl get gardenartifacts,gardenmirrors -A"
+  echo "Use it:   eval \"\$(scripts/dev-env.sh env)\"; kubectl get gardenartifacts,gardenmirrors,gardencomponents -A"
   echo "Stop it:  scripts/run.sh stop"
 }
 

@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::api::component::COMPONENT_KIND;
 use crate::api::mirror::MIRROR_KIND;
 use crate::api::{
-    API_VERSION, GROUP, GardenArtifactSpec, GardenMirrorSpec, KIND, patterns::OBJECT_NAME_RE,
+    API_VERSION, GROUP, GardenArtifactSpec, GardenComponentSpec, GardenMirrorSpec, KIND,
+    patterns::OBJECT_NAME_RE,
 };
 
 mod bounded;
@@ -51,10 +53,26 @@ impl LoadedMirror {
     }
 }
 
+/// One GardenComponent read from a file.
+#[derive(Clone, Debug)]
+pub struct LoadedComponent {
+    pub namespace: String,
+    pub name: String,
+    pub spec: GardenComponentSpec,
+    pub origin: Origin,
+}
+
+impl LoadedComponent {
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
 /// A document of one of our kinds.
 enum Document {
     Artifact(Box<LoadedObject>),
     Mirror(Box<LoadedMirror>),
+    Component(Box<LoadedComponent>),
 }
 
 /// `file.yaml (document 2)`, `file.yaml (document 1, item 3)` for an object of a `kind: List`.
@@ -94,6 +112,7 @@ pub enum Folders {
 pub struct Loaded {
     pub objects: Vec<LoadedObject>,
     pub mirrors: Vec<LoadedMirror>,
+    pub components: Vec<LoadedComponent>,
     /// Documents that are not GardenArtifacts, skipped.
     pub notes: Vec<String>,
     pub errors: Vec<String>,
@@ -126,7 +145,7 @@ pub fn load_from(paths: &[PathBuf], folders: Folders) -> Loaded {
     let mut loaded = Loaded::default();
     let mut stdin_read = false;
     for path in paths {
-        let before = loaded.objects.len() + loaded.mirrors.len();
+        let before = loaded.objects.len() + loaded.mirrors.len() + loaded.components.len();
         let problems_before = loaded.errors.len();
         if path == Path::new(STDIN) {
             if stdin_read {
@@ -147,7 +166,7 @@ pub fn load_from(paths: &[PathBuf], folders: Folders) -> Loaded {
                 Err(e) => loaded.errors.push(e),
             }
         }
-        if loaded.objects.len() + loaded.mirrors.len() == before
+        if loaded.objects.len() + loaded.mirrors.len() + loaded.components.len() == before
             && loaded.errors.len() == problems_before
         {
             let shown = if path == Path::new(STDIN) {
@@ -182,6 +201,16 @@ pub fn load_from(paths: &[PathBuf], folders: Folders) -> Loaded {
                 "{}: {}: the same {MIRROR_KIND} is defined twice",
                 mirror.origin,
                 mirror.key()
+            ));
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for component in &loaded.components {
+        if !seen.insert(component.key()) {
+            loaded.errors.push(format!(
+                "{}: {}: the same {COMPONENT_KIND} is defined twice",
+                component.origin,
+                component.key()
             ));
         }
     }
@@ -358,13 +387,14 @@ fn load_value(value: serde_yaml::Value, origin: &Origin, base_dir: &Path, loaded
     match parse_object(&value, origin, base_dir) {
         Ok(Some(Document::Artifact(object))) => loaded.objects.push(*object),
         Ok(Some(Document::Mirror(mirror))) => loaded.mirrors.push(*mirror),
+        Ok(Some(Document::Component(component))) => loaded.components.push(*component),
         Ok(None) => {
             let header: Option<Header> = serde_yaml::from_value(value).ok();
             let kind = header
                 .and_then(|h| h.kind)
                 .unwrap_or_else(|| "a document without kind".into());
             loaded.notes.push(format!(
-                "{origin}: skipped {kind}, not a {KIND} or {MIRROR_KIND}"
+                "{origin}: skipped {kind}, not a {KIND}, {MIRROR_KIND} or {COMPONENT_KIND}"
             ));
         }
         Err(e) => loaded.errors.push(format!("{origin}: {e}")),
@@ -380,7 +410,7 @@ fn parse_object(
     let header: Header = serde_yaml::from_value(value.clone())
         .map_err(|e| format!("apiVersion, kind and metadata are not readable: {e}"))?;
     let kind = header.kind.clone().unwrap_or_default();
-    let known = kind == KIND || kind == MIRROR_KIND;
+    let known = kind == KIND || kind == MIRROR_KIND || kind == COMPONENT_KIND;
     if header.api_version.is_none() && known {
         // A typo (`apiversion:`) or a forgotten line, not a document of another kind.
         return Err(format!(
@@ -435,6 +465,16 @@ fn parse_object(
             name,
             spec,
             base_dir: base_dir.to_path_buf(),
+            origin: origin.clone(),
+        }))));
+    }
+    if kind == COMPONENT_KIND {
+        let spec: GardenComponentSpec =
+            serde_path_to_error::deserialize(spec_value.clone()).map_err(spec_error)?;
+        return Ok(Some(Document::Component(Box::new(LoadedComponent {
+            namespace,
+            name,
+            spec,
             origin: origin.clone(),
         }))));
     }

@@ -209,6 +209,8 @@ fn controller_permissions() -> BTreeSet<Triple> {
         ("oci.gardenlinux.io", "gardenartifacts/status", &["patch"]),
         ("oci.gardenlinux.io", "gardenmirrors", &["list", "watch"]),
         ("oci.gardenlinux.io", "gardenmirrors/status", &["patch"]),
+        ("oci.gardenlinux.io", "gardencomponents", &["list", "watch"]),
+        ("oci.gardenlinux.io", "gardencomponents/status", &["patch"]),
         ("", "secrets", &["list", "watch"]),
         ("", "configmaps", &["list", "watch"]),
         ("events.k8s.io", "events", &["create", "patch"]),
@@ -297,20 +299,24 @@ fn assert_namespace(docs: &[Value]) {
 }
 
 #[test]
-fn chart_crd_is_a_copy_of_the_repository_crd() {
-    let repo = std::fs::read(root().join("crds/gardenartifacts.oci.gardenlinux.io.yaml"))
-        .expect("read crds/gardenartifacts.oci.gardenlinux.io.yaml");
-    let chart = std::fs::read(
-        root()
-            .join(CHART)
-            .join("crds/gardenartifacts.oci.gardenlinux.io.yaml"),
-    )
-    .expect("read charts/garden-artifacts/crds/gardenartifacts.oci.gardenlinux.io.yaml");
+fn chart_crds_are_copies_of_the_repository_crds() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(root().join("crds")).expect("read crds/") {
+        let name = entry.expect("a crds/ entry").file_name();
+        let name = name.to_string_lossy();
+        let repo = std::fs::read(root().join("crds").join(&*name)).expect("read crds/ file");
+        let chart = std::fs::read(root().join(CHART).join("crds").join(&*name))
+            .unwrap_or_else(|_| panic!("charts/garden-artifacts/crds/{name} is missing"));
+        assert!(
+            repo == chart,
+            "charts/garden-artifacts/crds/{name} differs from crds/{name}: copy it:\n  \
+             cp crds/{name} charts/garden-artifacts/crds/"
+        );
+        checked += 1;
+    }
     assert!(
-        repo == chart,
-        "charts/garden-artifacts/crds/gardenartifacts.oci.gardenlinux.io.yaml differs from \
-         crds/gardenartifacts.oci.gardenlinux.io.yaml: copy it:\n  \
-         cp crds/gardenartifacts.oci.gardenlinux.io.yaml charts/garden-artifacts/crds/"
+        checked >= 3,
+        "GardenArtifact, GardenMirror and GardenComponent"
     );
 }
 

@@ -30,3 +30,16 @@ fn committed_mirror_crd_is_up_to_date() {
     );
     assert!(!COMMITTED_MIRROR.contains("x-kubernetes-validations"));
 }
+
+const COMMITTED_COMPONENT: &str = include_str!("../crds/gardencomponents.oci.gardenlinux.io.yaml");
+
+#[test]
+fn committed_component_crd_is_up_to_date() {
+    let generated =
+        garden_artifacts::cli::crd_yaml_of(garden_artifacts::cli::CrdKind::GardenComponent);
+    assert!(
+        generated == COMMITTED_COMPONENT,
+        "crds/gardencomponents.oci.gardenlinux.io.yaml is stale: run\n  cargo run -- crd GardenComponent > crds/gardencomponents.oci.gardenlinux.io.yaml"
+    );
+    assert!(!COMMITTED_COMPONENT.contains("x-kubernetes-validations"));
+}

@@ -8,6 +8,7 @@
 // duplicated attribute.
 #![allow(clippy::duplicated_attributes)]
 
+pub mod component;
 pub mod conditions;
 pub mod mirror;
 pub mod patterns;
@@ -19,6 +20,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use component::{GardenComponent, GardenComponentSpec, GardenComponentStatus};
 pub use conditions::{Condition, ConditionStatus};
 pub use mirror::{GardenMirror, GardenMirrorSpec, GardenMirrorStatus};
 

@@ -12,6 +12,11 @@ use serde_json::json;
 /// What `reference` fields of links accept: a full reference, a bare tag, or a bare digest.
 pub use crate::oci::grammar::RELATIVE_REFERENCE as ARTIFACT_REFERENCE;
 pub use crate::oci::grammar::{DIGEST, IMAGE_REFERENCE, REPOSITORY, RESERVED_TAG, TAG};
+/// OCM's grammar: component names, relaxed SemVer versions, identity keys, label names.
+pub use crate::oci::ocm::{
+    COMPONENT_NAME, COMPONENT_NAME_RE, IDENTITY_KEY, IDENTITY_KEY_RE, LABEL_NAME, LABEL_NAME_RE,
+    RELAXED_SEMVER,
+};
 pub const SHA256_DIGEST: &str = r"^sha256:[a-f0-9]{64}$";
 /// The `rel` of a link; it becomes part of an annotation key.
 pub const LINK_REL: &str = r"^[a-z0-9][a-z0-9._-]{0,62}$";

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+mod component;
+pub use component::validate_component;
+
 use super::patterns::*;
 use super::{FileSource, GardenArtifactSpec, GardenMirrorSpec, ImageSource, IndexSource};
 use crate::intent::{

@@ -7,8 +7,8 @@ use futures::{StreamExt, stream};
 use serde::Serialize;
 
 use super::{common, exit};
-use crate::api::validate::{Frontend, validate, validate_mirror};
-use std::collections::BTreeMap;
+use crate::api::validate::{Frontend, validate, validate_component, validate_mirror};
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{RegistryArgs, SourceArgs};
 use crate::engine::claims::{self, Claim, Conflict};
@@ -53,6 +53,7 @@ pub struct ApplyArgs {
     allow_path_outside: bool,
 }
 
+mod components;
 mod layouts;
 mod mirrors;
 
@@ -177,6 +178,43 @@ pub async fn run(args: ApplyArgs) -> u8 {
                 mirror.key()
             );
         }
+    }
+    let known: BTreeSet<(String, String)> = loaded
+        .objects
+        .iter()
+        .map(|o| (o.namespace.clone(), o.name.clone()))
+        .collect();
+    let mut component_intents = Vec::with_capacity(loaded.components.len());
+    for component in &loaded.components {
+        match validate_component(&component.spec) {
+            Ok(intent) => {
+                errors.extend(components::unknown_artifact_refs(
+                    component, &intent, &known,
+                ));
+                component_intents.push(intent);
+            }
+            Err(invalid) => {
+                for field in invalid.0 {
+                    errors.push(format!(
+                        "{}: {}: {field}",
+                        component.origin,
+                        component.key()
+                    ));
+                }
+            }
+        }
+        if component.spec.credentials.is_some() {
+            eprintln!(
+                "note: {}: spec.credentials is read by the controller; apply uses the docker config",
+                component.key()
+            );
+        }
+    }
+    if component_intents.len() == loaded.components.len() {
+        errors.extend(components::same_version_twice(
+            &loaded.components,
+            &component_intents,
+        ));
     }
     let mirror_order = match mirrors::order(&mirror_intents) {
         Ok(order) => order,
@@ -313,6 +351,31 @@ pub async fn run(args: ApplyArgs) -> u8 {
         }
     }
     let mut results: Vec<ObjectResult> = results.into_iter().flatten().collect();
+    let published: Vec<components::Published> = loaded
+        .objects
+        .iter()
+        .zip(&intents)
+        .zip(&results)
+        .map(|((object, intent), result)| {
+            let settled = mode == Mode::Apply || result.result == "unchanged";
+            components::Published {
+                namespace: object.namespace.clone(),
+                name: object.name.clone(),
+                reference: result
+                    .digest
+                    .as_deref()
+                    .filter(|_| settled && result.error.is_none())
+                    .and_then(|digest| {
+                        components::published_reference(&intent.repository, &intent.tags, digest)
+                    }),
+                missing_because: if result.error.is_some() {
+                    "failed"
+                } else {
+                    "pending"
+                },
+            }
+        })
+        .collect();
     let artefacts: Vec<mirrors::Artefact<'_>> = loaded
         .objects
         .iter()
@@ -331,6 +394,16 @@ pub async fn run(args: ApplyArgs) -> u8 {
             &mirror_intents,
             &mirror_order,
             &artefacts,
+            mode,
+        )
+        .await,
+    );
+    results.extend(
+        components::run(
+            engine,
+            &loaded.components,
+            &component_intents,
+            &published,
             mode,
         )
         .await,

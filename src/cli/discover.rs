@@ -66,6 +66,9 @@ struct Node {
     /// Where the referrers were found: `api` or `tag <fallback tag>`.
     #[serde(skip_serializing_if = "Option::is_none")]
     referrers_source: Option<String>,
+    /// A component version's descriptor: its resources and where they point.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    component: Option<crate::oci::ocm::Component>,
     /// Why this manifest could not be read (a dangling index entry or referrer).
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
@@ -168,6 +171,14 @@ async fn visit(
         };
     }
     node.links = links(&node.annotations);
+    match super::component::descriptor_yaml(client, repo, &document).await {
+        Ok(Some(yaml)) => match super::component::parse(repo, &yaml) {
+            Ok(descriptor) => node.component = Some(descriptor.component),
+            Err(e) => node.error = Some(e.message),
+        },
+        Ok(None) => {}
+        Err(e) => node.error = Some(e.message),
+    }
     // A manifest reached twice (a referrer listed under two subjects) is expanded once.
     if depth >= MAX_DEPTH || !seen.insert(descriptor.digest.clone()) {
         return node;
@@ -289,6 +300,9 @@ fn tree(node: &Node, label: String) -> Item {
                 .collect(),
         });
     }
+    if let Some(component) = &node.component {
+        children.push(component_tree(component));
+    }
     if !node.manifests.is_empty() {
         children.push(Item {
             label: "[manifests]".into(),
@@ -330,6 +344,46 @@ fn tree(node: &Node, label: String) -> Item {
         });
     }
     Item { label, children }
+}
+
+/// A component version: each resource by its identity, and where it points.
+fn component_tree(component: &crate::oci::ocm::Component) -> Item {
+    let mut children: Vec<Item> = component
+        .resources
+        .iter()
+        .map(|r| {
+            let identity: Vec<String> = r
+                .extra_identity
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let target = r
+                .access
+                .image_reference
+                .clone()
+                .unwrap_or_else(|| format!("(access {})", r.access.type_));
+            leaf(format!(
+                "resource {} {} [{}] {} -> {target}",
+                r.name,
+                r.version,
+                identity.join(", "),
+                r.type_
+            ))
+        })
+        .collect();
+    children.extend(component.component_references.iter().map(|r| {
+        leaf(format!(
+            "reference {} -> {}:{}",
+            r.name, r.component_name, r.version
+        ))
+    }));
+    Item {
+        label: format!(
+            "[component] {}:{} (provider {})",
+            component.name, component.version, component.provider
+        ),
+        children,
+    }
 }
 
 fn render(root: &Item) -> String {

@@ -6,6 +6,7 @@ mod registry_args;
 
 pub use registry_args::{RegistryArgs, SourceArgs};
 mod common;
+mod component;
 mod copy;
 mod discover;
 mod mirror;
@@ -18,7 +19,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use kube::CustomResourceExt;
 
-use crate::api::{GardenArtifact, GardenMirror};
+use crate::api::{GardenArtifact, GardenComponent, GardenMirror};
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Parser)]
@@ -135,6 +136,7 @@ pub async fn run() -> ExitCode {
 pub enum CrdKind {
     GardenArtifact,
     GardenMirror,
+    GardenComponent,
 }
 
 /// The GardenArtifact CRD exactly as committed under `crds/`.
@@ -147,6 +149,7 @@ pub fn crd_yaml_of(kind: CrdKind) -> String {
     let crd = match kind {
         CrdKind::GardenArtifact => GardenArtifact::crd(),
         CrdKind::GardenMirror => GardenMirror::crd(),
+        CrdKind::GardenComponent => GardenComponent::crd(),
     };
     serde_yaml::to_string(&crd).expect("the CRD serializes")
 }

@@ -23,6 +23,7 @@ use super::common::{self, Descriptor, Document, Failure, Format, Outcome, Regist
 use crate::api::patterns::{MEDIA_TYPE_RE, PLATFORM_RE};
 use crate::oci::digest::VerifyingStream;
 use crate::oci::media_types::is_index;
+use crate::oci::ocm::DESCRIPTOR_FILE;
 use crate::oci::{ImageReference, Repository};
 use crate::registry::{RawManifest, Registry};
 
@@ -151,6 +152,13 @@ async fn pull(args: PullArgs) -> Outcome {
                 "REF {reference}: no manifest there (expected an artefact manifest or index)"
             ))
         })?;
+    // A manifest that does not parse is left to `choose`, which says so.
+    if !is_index(&root.media_type)
+        && let Ok(document) = Document::parse(&reference.to_string(), &root)
+        && let Some(yaml) = super::component::descriptor_yaml(client, repo, &document).await?
+    {
+        return write_descriptor(&args, &reference, &root, &yaml).await;
+    }
     let mut chosen = Vec::new();
     let mut available = Vec::new();
     choose(
@@ -226,6 +234,54 @@ async fn pull(args: PullArgs) -> Outcome {
     }
     Ok(())
 }
+
+/// A component version is pulled as its descriptor, `component-descriptor.yaml` in DIR: the
+/// file OCM tools read, rather than the tar it is stored in.
+async fn write_descriptor(
+    args: &PullArgs,
+    reference: &ImageReference,
+    root: &RawManifest,
+    yaml: &[u8],
+) -> Outcome {
+    let path = args.output.join(DESCRIPTOR_FILE);
+    if path.is_dir() {
+        return Err(Failure::failed(format!(
+            "{}: is a folder, where {DESCRIPTOR_FILE} would be written",
+            path.display()
+        )));
+    }
+    let written = async {
+        tokio::fs::create_dir_all(&args.output).await?;
+        // Written under a temporary name first, so a failed pull leaves no half a file.
+        let partial = args.output.join(format!(".{DESCRIPTOR_FILE}.partial"));
+        tokio::fs::write(&partial, yaml).await?;
+        tokio::fs::rename(&partial, &path).await
+    };
+    written
+        .await
+        .map_err(|e| Failure::failed(format!("-o {}: {e}", args.output.display())))?;
+    let file = PulledFile {
+        path: path.display().to_string(),
+        title: DESCRIPTOR_FILE.to_string(),
+        digest: crate::oci::digest::sha256_digest(yaml),
+        size: yaml.len() as u64,
+        media_type: DESCRIPTOR_MEDIA_TYPE.to_string(),
+        manifest: root.digest.clone(),
+    };
+    match args.format {
+        Format::Text => println!("{}", file.path),
+        Format::Json => common::print_json(&Pulled {
+            reference: reference.to_string(),
+            digest: root.digest.clone(),
+            media_type: root.media_type.clone(),
+            files: vec![file],
+        }),
+    }
+    Ok(())
+}
+
+/// The media type of the descriptor as a file (OCM's, for the YAML without its tar).
+const DESCRIPTOR_MEDIA_TYPE: &str = "application/vnd.ocm.software.component-descriptor.v2+yaml";
 
 /// The image manifests to pull from `raw`: itself, or the children of an index.
 async fn choose(

@@ -3,6 +3,7 @@
 
 mod apply;
 mod cleanup;
+mod components;
 mod context;
 mod earlier;
 mod events;
@@ -343,6 +344,19 @@ pub async fn run(config: Config) -> Result<(), String> {
         config.concurrency,
         signals.received(1),
     );
+    let components = {
+        let api: Api<crate::api::GardenComponent> = match &config.namespace {
+            Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+            None => Api::all(ctx.client.clone()),
+        };
+        components::run(
+            api,
+            artifacts.clone(),
+            Arc::clone(&ctx),
+            config.concurrency,
+            signals.received(1),
+        )
+    };
     let (by_secret, by_config_map) = (Arc::clone(&ctx), Arc::clone(&ctx));
     let running = controller
         .watches_stream(secrets, move |secret: Secret| {
@@ -370,8 +384,8 @@ pub async fn run(config: Config) -> Result<(), String> {
                 Err(e) => tracing::debug!(error = %e, "reconcile round"),
             }
         });
-    // Both controllers stop together: each ends once its rounds in flight are done.
-    let running = futures::future::join(running, mirrors);
+    // The controllers stop together: each ends once its rounds in flight are done.
+    let running = futures::future::join3(running, mirrors, components);
 
     // `running` ends only after a graceful stop, once no reconciliation runs any more; a
     // second signal drops it at once, and with it (aborted) the reconciliations in flight.

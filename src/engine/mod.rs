@@ -3,6 +3,7 @@
 //! its inputs, and call [`Engine::reconcile`].
 
 pub mod claims;
+pub mod component;
 pub mod desired;
 mod dropped;
 mod execute;
@@ -29,6 +30,7 @@ use crate::intent::{ArtifactIntent, Content, FieldPath, KeyRef};
 use crate::oci::{ImageReference, RegistryId, Repository, media_types};
 use crate::registry::{self, Registry};
 use crate::sources::{FetchError, UrlFetcher};
+pub use component::{ComponentInputs, ComponentReport, ResourcePin};
 pub use dropped::{Dropped, Earlier, OnDrop, WrittenTag};
 pub use links::{LinkVia, Pin};
 pub use mirror::MirroredReferrers;

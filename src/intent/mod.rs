@@ -4,6 +4,7 @@
 //! have to point at carries its [`FieldPath`]. Both front ends build these: `api::validate` from
 //! a GardenArtifact, the CLI verbs from their arguments.
 
+mod component;
 mod field;
 mod tag_selection;
 
@@ -13,6 +14,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Serialize;
 
+pub use component::{
+    ComponentIntent, ComponentReferenceIntent, Label, Relation, ResourceIntent, ResourceTarget,
+};
 pub use field::{FieldError, FieldPath, InvalidSpec};
 pub use tag_selection::{Latest, TagSelection, VersionOrder, tag_pattern};
 

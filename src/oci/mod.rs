@@ -4,6 +4,7 @@
 pub mod digest;
 pub mod grammar;
 pub mod media_types;
+pub mod ocm;
 pub mod reference;
 
 pub use digest::Digest;
