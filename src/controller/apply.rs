@@ -136,7 +136,7 @@ async fn prerequisites(
         )
     });
     // A tag a mirror wrote is the mirror's (mirror_claims.rs): not earned by a write probe.
-    let _ = ctx.mirrors.wait_until_ready().await;
+    ctx.mirrors.wait_until_listed().await;
     let to_mirrors = mirror_claims::lost_to_mirrors(
         &ctx.mirrors.state(),
         &repository.identity(),

@@ -11,21 +11,21 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, stream};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::apply::now;
 use super::context::Context;
 use super::events::publish;
+use super::index::ObjectKey;
 use super::reconcile::FIELD_MANAGER;
 use super::status::{READY, RECONCILING, STALLED};
-use super::trim;
 use super::watched::Watched;
 use crate::api::component::COMPONENT_KIND;
 use crate::api::validate::validate_component;
@@ -68,33 +68,28 @@ enum Observation<'a> {
 }
 
 /// Runs the GardenComponent controller until `shutdown` resolves and its rounds are done.
+/// Runs the GardenComponent controller until `shutdown` resolves. `artifact_changes` names
+/// each GardenArtifact the controller's one watch of them saw change, after its cache (the
+/// context's store, where rounds read the pins) took the change: the components naming it
+/// are woken, so a rebuilt flavour is relinked in the next round, not after `interval`.
 pub async fn run(
     components: Api<GardenComponent>,
-    artifacts: Api<Watched>,
+    artifact_changes: impl futures::Stream<Item = ObjectKey> + Send + 'static,
     ctx: Arc<Context>,
     concurrency: u16,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let (artifact_store, writer) = reflector::store();
-    let artifact_events = watcher(artifacts, watcher::Config::default())
-        .modify(trim::artifact)
-        .reflect(writer)
-        .touched_objects();
     let controller = Controller::new(components, watcher::Config::default());
     let known = controller.store();
     let shared = Arc::new(Components {
+        artifacts: ctx.store.clone(),
         ctx,
-        artifacts: artifact_store,
         components: known.clone(),
     });
+    let wakes = artifact_changes
+        .flat_map(move |changed| stream::iter(naming(&known, &changed.namespace, &changed.name)));
     controller
-        .watches_stream(artifact_events, move |artifact: Watched| {
-            naming(
-                &known,
-                &artifact.namespace().unwrap_or_default(),
-                &artifact.name_any(),
-            )
-        })
+        .reconcile_on(wakes)
         .with_config(ControllerConfig::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, shared)
@@ -527,7 +522,7 @@ mod tests {
 
     #[test]
     fn the_oldest_component_keeps_a_version_and_the_others_are_told_who_has_it() {
-        let (store, mut writer) = reflector::store();
+        let (store, mut writer) = kube::runtime::reflector::store();
         let older = object("a", "first", 100, "1.0");
         let newer = object("b", "second", 200, "1.0");
         let other_version = object("c", "third", 50, "2.0");

@@ -10,12 +10,13 @@ use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::index::SharedIndex;
+use super::mirror_claims::MirrorCache;
 use super::policy::NamespacePolicy;
 use super::recorder::Recorders;
 use super::retries::Retries;
 use super::shard::Shard;
 use super::watched::Watched;
-use crate::api::{GardenArtifact, GardenMirror};
+use crate::api::GardenArtifact;
 use crate::engine::{Engine, Inputs};
 use crate::metrics::Metrics;
 use crate::oci::{Digest, ImageReference, Repository};
@@ -42,7 +43,7 @@ pub struct Context {
     secrets: Store<Secret>,
     config_maps: Store<ConfigMap>,
     /// The GardenMirrors, for the tags they wrote (mirror_claims.rs).
-    pub mirrors: Store<GardenMirror>,
+    pub mirrors: MirrorCache,
     /// Engines by Secret, valid for one resourceVersion of it.
     engines: Mutex<HashMap<SecretKey, (ResourceVersion, Arc<Engine>)>>,
     /// Backoff after failed rounds, by object.
@@ -140,7 +141,7 @@ pub struct Caches {
     pub index: Arc<SharedIndex>,
     pub secrets: Store<Secret>,
     pub config_maps: Store<ConfigMap>,
-    pub mirrors: Store<GardenMirror>,
+    pub mirrors: MirrorCache,
 }
 
 impl Context {

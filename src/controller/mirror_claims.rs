@@ -11,10 +11,45 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kube::ResourceExt;
+use kube::runtime::reflector::Store;
+use tokio::sync::watch;
 
 use super::index::ObjectKey;
 use crate::api::GardenMirror;
 use crate::engine::claims::Conflict;
+
+/// The GardenMirrors as their watch last saw them, and whether its first listing is in.
+/// Readiness is a watch channel of our own: kube's `Store::wait_until_ready` lost the wake-up
+/// of one of two rounds waiting at once (a GardenArtifact then never got past its first round).
+#[derive(Clone)]
+pub struct MirrorCache {
+    store: Store<GardenMirror>,
+    listed: watch::Receiver<bool>,
+}
+
+impl MirrorCache {
+    /// `listed` turns true once the watch's first listing is in `store`.
+    pub fn new(store: Store<GardenMirror>, listed: watch::Receiver<bool>) -> Self {
+        Self { store, listed }
+    }
+
+    /// A cache with no mirror, listed (tests of the wiring that run no mirror watch).
+    pub fn empty() -> Self {
+        let (_, listed) = watch::channel(true);
+        Self::new(kube::runtime::reflector::store().0, listed)
+    }
+
+    /// Waits until the first listing is in: before it, a mirror's tags would look free.
+    pub async fn wait_until_listed(&self) {
+        let mut listed = self.listed.clone();
+        // A dropped sender (the watch ended) leaves what was listed.
+        let _ = listed.wait_for(|listed| *listed).await;
+    }
+
+    pub fn state(&self) -> Vec<Arc<GardenMirror>> {
+        self.store.state()
+    }
+}
 
 /// Each tag mirrors wrote into `repository` (an identity), with the mirror that owns it.
 pub fn owners(mirrors: &[Arc<GardenMirror>], repository: &str) -> BTreeMap<String, ObjectKey> {

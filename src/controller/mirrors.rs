@@ -255,8 +255,7 @@ async fn owned_elsewhere(
     written_before: &BTreeMap<String, String>,
 ) -> BTreeMap<String, String> {
     ctx.index.wait_until_ready().await;
-    // Without the mirrors' cache (its watch never started) no mirror's tags are known.
-    let _ = ctx.mirrors.wait_until_ready().await;
+    ctx.mirrors.wait_until_listed().await;
     let target = intent.target.identity();
     let me = ObjectKey::of(mirror);
     let mut owned: BTreeMap<String, String> = ctx.index.read(|index| {

@@ -282,6 +282,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     });
     let (store, objects_writer) = reflector::store();
     let (concerned, index_triggers) = futures::channel::mpsc::unbounded::<ObjectRef<Watched>>();
+    let (artifact_changed, artifact_changes) = futures::channel::mpsc::unbounded::<ObjectKey>();
     let (observed, feeding, shard) = (
         Arc::clone(&health),
         Arc::clone(&index),
@@ -299,6 +300,13 @@ pub async fn run(config: Config) -> Result<(), String> {
             }
         })
         .reflect(objects_writer)
+        // After the cache took the change: the components pinning this artefact read it there.
+        .inspect(move |event| {
+            if let Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) = event {
+                // The receiver lives as long as the controller.
+                let _ = artifact_changed.unbounded_send(ObjectKey::of(object));
+            }
+        })
         .applied_objects()
         .predicate_filter(triggers::fingerprint, Default::default())
         .try_filter(move |object| std::future::ready(shard.selects(object)));
@@ -306,6 +314,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     // The GardenMirrors: their own controller's rounds, and the tags they wrote, which the
     // artefacts' rounds read (mirror_claims.rs).
     let (mirrors_cache, mirrors_writer) = reflector::store();
+    let (mirrors_listed, mirrors_ready) = watch::channel(false);
     let mirror_api: Api<crate::api::GardenMirror> = match &config.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -314,6 +323,11 @@ pub async fn run(config: Config) -> Result<(), String> {
         .inspect(health::count_errors(Arc::clone(&metrics), "gardenmirrors"))
         .modify(trim::mirror)
         .reflect(mirrors_writer)
+        .inspect(move |event| {
+            if let Ok(watcher::Event::InitDone) = event {
+                let _ = mirrors_listed.send(true);
+            }
+        })
         .applied_objects()
         // A round starts on a change of the spec, never on its own status write coming back.
         .predicate_filter(predicates::generation, Default::default());
@@ -329,7 +343,7 @@ pub async fn run(config: Config) -> Result<(), String> {
                 index,
                 secrets: secrets_cache,
                 config_maps: config_maps_cache,
-                mirrors: mirrors_cache.clone(),
+                mirrors: mirror_claims::MirrorCache::new(mirrors_cache.clone(), mirrors_ready),
             },
         )
         .with_policy(config.namespace_policy)
@@ -351,7 +365,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         };
         components::run(
             api,
-            artifacts.clone(),
+            artifact_changes,
             Arc::clone(&ctx),
             config.concurrency,
             signals.received(1),

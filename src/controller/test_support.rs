@@ -58,7 +58,7 @@ fn context_with(
             index: Arc::new(SharedIndex::ready_with(&[])),
             secrets,
             config_maps,
-            mirrors: reflector::store().0,
+            mirrors: super::mirror_claims::MirrorCache::empty(),
         },
     ))
 }

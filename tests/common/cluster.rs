@@ -679,6 +679,10 @@ impl Controller {
                 .stdin(Stdio::null())
                 .stdout(log_file.try_clone().unwrap())
                 .stderr(log_file);
+            // To debug a test: its controllers log at this level.
+            if let Ok(filter) = std::env::var("GA_TEST_CONTROLLER_LOG") {
+                command.env("RUST_LOG", filter);
+            }
             for (k, v) in env {
                 command.env(k, v);
             }
