@@ -101,8 +101,7 @@ pub async fn publish_changes(object: &GardenArtifact, ctx: &Context, report: &Re
         );
         publish(ctx, object, EventType::Normal, "Pushed", "Push", &note).await;
     }
-    // One event per reason and round: the event recorder folds repeats of a reason into the
-    // first event's note, so tags written together are named together.
+    // One event per reason and round: tags written together are named together.
     let mut by_reason: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for write in report
         .plan
@@ -213,12 +212,7 @@ pub async fn publish(
         action: action.into(),
         secondary: None,
     };
-    if let Err(e) = ctx
-        .recorder
-        .current()
-        .publish(&event, &object.object_ref(&()))
-        .await
-    {
+    if let Err(e) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
         // Refused in a namespace being deleted, for one: what it said is then in the log only.
         tracing::warn!(object = %watches::key(object), error = %e, reason, note, "could not publish an event");
     }
