@@ -636,8 +636,10 @@ fn deletion_policies() {
     let retained = scene.wait_ready(ns, "retained");
     let doomed = scene.wait_ready(ns, "doomed");
     let bystander = scene.wait_ready(ns, "bystander");
+    // Retain has nothing to do on deletion: no finalizer; Delete has one.
+    assert!(retained["metadata"]["finalizers"].is_null(), "{retained:#}");
     assert_eq!(
-        retained["metadata"]["finalizers"],
+        doomed["metadata"]["finalizers"],
         json!(["oci.gardenlinux.io/cleanup"])
     );
     let shared = status_digest(&doomed);
@@ -653,7 +655,7 @@ fn deletion_policies() {
         .kubectl_ok(&["delete", "ga", "retained", "-n", ns, "--timeout=30s"]);
     assert!(
         scene.cluster.get(ns, "ga", "retained").is_none(),
-        "finalizer removed, object gone"
+        "object gone"
     );
     assert_eq!(
         digest_of(&format!("{kept_repo}:v1")),
@@ -1319,11 +1321,13 @@ fn a_converged_resync_writes_nothing() {
     }
 }
 
-/// A new object costs the two API writes Kubernetes 1.20 allows at the least (the finalizer, a
-/// metadata patch; the status, a subresource) in one round: neither write triggers another
-/// round (which would HEAD its tags again).
+/// A new object costs one API write, its status, in one round: with `deletionPolicy: Retain`
+/// a deletion has nothing to do, so no finalizer is set. With `Delete` it costs the two
+/// writes Kubernetes 1.20 allows at the least (the finalizer, a metadata patch; the status, a
+/// subresource). No write triggers another round (which would HEAD its tags again), and the
+/// retained object, deleted, goes at once.
 #[test]
-fn a_new_object_costs_two_api_writes_in_one_round() {
+fn a_new_object_costs_one_api_write_and_two_with_delete() {
     let ns = "e2e-first-round";
     let mut scene = Scene::new(&[ns], Watch::OwnNamespace);
     scene.start_namespaced_controller("c");
@@ -1350,21 +1354,12 @@ fn a_new_object_costs_two_api_writes_in_one_round() {
         "first",
         json!({}),
     ));
-    scene.wait_ready(ns, "first");
+    let first = scene.wait_ready(ns, "first");
+    assert!(
+        first["metadata"]["finalizers"].is_null(),
+        "no finalizer with Retain: {first:#}"
+    );
     std::thread::sleep(Duration::from_secs(4));
-    let _ = watch.kill();
-    let _ = watch.wait();
-
-    let text = std::fs::read_to_string(&watched).expect("the watch's output");
-    let events: Vec<String> = serde_json::Deserializer::from_str(&text)
-        .into_iter::<Value>()
-        .map(|event| {
-            event.expect("a watch event")["type"]
-                .as_str()
-                .unwrap_or("?")
-                .to_string()
-        })
-        .collect();
     let controller = scene.controller("c");
     let heads = scene
         .registry
@@ -1372,16 +1367,6 @@ fn a_new_object_costs_two_api_writes_in_one_round() {
         .iter()
         .filter(|r| r.method == "HEAD" && r.uri.contains("/manifests/"))
         .count();
-    eprintln!(
-        "a new object: watch events {events:?}, {} rounds, {} status writes, {heads} manifest HEADs",
-        controller.metric("garden_artifacts_reconciles_total"),
-        controller.metric("garden_artifacts_status_writes_total"),
-    );
-    assert_eq!(
-        events,
-        ["ADDED", "MODIFIED", "MODIFIED"],
-        "kubectl's create, then the finalizer and the status"
-    );
     assert_eq!(controller.metric("garden_artifacts_reconciles_total"), 1.0);
     assert_eq!(
         controller.metric("garden_artifacts_status_writes_total"),
@@ -1390,6 +1375,54 @@ fn a_new_object_costs_two_api_writes_in_one_round() {
     assert!(
         heads <= 2,
         "each tag looked at once: {heads} manifest HEADs"
+    );
+
+    scene.cluster.apply(&artifact(
+        ns,
+        "second",
+        &repository,
+        &["v3"],
+        "second",
+        json!({ "deletionPolicy": "Delete" }),
+    ));
+    let second = scene.wait_ready(ns, "second");
+    assert_eq!(
+        second["metadata"]["finalizers"],
+        json!(["oci.gardenlinux.io/cleanup"])
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(controller.metric("garden_artifacts_reconciles_total"), 2.0);
+    assert_eq!(
+        controller.metric("garden_artifacts_status_writes_total"),
+        2.0
+    );
+    // Deleted, the retained object goes at once; its tags stay.
+    scene
+        .cluster
+        .kubectl_ok(&["delete", "ga", "first", "-n", ns, "--timeout=30s"]);
+    assert!(scene.cluster.get(ns, "ga", "first").is_none());
+    assert!(digest_of(&format!("{repository}:v1")).is_some());
+    let _ = watch.kill();
+    let _ = watch.wait();
+
+    let text = std::fs::read_to_string(&watched).expect("the watch's output");
+    let events_of = |name: &str| -> Vec<String> {
+        serde_json::Deserializer::from_str(&text)
+            .into_iter::<Value>()
+            .map(|event| event.expect("a watch event"))
+            .filter(|event| event["object"]["metadata"]["name"] == name)
+            .map(|event| event["type"].as_str().unwrap_or("?").to_string())
+            .collect()
+    };
+    assert_eq!(
+        events_of("first"),
+        ["ADDED", "MODIFIED", "DELETED"],
+        "kubectl's create, the status, kubectl's delete"
+    );
+    assert_eq!(
+        events_of("second"),
+        ["ADDED", "MODIFIED", "MODIFIED"],
+        "kubectl's create, then the finalizer and the status"
     );
 }
 

@@ -1,5 +1,6 @@
-//! One reconciliation of one GardenArtifact, as kube calls it: the first finalizer set, then
-//! apply (apply.rs) or, on deletion, cleanup (cleanup.rs); and what kube does after an error.
+//! One reconciliation of one GardenArtifact, as kube calls it: the first finalizer set (only
+//! `deletionPolicy: Delete` has work to do on deletion), then apply (apply.rs) or, on
+//! deletion, cleanup (cleanup.rs); and what kube does after an error.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -16,6 +17,7 @@ use super::context::{Context, InputError};
 use super::retries::Basis;
 use super::watched::{Invalid, Watched, report_invalid, skip_cleanup};
 use super::watches;
+use crate::api::DeletionPolicy;
 use crate::engine::EngineError;
 
 pub const FINALIZER: &str = "oci.gardenlinux.io/cleanup";
@@ -71,8 +73,25 @@ pub async fn reconcile(object: Arc<Watched>, ctx: Arc<Context>) -> Result<Action
         }
     }
     let api: Api<Watched> = Api::namespaced(ctx.client.clone(), &namespace);
+    let stalled_by: OnceLock<&'static str> = OnceLock::new();
+    // With `deletionPolicy: Retain` a deletion leaves the registry as it is, so there is
+    // nothing for a finalizer to wait for: a new object costs one API write (its status),
+    // and its deletion none. One that has our finalizer (it was `Delete` once) keeps it until
+    // it is deleted, when kube's helper below takes it off.
+    let retained = object
+        .valid()
+        .is_some_and(|o| o.spec.deletion_policy == DeletionPolicy::Retain);
+    if retained && !object.finalizers().iter().any(|f| f == FINALIZER) {
+        let result = if object.meta().deletion_timestamp.is_some() {
+            Ok(Action::await_change())
+        } else {
+            round(&api, &namespace, &object, &ctx, &key, &stalled_by).await
+        };
+        return counted(&ctx, started, result, stalled_by.get().copied());
+    }
     // The first round goes on with the object as the finalizer patch returned it: a new
-    // object costs two API writes (this patch and its status) and one round.
+    // object with `deletionPolicy: Delete` costs two API writes (this patch and its status)
+    // and one round.
     let object = if object.finalizers().is_empty() && object.meta().deletion_timestamp.is_none() {
         match add_first_finalizer(&api, &object).await? {
             Some(patched) => Arc::new(patched),
@@ -85,33 +104,10 @@ pub async fn reconcile(object: Arc<Watched>, ctx: Arc<Context>) -> Result<Action
     };
     // kube's finalizer helper wants a bare `Action` back; whether the round stalled, and on
     // what class of failure, comes out beside it.
-    let stalled_by: OnceLock<&'static str> = OnceLock::new();
     let result = finalizer(&api, FINALIZER, object, |event| async {
         match event {
             FinalizerEvent::Apply(watched) => {
-                let settled = match &watched.0 {
-                    Ok(object) => match apply(&api, &namespace, object, &ctx).await {
-                        Err(Error::Unreadable(invalid)) => {
-                            report_invalid(&api, &invalid, &ctx).await?
-                        }
-                        applied => applied?,
-                    },
-                    Err(invalid) => report_invalid(&api, invalid, &ctx).await?,
-                };
-                match settled {
-                    Settled::Done(action) => {
-                        ctx.retries.succeeded(&key);
-                        Ok(action)
-                    }
-                    Settled::Stalled(action, class) => {
-                        let _ = stalled_by.set(class);
-                        Ok(action)
-                    }
-                    Settled::Refused(basis, class) => {
-                        let _ = stalled_by.set(class);
-                        Ok(Action::requeue(ctx.retries.failed(&key, Some(basis))))
-                    }
-                }
+                round(&api, &namespace, &watched, &ctx, &key, &stalled_by).await
             }
             FinalizerEvent::Cleanup(watched) => {
                 let cleaned = match &watched.0 {
@@ -127,7 +123,49 @@ pub async fn reconcile(object: Arc<Watched>, ctx: Arc<Context>) -> Result<Action
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
-    let stalled_by = stalled_by.get().copied();
+    counted(&ctx, started, result, stalled_by.get().copied())
+}
+
+/// One round of an object that is not being deleted: apply, or the report of a spec that
+/// cannot be read. Whether it stalled, and on what class of failure, goes to `stalled_by`.
+async fn round(
+    api: &Api<Watched>,
+    namespace: &str,
+    watched: &Watched,
+    ctx: &Context,
+    key: &str,
+    stalled_by: &OnceLock<&'static str>,
+) -> Result<Action, Error> {
+    let settled = match &watched.0 {
+        Ok(object) => match apply(api, namespace, object, ctx).await {
+            Err(Error::Unreadable(invalid)) => report_invalid(api, &invalid, ctx).await?,
+            applied => applied?,
+        },
+        Err(invalid) => report_invalid(api, invalid, ctx).await?,
+    };
+    match settled {
+        Settled::Done(action) => {
+            ctx.retries.succeeded(key);
+            Ok(action)
+        }
+        Settled::Stalled(action, class) => {
+            let _ = stalled_by.set(class);
+            Ok(action)
+        }
+        Settled::Refused(basis, class) => {
+            let _ = stalled_by.set(class);
+            Ok(Action::requeue(ctx.retries.failed(key, Some(basis))))
+        }
+    }
+}
+
+/// The round in the metrics: its result, its time, and the class of a failure.
+fn counted(
+    ctx: &Context,
+    started: Instant,
+    result: Result<Action, Error>,
+    stalled_by: Option<&'static str>,
+) -> Result<Action, Error> {
     let label = round_result(&result, stalled_by.is_some());
     ctx.metrics.reconciled(label, started.elapsed());
     match (&result, stalled_by) {
@@ -254,12 +292,13 @@ mod tests {
         assert!(text.contains("garden_artifacts_reconciles_total{result=\"success\"} 1"));
     }
 
-    /// A new object: the finalizer patch, then in the same round its status (here an
-    /// invalid spec's). Neither triggers another round (triggers.rs).
+    /// A new object with `deletionPolicy: Delete`: the finalizer patch, then in the same
+    /// round its status (here an invalid spec's). Neither triggers another round (triggers.rs).
     #[tokio::test]
     async fn a_new_object_costs_one_round_and_two_writes_that_trigger_nothing() {
         let stalled = object(
-            json!({ "repository": "registry.example.com/e2e/a", "tags": ["v1"], "source": {} }),
+            json!({ "repository": "registry.example.com/e2e/a", "tags": ["v1"], "source": {},
+                    "deletionPolicy": "Delete" }),
             json!(null),
         );
         let mut new = stalled.clone();
@@ -313,6 +352,42 @@ mod tests {
         );
     }
 
+    /// A new object with `deletionPolicy: Retain` (the default) has nothing to do on
+    /// deletion: no finalizer, one write (its status).
+    #[tokio::test]
+    async fn a_new_retained_object_costs_one_write_and_no_finalizer() {
+        let mut new = object(
+            json!({ "repository": "registry.example.com/e2e/a", "tags": ["v1"], "source": {} }),
+            json!(null),
+        );
+        new.metadata.finalizers = None;
+        let with_status = serde_json::to_string(&new).expect("JSON");
+        let api = FakeApi::start(move |request| match request.method.as_str() {
+            "PATCH" if request.path.contains("/gardenartifacts/a/status?") => {
+                (200, with_status.clone())
+            }
+            "POST" if request.path.contains("/events") => (201, request.body.clone()),
+            _ => fake_api::status(404, "NotFound", "not here"),
+        })
+        .await;
+        let ctx = context(api.client.clone());
+
+        let action = reconcile(Arc::new(Watched(Ok(new))), Arc::clone(&ctx)).await;
+
+        assert_eq!(action.expect("the round settles"), Action::await_change());
+        let patches: Vec<_> = api
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "PATCH")
+            .collect();
+        assert_eq!(patches.len(), 1, "{patches:?}");
+        assert!(
+            patches[0].body.contains("InvalidSpec"),
+            "{}",
+            patches[0].body
+        );
+    }
+
     /// Someone else wrote a new object first (here another finalizer, which triggers no
     /// round): ours is tried again soon, not left to a change that may never come.
     #[tokio::test]
@@ -324,7 +399,7 @@ mod tests {
         .await;
         let ctx = context(api.client.clone());
         let mut new = object(
-            json!({ "repository": "h:1/a", "tags": ["v1"], "source": {} }),
+            json!({ "repository": "h:1/a", "tags": ["v1"], "source": {}, "deletionPolicy": "Delete" }),
             json!(null),
         );
         new.metadata.finalizers = None;
