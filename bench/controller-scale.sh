@@ -226,9 +226,12 @@ PY
   printf '| objects whose resourceVersion changed in the window | %s | 0 | %s |\n' "${changed}" \
     "$(bench_meets "${changed}" '==' 0)"
   printf '| Events created in the window | %s | 0 | %s |\n' "$((e1 - e0))" "$(bench_meets $((e1 - e0)) '==' 0)"
-  printf '| registry requests in the window / manifest HEADs / rounds | %s / %s / %s | all HEADs, one per round (one tag each) | %s |\n' \
+  # A round is counted when it ends, its HEAD when the registry answers: at each edge of the
+  # window up to CONCURRENCY rounds can be on either side.
+  printf '| registry requests in the window / manifest HEADs / rounds | %s / %s / %s | all HEADs, one per round (one tag each; rounds in flight at the edges aside) | %s |\n' \
     "${total}" "${heads}" "${rounds}" \
-    "$([[ "${total}" == "${heads}" && "${heads}" == "${rounds}" ]] && echo yes || echo NO)"
+    "$([[ "${total}" == "${heads}" ]] && awk -v h="${heads}" -v r="${rounds}" -v c="${CONCURRENCY}" \
+      'BEGIN {d = h - r; if (d < 0) d = -d; exit !(d <= c)}' && echo yes || echo NO)"
   printf '\nRegistry requests in the window by method, kind and status:\n'
   sort "${BENCH_TMP}/window-${n}.kinds" | uniq -c | awk '{printf "- %s %s %s: %d\n", $2, $3, $4, $1}'
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "${n}" "${created}" "${ready_from_last}" \
