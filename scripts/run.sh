@@ -71,8 +71,8 @@ up() {
     tail -n 30 "${log}" >&2
     ga_die "the example mirror did not become Ready"
   fi
-  # The release as an OCM component version, pinned to what the examples published.
-  kubectl apply -f examples/ocm/
+  # The release as an OCM component version (in examples/gardenlinux-release.yaml), pinned to
+  # what the examples published.
   if ! kubectl wait --for=condition=Ready gardencomponent --all --all-namespaces --timeout=120s >/dev/null; then
     kubectl get gardencomponents -A -o yaml >&2
     tail -n 30 "${log}" >&2

@@ -29,7 +29,7 @@ fn examples_converge_and_a_second_apply_writes_nothing() {
         stderr(&out)
     );
     let results: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(results.len(), 11, "{results:#?}");
+    assert_eq!(results.len(), 12, "{results:#?}");
     for r in &results {
         assert_eq!(r["result"], "created", "{r}");
         // Every tag of the object resolves to the reported digest, as skopeo reads it.
@@ -160,17 +160,18 @@ fn examples_converge_and_a_second_apply_writes_nothing() {
     let text = stdout(&out);
     assert_eq!(
         text.lines().filter(|l| l.ends_with("  unchanged")).count(),
-        11,
+        12,
         "{text}"
     );
     let second: Vec<_> = registry.requests().split_off(before);
     assert!(Registry::writes(&second).is_empty(), "{second:#?}");
     let heads = second.iter().filter(|r| r.method == "HEAD").count();
     let gets: Vec<_> = second.iter().filter(|r| r.method == "GET").collect();
-    // One HEAD per tag (13 tags), one per copied source (5: the promotion, the mirror, the
-    // retag of the index and the two container images), one per index child pinned (5), and
-    // for the tagless SBOM: its subject and itself by digest (2).
-    assert_eq!(heads, 25, "{second:#?}");
+    // One HEAD per tag (13 tags and the component version's), one per copied source (5: the
+    // promotion, the mirror, the retag of the index and the two container images), one per
+    // index child pinned (5), and for the tagless SBOM: its subject and itself by digest (2).
+    // The component's resources are pinned by the run's own digests: no HEAD.
+    assert_eq!(heads, 26, "{second:#?}");
     // The SBOM's link: the referrers API probe (404 here) and the fallback index.
     assert_eq!(gets.len(), 2, "{gets:#?}");
     assert!(

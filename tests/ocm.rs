@@ -60,11 +60,9 @@ fn digest_in(image_reference: &Value) -> &str {
 #[test]
 fn the_release_component_reads_back_with_gardeners_ocm_library_and_follows_its_flavours() {
     let registry = Registry::start();
-    let examples = examples_for(&registry);
+    let examples = examples_with_containers_for(&registry);
     let dir = examples.path().to_str().unwrap();
-    let ocm_dir = examples.path().join("ocm");
-    let ocm_dir = ocm_dir.to_str().unwrap();
-    let apply = || run_ok(&["apply", "-f", dir, "-f", ocm_dir]);
+    let apply = || run_ok(&["apply", "-f", dir]);
     let first = apply();
     assert!(
         first.contains("releases/gardenlinux-1877-5  ") && first.contains("  1877.5  created"),
@@ -239,7 +237,7 @@ spec:
 #[test]
 fn the_legacy_format_and_plain_references_read_back_too() {
     let registry = Registry::start();
-    let examples = examples_for(&registry);
+    let examples = examples_with_containers_for(&registry);
     run_ok(&["apply", "-f", examples.path().to_str().unwrap()]);
     let metal = format!(
         "{}/gardenlinux/gardenlinux:1877.5-metal-gardener_prod-arm64",
@@ -297,7 +295,7 @@ fn the_legacy_format_and_plain_references_read_back_too() {
 #[test]
 fn bad_components_are_refused_naming_the_field_and_nothing_is_written() {
     let registry = Registry::start();
-    let examples = examples_for(&registry);
+    let examples = examples_with_containers_for(&registry);
     run_ok(&["apply", "-f", examples.path().to_str().unwrap()]);
     let dir = tempfile::tempdir().unwrap();
     let good = legacy_component(&registry, &format!("sha256:{}", "a".repeat(64)));
@@ -366,7 +364,7 @@ fn bad_components_are_refused_naming_the_field_and_nothing_is_written() {
 #[test]
 fn ownership_referrers_land_on_each_resource_through_the_fallback_tag() {
     let registry = Registry::start();
-    let examples = examples_for(&registry);
+    let examples = examples_with_containers_for(&registry);
     run_ok(&["apply", "-f", examples.path().to_str().unwrap()]);
     let metal = format!(
         "{}/gardenlinux/gardenlinux:1877.5-metal-gardener_prod-arm64",

@@ -72,7 +72,7 @@ fn examples_converge(profile: Profile, registry: &Registry, proxy: &FaultProxy) 
     };
     let first = apply();
     let results = first.as_array().unwrap();
-    assert_eq!(results.len(), 11, "{profile:?}: {first:#}");
+    assert_eq!(results.len(), 12, "{profile:?}: {first:#}");
     for r in results {
         assert_eq!(r["result"], "created", "{profile:?}: {r}");
     }
