@@ -1402,6 +1402,15 @@ fn a_new_object_costs_one_api_write_and_two_with_delete() {
         .kubectl_ok(&["delete", "ga", "first", "-n", ns, "--timeout=30s"]);
     assert!(scene.cluster.get(ns, "ga", "first").is_none());
     assert!(digest_of(&format!("{repository}:v1")).is_some());
+    // The watch has seen the deletion once its output says so.
+    wait_for(
+        "the watch to see the deletion",
+        Duration::from_secs(20),
+        || {
+            let text = std::fs::read_to_string(&watched).ok()?;
+            text.contains("\"DELETED\"").then_some(())
+        },
+    );
     let _ = watch.kill();
     let _ = watch.wait();
 
