@@ -239,7 +239,15 @@ impl Engine {
             Some(owner) => TagResult::Conflict {
                 owner: owner.clone(),
             },
-            None => self.mirror_tag(intent, copy_inputs, tag, mode).await,
+            None => match self.mirror_tag(intent, copy_inputs, tag, mode).await {
+                // A failure the next try may not meet (a token that expired between an
+                // upload's start and its end, a 5xx): the copy is tried once more, from the
+                // start, so one tag of a long round does not wait for the next round.
+                TagResult::Failed { class, .. } if !class.needs_person() => {
+                    self.mirror_tag(intent, copy_inputs, tag, mode).await
+                }
+                result => result,
+            },
         };
         let done = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         on_progress(MirrorProgress { done, selected });
@@ -643,5 +651,26 @@ mod tests {
             })
             .unwrap();
         assert!(failed.needs_person());
+    }
+
+    /// A transient failure (here a 503 on one manifest PUT; through a registry client, a token
+    /// that expired mid-upload) costs the tag a second try in the same round, not the round.
+    #[tokio::test]
+    async fn a_tag_that_failed_for_a_transient_reason_is_tried_once_more() {
+        let registry = Arc::new(MemoryRegistry::new(MemoryOptions::distribution_2()));
+        seeded(&registry, &["1", "2", "3"]);
+        let engine = engine(&registry);
+        registry.fail(Operation::PutManifest, 1, 503);
+        let report = engine
+            .mirror_repository(
+                &intent(&[], false),
+                &MirrorInputs::default(),
+                Mode::Apply,
+                &|_| {},
+            )
+            .await
+            .unwrap();
+        assert_eq!((report.copied(), report.failed()), (3, 0), "{report:?}");
+        assert_eq!(registry.tags(&repo("mirror/gl")).len(), 3);
     }
 }
