@@ -25,13 +25,12 @@ use super::context::Context;
 use super::events::publish;
 use super::index::ObjectKey;
 use super::reconcile::FIELD_MANAGER;
-use super::status::{READY, RECONCILING, STALLED};
+use super::status::{READY, RECONCILING, STALLED, set_condition};
 use super::watched::Watched;
 use crate::api::component::COMPONENT_KIND;
 use crate::api::validate::validate_component;
 use crate::api::{
-    API_VERSION, Condition, ConditionStatus, GardenComponent, GardenComponentStatus,
-    PinnedReference,
+    API_VERSION, ConditionStatus, GardenComponent, GardenComponentStatus, PinnedReference,
 };
 use crate::engine::{ComponentInputs, ComponentReport, EngineError, Mode};
 use crate::intent::ComponentIntent;
@@ -410,23 +409,15 @@ fn next_status(
     next.observed_generation = generation;
     use ConditionStatus::{False, True};
     let mut set = |type_: &str, status: ConditionStatus, reason: &str, message: &str| {
-        let mut condition = Condition {
-            type_: type_.to_string(),
+        set_condition(
+            &mut next.conditions,
+            type_,
             status,
-            reason: reason.to_string(),
-            message: message.to_string(),
-            last_transition_time: now.to_string(),
-            observed_generation: generation,
-        };
-        match next.conditions.iter_mut().find(|c| c.type_ == type_) {
-            Some(existing) => {
-                if existing.status == condition.status {
-                    condition.last_transition_time = existing.last_transition_time.clone();
-                }
-                *existing = condition;
-            }
-            None => next.conditions.push(condition),
-        }
+            reason,
+            message,
+            generation,
+            now,
+        )
     };
     match observation {
         Observation::Published(report, reference) => {

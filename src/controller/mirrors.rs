@@ -27,12 +27,10 @@ use super::events::publish;
 use super::index::ObjectKey;
 use super::mirror_claims;
 use super::reconcile::FIELD_MANAGER;
-use super::status::{READY, RECONCILING, STALLED};
+use super::status::{READY, RECONCILING, STALLED, set_condition};
 use crate::api::mirror::{FailedTag, MIRROR_KIND};
 use crate::api::validate::validate_mirror;
-use crate::api::{
-    API_VERSION, Condition, ConditionStatus, GardenMirror, GardenMirrorStatus, TagStatus,
-};
+use crate::api::{API_VERSION, ConditionStatus, GardenMirror, GardenMirrorStatus, TagStatus};
 use crate::engine::{EngineError, MirrorInputs, MirrorReport, Mode, TagResult};
 use crate::intent::MirrorIntent;
 use crate::oci::repository_identity;
@@ -353,14 +351,12 @@ fn next_status(
     let mut set = |type_: &str, status: ConditionStatus, reason: &str, message: &str| {
         set_condition(
             &mut next.conditions,
-            Condition {
-                type_: type_.to_string(),
-                status,
-                reason: reason.to_string(),
-                message: message.to_string(),
-                last_transition_time: now.to_string(),
-                observed_generation: generation,
-            },
+            type_,
+            status,
+            reason,
+            message,
+            generation,
+            now,
         )
     };
     match observation {
@@ -438,19 +434,6 @@ fn next_status(
     next
 }
 
-/// Replaces the condition of the same type, keeping its transition time while its status stays.
-fn set_condition(conditions: &mut Vec<Condition>, mut condition: Condition) {
-    match conditions.iter_mut().find(|c| c.type_ == condition.type_) {
-        Some(existing) => {
-            if existing.status == condition.status {
-                condition.last_transition_time = existing.last_transition_time.clone();
-            }
-            *existing = condition;
-        }
-        None => conditions.push(condition),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -479,7 +462,7 @@ mod tests {
         }
     }
 
-    fn condition<'a>(status: &'a GardenMirrorStatus, type_: &str) -> &'a Condition {
+    fn condition<'a>(status: &'a GardenMirrorStatus, type_: &str) -> &'a crate::api::Condition {
         status.conditions.iter().find(|c| c.type_ == type_).unwrap()
     }
 

@@ -175,7 +175,9 @@ pub fn standing(status: &GardenArtifactStatus) -> Option<ObjectCondition> {
     .find_map(|(type_, condition)| holds(type_).then_some(condition))
 }
 
-fn set_condition(
+/// Sets condition `type_`, keeping its transition time while its status stays: the one
+/// condition writer of every kind's status (artefacts, mirrors, components).
+pub(super) fn set_condition(
     conditions: &mut Vec<Condition>,
     type_: &str,
     status: ConditionStatus,
