@@ -51,8 +51,9 @@ impl MirrorCache {
     }
 }
 
-/// Each tag mirrors wrote into `repository` (an identity), with the mirror that owns it.
-pub fn owners(mirrors: &[Arc<GardenMirror>], repository: &str) -> BTreeMap<String, ObjectKey> {
+/// The mirrors that wrote into `repository` (an identity), oldest first: creation time, then
+/// namespace/name. Usually none, so an artefact's round pays for the filter only.
+fn writers<'a>(mirrors: &'a [Arc<GardenMirror>], repository: &str) -> Vec<&'a GardenMirror> {
     let mut writers: Vec<&GardenMirror> = mirrors
         .iter()
         .map(AsRef::as_ref)
@@ -69,8 +70,21 @@ pub fn owners(mirrors: &[Arc<GardenMirror>], repository: &str) -> BTreeMap<Strin
             m.name_any(),
         )
     });
+    writers
+}
+
+fn wrote(mirror: &GardenMirror, tag: &str) -> bool {
+    mirror
+        .status
+        .iter()
+        .flat_map(|s| &s.written)
+        .any(|t| t.name == tag)
+}
+
+/// Each tag mirrors wrote into `repository` (an identity), with the mirror that owns it.
+pub fn owners(mirrors: &[Arc<GardenMirror>], repository: &str) -> BTreeMap<String, ObjectKey> {
     let mut owners = BTreeMap::new();
-    for mirror in writers {
+    for mirror in writers(mirrors, repository) {
         for tag in mirror.status.iter().flat_map(|s| &s.written) {
             owners
                 .entry(tag.name.clone())
@@ -80,7 +94,8 @@ pub fn owners(mirrors: &[Arc<GardenMirror>], repository: &str) -> BTreeMap<Strin
     owners
 }
 
-/// The tags of an artefact in `repository` that mirrors own.
+/// The tags of an artefact in `repository` that mirrors own. On every artefact round: it
+/// looks up the artefact's few tags rather than gathering every tag a mirror wrote.
 pub fn lost_to_mirrors(
     mirrors: &[Arc<GardenMirror>],
     repository: &str,
@@ -89,12 +104,13 @@ pub fn lost_to_mirrors(
     if tags.is_empty() {
         return Vec::new();
     }
-    let owners = owners(mirrors, repository);
+    let writers = writers(mirrors, repository);
     tags.iter()
         .filter_map(|tag| {
-            owners.get(tag).map(|owner| Conflict {
+            let owner = writers.iter().find(|m| wrote(m, tag))?;
+            Some(Conflict {
                 tag: tag.clone(),
-                owner: format!("GardenMirror {owner}, which wrote it"),
+                owner: format!("GardenMirror {}, which wrote it", ObjectKey::of(*owner)),
             })
         })
         .collect()
@@ -141,6 +157,20 @@ mod tests {
                 ("1", "mirrors/young".to_string()),
                 ("2", "mirrors/old".to_string()),
                 ("3", "mirrors/old".to_string()),
+            ]
+        );
+        // An artefact's lookup names the same owners.
+        let lost = lost_to_mirrors(
+            &mirrors,
+            "dst.example/a",
+            &["2".to_string(), "1".to_string()],
+        );
+        let named: Vec<String> = lost.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            named,
+            [
+                "tag \"2\" is owned by GardenMirror mirrors/old, which wrote it",
+                "tag \"1\" is owned by GardenMirror mirrors/young, which wrote it",
             ]
         );
     }
