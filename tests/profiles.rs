@@ -39,6 +39,19 @@ fn rewrite_tree(dir: &Path, from: &str, to: &str) {
     }
 }
 
+/// The digests of the referrers `discover` finds for `reference`, sorted.
+fn discovered(reference: &str) -> Vec<String> {
+    let tree = json(&["discover", reference, "--format", "json"]);
+    let mut found: Vec<String> = tree["referrers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| r["digest"].as_str().unwrap().to_string())
+        .collect();
+    found.sort();
+    found
+}
+
 fn registry_requests(seen: &[Seen]) -> Vec<&Seen> {
     seen.iter()
         .filter(|s| s.path().starts_with("/v2/"))
@@ -183,17 +196,6 @@ fn exercise(profile: Profile) {
         referrers.push(out["digest"].as_str().unwrap().to_string());
     }
     referrers.sort();
-    let discovered = |reference: &str| {
-        let tree = json(&["discover", reference, "--format", "json"]);
-        let mut found: Vec<String> = tree["referrers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|r| r["digest"].as_str().unwrap().to_string())
-            .collect();
-        found.sort();
-        found
-    };
     assert_eq!(discovered(&subject), referrers, "{profile:?}: discover");
 
     // Mirror with referrers, in the same registry (a mount, where the profile allows it).
@@ -331,17 +333,6 @@ fn referrers_beyond_one_page(profile: Profile) {
         referrers.push(out["digest"].as_str().unwrap().to_string());
     }
     referrers.sort();
-    let discovered = |reference: &str| {
-        let tree = json(&["discover", reference, "--format", "json"]);
-        let mut found: Vec<String> = tree["referrers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|r| r["digest"].as_str().unwrap().to_string())
-            .collect();
-        found.sort();
-        found
-    };
     assert_eq!(discovered(&subject), referrers, "{profile:?}: discover");
     let copy = format!("{}/refs/mirror:1.0", proxy.addr);
     run_ok(&["copy", "--referrers", &subject, &copy]);
@@ -475,14 +466,7 @@ fn a_mirror_reads_every_page_of_both_sides() {
         source_pages >= 3,
         "{source_pages} source pages read for 123 tags in pages of 50"
     );
-    let tree = json(&["discover", &format!("{target}:1878.1"), "--format", "json"]);
-    let mut arrived: Vec<String> = tree["referrers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|r| r["digest"].as_str().unwrap().to_string())
-        .collect();
-    arrived.sort();
+    let arrived = discovered(&format!("{target}:1878.1"));
     assert_eq!(
         arrived, referrers,
         "all referrers, beyond the first page of 5"
